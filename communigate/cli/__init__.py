@@ -1,0 +1,1 @@
+"""The ``communigate`` administration command."""

@@ -1,0 +1,300 @@
+"""The ``communigate`` administration command.
+
+Every call names the base directory with ``--base`` (default: the
+``COMMUNIGATE_BASE`` environment variable, else ``/var/lib/communigate``).
+Settings are given as ``Key=Value`` with values in CommuniGate's syntax
+(``FailedLoginFlow=(3,1m)``, ``HideAccountUnknown=YES``); ``Key=`` with
+nothing after ``=`` removes the key so the default applies again.  Errors
+print one line on stderr and exit with status 1; nothing is half-written.
+A running server sees every change within a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+
+from communigate.cli import objects, values
+from communigate.cli.arguments import (
+    DEFAULT_BASE,
+    CommandFailed,
+    address,
+    base_directory,
+)
+from communigate.cred import passwords
+from communigate.portal.delivery import DeliveryError, deliver
+from communigate.portal.router import (
+    Router,
+    RouterTableError,
+    parse_record,
+    parse_table,
+)
+from communigate.store import settingsformat
+from communigate.store.directory import DirectoryError
+from communigate.store.files import FileDirectory
+from communigate.store.initialise import default_main_domain, initialise
+
+
+def _directory(args: argparse.Namespace) -> FileDirectory:
+    directory = FileDirectory(base_directory(args.base))
+    if args.command != "init" and not directory.is_initialised():
+        raise CommandFailed(f"{directory.base} is not initialised; run 'communigate init' first")
+    return directory
+
+
+def print_settings(settings: object) -> None:
+    """Print a dictionary in CommuniGate's syntax."""
+    if isinstance(settings, dict):
+        sys.stdout.write(settingsformat.dumps_dictionary(settings))
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """``--password``, else a prompt on a terminal, else one line of stdin."""
+    if args.password is not None:
+        return str(args.password)
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != first:
+            raise CommandFailed("the passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def encoded_password(
+    directory: FileDirectory, domain: str, own: dict[str, object], password: str
+) -> str:
+    """Encode a new password under the account's effective PasswordEncryption."""
+    encryption = own.get("PasswordEncryption")
+    if not isinstance(encryption, str):
+        record = directory.domain(domain)
+        layers = [
+            directory.server_settings().get("AccountDefaults"),
+            record.settings.get("AccountDefaults") if record else None,
+        ]
+        encryption = "clear"
+        for layer in layers:
+            if isinstance(layer, dict) and isinstance(layer.get("PasswordEncryption"), str):
+                encryption = str(layer["PasswordEncryption"])
+    try:
+        return passwords.encode(password, encryption)
+    except passwords.UnknownEncryption as error:
+        raise CommandFailed(str(error)) from None
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace, directory: FileDirectory) -> None:
+    password = initialise(
+        directory, args.main_domain or default_main_domain(), args.postmaster_password
+    )
+    print(f"initialised {directory.base}: Main Domain {directory.main_domain()}")
+    if args.postmaster_password is None:
+        print(f"postmaster@{directory.main_domain()} password: {password}")
+
+
+def cmd_server(args: argparse.Namespace, directory: FileDirectory) -> None:
+    changes = values.parse_assignments(args.settings)
+    if changes:
+        directory.update_server_settings(changes)
+    print_settings(dict(directory.server_settings()))
+
+
+def cmd_domain(args: argparse.Namespace, directory: FileDirectory) -> None:
+    if args.action == "list":
+        for name in directory.domain_names():
+            print(name)
+        return
+    if args.name is None:
+        raise CommandFailed(f"domain {args.action} needs a domain name")
+    changes = values.parse_assignments(args.settings)
+    if args.ip:
+        changes["IPAddresses"] = list(args.ip)
+    if args.alias:
+        changes["DomainAliases"] = [alias.lower() for alias in args.alias]
+    if args.action == "create":
+        settings = {key: value for key, value in changes.items() if value is not None}
+        print(f"created domain {directory.create_domain(args.name, settings)}")
+    elif args.action == "delete":
+        directory.delete_domain(args.name)
+        print(f"deleted domain {args.name.lower()}")
+    elif args.action == "settings":
+        if changes:
+            print_settings(directory.update_domain_settings(args.name, changes))
+        else:
+            record = directory.domain(args.name)
+            if record is None or record.name != args.name.lower():
+                raise CommandFailed(f"unknown domain {args.name}")
+            print_settings(dict(record.settings))
+
+
+def cmd_account(args: argparse.Namespace, directory: FileDirectory) -> None:
+    if args.action == "list":
+        domain = args.name or directory.main_domain()
+        record = directory.domain(domain)
+        if record is None:
+            raise CommandFailed(f"unknown domain {domain}")
+        for name in directory.account_names(record.name):
+            print(f"{name}@{record.name}")
+        return
+    if args.name is None:
+        raise CommandFailed(f"account {args.action} needs NAME@DOMAIN")
+    full = address(args.name, directory)
+    if args.action == "create":
+        settings: dict[str, object] = {
+            key: value
+            for key, value in values.parse_assignments(args.settings).items()
+            if value is not None
+        }
+        if args.password is not None:
+            settings["Password"] = encoded_password(directory, full.domain, settings, args.password)
+        print(f"created account {directory.create_account(full.domain, full.local, settings)}")  # type: ignore[arg-type]
+    elif args.action == "delete":
+        directory.delete_account(full.domain, full.local)
+        print(f"deleted account {full}")
+    elif args.action == "rename":
+        if not args.settings:
+            raise CommandFailed("account rename needs the new name")
+        directory.rename_account(full.domain, full.local, args.settings[0])
+        print(f"renamed {full} to {args.settings[0].lower()}@{full.domain}")
+    elif args.action == "settings":
+        changes = values.parse_assignments(args.settings)
+        if changes:
+            print_settings(directory.update_account_settings(full.domain, full.local, changes))
+        else:
+            print_settings(directory.raw_account_settings(full.domain, full.local))
+    elif args.action == "password":
+        own = directory.raw_account_settings(full.domain, full.local)
+        stored = encoded_password(directory, full.domain, dict(own), read_password(args))
+        directory.update_account_settings(full.domain, full.local, {"Password": stored})
+        print(f"password of {full} changed")
+
+
+def cmd_router(args: argparse.Namespace, directory: FileDirectory) -> None:
+    table = directory.router_table()
+    lines = [line for line in table.splitlines() if line.strip()]
+    if args.action == "show":
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        return
+    if args.action == "set":
+        source = sys.stdin if args.record in (None, "-") else open(args.record, encoding="utf-8")
+        with source:
+            text = source.read()
+        try:
+            parse_table(text)
+        except RouterTableError as error:
+            raise CommandFailed(str(error)) from None
+        directory.set_router_table(text if text.endswith("\n") or not text else text + "\n")
+        return
+    if not args.record:
+        raise CommandFailed(f"router {args.action} needs a record")
+    record = args.record.strip()
+    if args.action == "add":
+        try:
+            parse_record(record)
+        except RouterTableError as error:
+            raise CommandFailed(str(error)) from None
+        lines.append(record)
+    elif args.action == "remove":
+        if record not in [line.strip() for line in lines]:
+            raise CommandFailed(f"no such record: {record}")
+        lines = [line for line in lines if line.strip() != record]
+    directory.set_router_table("".join(line + "\n" for line in lines))
+
+
+def cmd_deliver(args: argparse.Namespace, directory: FileDirectory) -> None:
+    full = address(args.address, directory)
+    message = sys.stdin.buffer.read()
+    try:
+        delivered = deliver(directory, Router(directory), full, message)
+    except DeliveryError as error:
+        raise CommandFailed(str(error)) from None
+    for account in delivered:
+        print(f"delivered to {account}")
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "server": cmd_server,
+    "domain": cmd_domain,
+    "account": cmd_account,
+    "alias": objects.cmd_alias,
+    "group": objects.cmd_group,
+    "forwarder": objects.cmd_forwarder,
+    "router": cmd_router,
+    "deliver": cmd_deliver,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    top = argparse.ArgumentParser(prog="communigate", description=__doc__.split("\n")[0])
+    top.add_argument(
+        "--base",
+        help=f"base directory (default: $COMMUNIGATE_BASE, else {DEFAULT_BASE})",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="create a base directory with its Main Domain")
+    init.add_argument("--main-domain", help="name of the Main Domain (default: this host)")
+    init.add_argument("--postmaster-password", help="(default: generated and printed)")
+
+    server = sub.add_parser("server", help="show or change server settings")
+    server.add_argument("what", choices=["settings"])
+    server.add_argument("settings", nargs="*", metavar="Key=Value")
+
+    domain = sub.add_parser("domain", help="create, delete, list domains; their settings")
+    domain.add_argument("action", choices=["create", "delete", "list", "settings"])
+    domain.add_argument("name", nargs="?")
+    domain.add_argument("settings", nargs="*", metavar="Key=Value")
+    domain.add_argument("--ip", action="append", help="an IP address of the domain (repeat)")
+    domain.add_argument("--alias", action="append", help="a domain alias (repeat)")
+
+    account = sub.add_parser("account", help="create, delete, rename, list accounts")
+    account.add_argument(
+        "action", choices=["create", "delete", "rename", "list", "settings", "password"]
+    )
+    account.add_argument("name", nargs="?", metavar="NAME@DOMAIN")
+    account.add_argument("settings", nargs="*", metavar="Key=Value | NEWNAME")
+    account.add_argument("--password", help="set with the account's PasswordEncryption")
+
+    objects.add_parsers(sub)
+
+    router = sub.add_parser("router", help="show or change the Router table")
+    router.add_argument("action", choices=["show", "set", "add", "remove"])
+    router.add_argument("record", nargs="?", help="a record, or for 'set' a file (- = stdin)")
+
+    deliver_parser = sub.add_parser("deliver", help="deliver a message from stdin")
+    deliver_parser.add_argument("address", metavar="NAME@DOMAIN")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; 0 on success, 1 with a one-line error otherwise."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse does not take positionals after an option (``--password P
+    # Key=Value``); such leftovers are more settings.
+    if extra:
+        if not hasattr(args, "settings") or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.settings = [*args.settings, *extra]
+    try:
+        directory = _directory(args)
+        COMMANDS[args.command](args, directory)
+    except (CommandFailed, DirectoryError, values.ValueSyntaxError) as error:
+        print(f"communigate: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(
+            f"communigate: error: {error.strerror or error}: {error.filename}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Credentials, password schemes and checkers."""

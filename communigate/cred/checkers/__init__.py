@@ -1,0 +1,1 @@
+"""Credential checkers: one per password source."""

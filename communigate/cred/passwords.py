@@ -1,0 +1,129 @@
+"""How account passwords are stored and verified (spec §2).
+
+``PasswordEncryption`` says how a password is stored when it is next set:
+
+* ``clear``: as it is.  A clear password that itself starts with ``{`` or
+  ``$`` is stored as ``{PLAIN}password`` so it cannot be taken for a hash.
+* ``U-crpt``: traditional Unix crypt, stored as ``{CRYPT}xxxxxxxxxxxxx``;
+  like every Unix crypt it uses only the first 8 characters.
+* ``UB-crpt``: bcrypt, stored as ``$2b$...``.
+
+A stored value is read as follows, so hashes imported from other servers work
+as they are (the "special prefixes" of CommuniGate's U-crpt):
+
+=====================================  ===================================
+stored value starts with               verified as
+=====================================  ===================================
+``{PLAIN}`` / ``{CLEAR}``              clear text
+``{CRYPT}``                            Unix crypt family: DES, ``$1$``,
+                                       ``$5$``, ``$6$``, ``$2a$``/``$2b$``
+``{SHA}``, ``{SSHA}``, ``{MD5}``,      LDAP (RFC 2307) digests
+``{SMD5}``, ``{SSHA256}``,
+``{SSHA512}``
+``$1$``, ``$5$``, ``$6$``, ``$2a$``,   MD5-crypt, SHA-crypt, bcrypt
+``$2b$``, ``$2y$``, ``$argon2...``     (argon2 when argon2-cffi is there)
+anything else                          clear text
+=====================================  ===================================
+
+The one-way forms cannot serve CRAM-MD5, DIGEST-MD5 or APOP, which need the
+clear secret.  Verifying a one-way hash is slow on purpose; callers run
+:func:`verify` in a thread pool (see :func:`is_one_way`).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from passlib.context import CryptContext
+
+ENCRYPTIONS = ("clear", "U-crpt", "UB-crpt")
+
+_CRYPT_SCHEMES = ["bcrypt", "sha512_crypt", "sha256_crypt", "md5_crypt", "des_crypt"]
+_LDAP_SCHEMES = [
+    "ldap_salted_sha1",
+    "ldap_sha1",
+    "ldap_salted_md5",
+    "ldap_md5",
+    "ldap_salted_sha256",
+    "ldap_salted_sha512",
+]
+
+
+def _argon2_schemes() -> list[str]:
+    try:
+        import argon2  # noqa: F401
+    except ImportError:
+        return []
+    return ["argon2"]
+
+
+_crypt_context = CryptContext(schemes=_CRYPT_SCHEMES)
+_hash_context = CryptContext(schemes=_CRYPT_SCHEMES[:-1] + _LDAP_SCHEMES + _argon2_schemes())
+_CLEAR_PREFIXES = ("{PLAIN}", "{CLEAR}")
+_LDAP_PREFIXES = ("{SHA}", "{SSHA}", "{MD5}", "{SMD5}", "{SSHA256}", "{SSHA512}")
+
+
+class UnknownEncryption(ValueError):
+    """A ``PasswordEncryption`` value that is not one of :data:`ENCRYPTIONS`."""
+
+
+def canonical_encryption(name: str) -> str:
+    """The spelling of an encryption name as CommuniGate writes it."""
+    for known in ENCRYPTIONS:
+        if known.lower() == name.strip().lower():
+            return known
+    raise UnknownEncryption(f"unknown PasswordEncryption {name!r}; use one of {ENCRYPTIONS}")
+
+
+def encode(password: str, encryption: str) -> str:
+    """The stored form of ``password`` under ``encryption`` (may block)."""
+    encryption = canonical_encryption(encryption)
+    if encryption == "U-crpt":
+        return "{CRYPT}" + _crypt_context.handler("des_crypt").hash(password)
+    if encryption == "UB-crpt":
+        return str(_crypt_context.handler("bcrypt").hash(password))
+    if password.startswith(("{", "$")):
+        return "{PLAIN}" + password
+    return password
+
+
+def clear_secret(stored: str) -> str | None:
+    """The clear password if it is stored in clear, else None."""
+    if stored.upper().startswith(_CLEAR_PREFIXES):
+        return stored[stored.index("}") + 1 :]
+    if is_one_way(stored):
+        return None
+    return stored
+
+
+def is_one_way(stored: str) -> bool:
+    """Whether ``stored`` is a hash (verifying it is slow: use a thread)."""
+    upper = stored.upper()
+    if upper.startswith(_CLEAR_PREFIXES):
+        return False
+    if upper.startswith(("{CRYPT}", *_LDAP_PREFIXES)):
+        return True
+    return stored.startswith("$") and _hash_context.identify(stored) is not None
+
+
+def verify(stored: str, password: bytes) -> bool:
+    """Whether ``password`` matches ``stored``; an empty stored value never does.
+
+    Blocking for one-way forms.  Clear values compare in constant time.
+    """
+    if not stored:
+        return False
+    secret = clear_secret(stored)
+    if secret is not None:
+        return bool(secret) and hmac.compare_digest(secret.encode("utf-8"), password)
+    try:
+        if stored.upper().startswith("{CRYPT}"):
+            return bool(_crypt_context.verify(password, stored[7:]))
+        return bool(_hash_context.verify(password, stored))
+    except (ValueError, TypeError):
+        return False
+
+
+def dummy_verify(password: bytes) -> None:
+    """Spend about the time of a failed bcrypt check (no timing oracle)."""
+    _crypt_context.dummy_verify()

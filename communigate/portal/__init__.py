@@ -1,0 +1,1 @@
+"""From a login name to an account: names, the Router, policy and the realm."""

@@ -1,0 +1,58 @@
+"""Local delivery: a message for an address goes where the Router says.
+
+Used by ``communigate deliver`` now and by LMTP later.  The address is
+routed as mail (``Mail:`` records apply); an account gets the message in its
+INBOX, a group's members get it each (once per account), an alias leads to
+its account; a forwarder or remote address cannot be served without a relay
+and is refused, as are unknown names.
+"""
+
+from __future__ import annotations
+
+from communigate.portal.names import FullName
+from communigate.portal.router import (
+    LocalAccount,
+    NotAccount,
+    Rejected,
+    RouteKind,
+    Router,
+)
+from communigate.store.directory import IDirectory
+from communigate.store.mailbox import Mailbox
+
+MAX_EXPANSION_DEPTH = 5
+
+
+class DeliveryError(Exception):
+    """The message cannot be delivered to this address; the text says why."""
+
+
+def resolve_recipients(router: Router, address: FullName, depth: int = 0) -> list[LocalAccount]:
+    """The local accounts a message for ``address`` should reach."""
+    route = router.route(address, RouteKind.MAIL)
+    if isinstance(route, LocalAccount):
+        return [route]
+    if isinstance(route, Rejected):
+        raise DeliveryError(route.reason)
+    if isinstance(route, NotAccount):
+        if route.what == "discarded":
+            return []
+        if route.what == "group" and route.target is not None and depth < MAX_EXPANSION_DEPTH:
+            found: list[LocalAccount] = []
+            for member in route.target.targets:
+                member_address = FullName.parse(member.lower(), route.target.domain)
+                for account in resolve_recipients(router, member_address, depth + 1):
+                    if account not in found:
+                        found.append(account)
+            return found
+        raise DeliveryError(f"{address} leads to a {route.what}; no relay is configured")
+    raise DeliveryError(f"unknown user account {address}")
+
+
+def deliver(directory: IDirectory, router: Router, address: FullName, message: bytes) -> list[str]:
+    """Deliver to every account ``address`` leads to; return their names."""
+    delivered = []
+    for account in resolve_recipients(router, address):
+        Mailbox.of_account(directory.account_path(account.domain, account.name)).deliver(message)
+        delivered.append(str(account))
+    return delivered

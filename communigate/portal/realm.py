@@ -1,0 +1,39 @@
+"""The realm: from an account's full name to the avatar a protocol asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.cred.portal import IRealm
+from zope.interface import implementer
+
+from communigate.portal.avatars import IPOP3Maildrop, POP3Maildrop
+from communigate.store.directory import IDirectory
+from communigate.store.mailbox import Mailbox
+
+
+def _no_logout() -> None:
+    return None
+
+
+@implementer(IRealm)
+class AccountRealm:
+    """Opens accounts of the directory for the protocols."""
+
+    def __init__(self, directory: IDirectory) -> None:
+        self.directory = directory
+
+    def requestAvatar(
+        self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
+    ) -> tuple[Any, Any, Callable[[], None]]:
+        """An avatar for the first interface this realm can serve."""
+        if not isinstance(avatarId, bytes):
+            raise NotImplementedError("anonymous access is not served")
+        name, _, domain = avatarId.decode("utf-8").rpartition("@")
+        for interface in interfaces:
+            if interface is IPOP3Maildrop:
+                mailbox = Mailbox.of_account(self.directory.account_path(domain, name))
+                mailbox.create()
+                return interface, POP3Maildrop(f"{name}@{domain}", mailbox), _no_logout
+        raise NotImplementedError(f"no avatar for {interfaces!r}")

@@ -1,0 +1,1 @@
+"""Protocol servers and the listeners that accept their connections."""

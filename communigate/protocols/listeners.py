@@ -1,0 +1,29 @@
+"""Listeners: Twisted endpoint descriptions bound to protocol factories.
+
+Every protocol takes endpoint descriptions (``tcp:110:interface=127.0.0.2``,
+repeatable), so one process can listen on several addresses and the domain of
+a connection follows from the local address of the accepted socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IServiceCollection
+from twisted.internet.interfaces import IProtocolFactory
+
+
+def add_listeners(
+    parent: IServiceCollection,
+    protocol: str,
+    descriptions: Iterable[str],
+    factory: IProtocolFactory,
+    reactor: Any,
+) -> None:
+    """Add one listening service per description to ``parent``."""
+    for description in descriptions:
+        service = strports.service(description, factory, reactor=reactor)
+        service.setName(f"{protocol}:{description}")
+        service.setServiceParent(parent)

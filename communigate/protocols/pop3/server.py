@@ -1,0 +1,349 @@
+"""The POP3 server: a Twisted protocol around :mod:`.parser`.
+
+This module owns the transport, timers and the portal call; commands are
+parsed and checked by :mod:`communigate.protocols.pop3.parser`.  Commands
+are handled strictly one after another: while a login is being checked or a
+message is being sent, further pipelined commands wait in the queue
+(RFC 2449 §6.6).  Deletions are applied only when the client ends the
+session with QUIT (RFC 1939 §6); a dropped connection keeps every message.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, BinaryIO
+
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPullProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from communigate import __version__
+from communigate.cred.credentials import ConnectionInfo, LoginPassword
+from communigate.cred.errors import LoginFailure
+from communigate.portal.accounts import AccountResolver
+from communigate.portal.avatars import IPOP3Maildrop
+from communigate.protocols.lines import LineSplitter, LineTooLong
+from communigate.protocols.multiline import DotStuffer, stuff_all
+from communigate.protocols.pop3 import parser
+from communigate.protocols.pop3.parser import Command, CommandError, State, err, ok
+from communigate.store.mailbox import MessageInfo
+
+#: RFC 1939 §3: the inactivity timer is at least 10 minutes.
+IDLE_TIMEOUT = 600
+#: Protocol errors tolerated in one session before it is closed.
+MAX_ERRORS = 20
+#: Failed logins tolerated in one session before it is closed.
+MAX_LOGIN_FAILURES = 3
+CHUNK = 256 * 1024
+
+
+def connection_info(transport: Any, protocol: str, secure: bool = False) -> ConnectionInfo:
+    """The addresses of a Twisted transport as a ConnectionInfo."""
+    host, peer = transport.getHost(), transport.getPeer()
+    return ConnectionInfo(
+        protocol=protocol,
+        local_host=getattr(host, "host", None),
+        remote_host=getattr(peer, "host", None),
+        secure=secure,
+    )
+
+
+@implementer(IPullProducer)
+class MessageSender:
+    """Streams one message file, dot-stuffed, then calls ``done``."""
+
+    def __init__(self, source: BinaryIO, consumer: Any, done: Any) -> None:
+        self._source = source
+        self._consumer = consumer
+        self._done = done
+        self._stuffer = DotStuffer()
+
+    def start(self) -> None:
+        """Register with the consumer; it will pull the chunks."""
+        self._consumer.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        """Send the next chunk, or the end of the message."""
+        chunk = self._source.read(CHUNK)
+        if chunk:
+            self._consumer.write(self._stuffer.feed(chunk))
+            return
+        self._consumer.write(self._stuffer.finish())
+        self._finish()
+        self._done()
+
+    def stopProducing(self) -> None:
+        """The connection went away: just close the file."""
+        self._source.close()
+
+    def _finish(self) -> None:
+        self._source.close()
+        self._consumer.unregisterProducer()
+
+
+class POP3Server(Protocol, TimeoutMixin):
+    """One POP3 session."""
+
+    log = Logger()
+    factory: POP3Factory
+
+    def __init__(self) -> None:
+        self.state = State.AUTHORIZATION
+        self.lines = LineSplitter(parser.MAX_LINE)
+        self.queue: deque[bytes | LineTooLong] = deque()
+        self.busy = False
+        self.user: bytes | None = None
+        self.maildrop: Any = None
+        self.logout: Any = None
+        self.messages: list[MessageInfo] = []
+        self.deleted: set[int] = set()
+        self.errors = 0
+        self.login_failures = 0
+        self.connection: ConnectionInfo | None = None
+        self.pending: Deferred[Any] | None = None
+
+    # -- connection --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Greet the client with the domain of the address it reached."""
+        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
+        self.setTimeout(self.factory.timeout)
+        self.connection = connection_info(self.transport, "pop3")
+        domain = self.factory.resolver.connection_domain(self.connection)
+        self.send(ok(f"{domain} POP3 server ready"))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Drop the session; marked deletions are not applied (RFC 1939 §6)."""
+        self.connected = False
+        self.setTimeout(None)
+        if self.pending is not None:
+            self.pending.cancel()
+        if self.logout is not None:
+            self.logout()
+            self.logout = None
+
+    def timeoutConnection(self) -> None:
+        """Close an idle session (no deletions)."""
+        self.send(err("idle timeout, closing the connection"))
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        """Write bytes to the client."""
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close the connection once what was written is sent."""
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Queue complete lines and run them in order."""
+        self.resetTimeout()
+        self.queue.extend(self.lines.feed(data))
+        self.run_queue()
+
+    def run_queue(self) -> None:
+        """Run queued commands until one has to wait."""
+        while self.queue and not self.busy and self.connected:
+            event = self.queue.popleft()
+            if isinstance(event, LineTooLong):
+                self.protocol_error(f"line too long (at most {event.limit} octets)")
+                continue
+            try:
+                command = parser.parse(event, self.state)
+            except CommandError as error:
+                self.protocol_error(str(error))
+                continue
+            handler = getattr(self, f"do_{command.keyword}")
+            try:
+                handler(command)
+            except CommandError as error:
+                self.protocol_error(str(error))
+            except Exception:
+                self.log.failure("POP3 command {keyword} failed", keyword=command.keyword)
+                self.send(err("[SYS/TEMP] internal error"))
+
+    def protocol_error(self, text: str) -> None:
+        """Answer a bad command; too many of them end the session."""
+        self.errors += 1
+        self.send(err(text))
+        if self.errors >= MAX_ERRORS:
+            self.log.info(
+                "POP3 session from {remote} closed after {count} errors",
+                remote=self.connection.remote_host if self.connection else None,
+                count=self.errors,
+            )
+            self.send(err("too many errors, closing the connection"))
+            self.close()
+            self.queue.clear()
+
+    # -- AUTHORIZATION -----------------------------------------------------
+
+    def do_CAPA(self, command: Command) -> None:
+        """List capabilities (RFC 2449 §5)."""
+        lines = parser.capabilities(self.state, f"communigate-{__version__}")
+        self.send(ok("capability list follows") + b"".join(line + b"\r\n" for line in lines))
+        self.send(b".\r\n")
+
+    def do_USER(self, command: Command) -> None:
+        """Remember the login name."""
+        self.user = command.arguments[0]
+        self.send(ok("please send the PASS"))
+
+    def do_PASS(self, command: Command) -> None:
+        """Check the password through the portal."""
+        if self.user is None:
+            raise CommandError("send USER first")
+        assert self.connection is not None
+        credentials = LoginPassword(self.user, command.arguments[0], self.connection)
+        self.user = None
+        self.busy = True
+        self.pending = self.factory.portal.login(credentials, None, IPOP3Maildrop)
+        self.pending.addCallbacks(self._logged_in, self._login_failed)
+        self.pending.addBoth(self._resume)
+
+    def _resume(self, result: object) -> None:
+        self.pending = None
+        self.busy = False
+        self.run_queue()
+
+    def _logged_in(self, result: tuple[Any, Any, Any]) -> None:
+        _, self.maildrop, self.logout = result
+        if not self.connected:
+            return
+        self.messages = self.maildrop.listing()
+        self.state = State.TRANSACTION
+        total = sum(info.size for info in self.messages)
+        self.send(ok(f"{len(self.messages)} messages ({total} octets)"))
+
+    def _login_failed(self, failure: Failure) -> None:
+        if not self.connected:
+            return
+        error = failure.value
+        if not isinstance(error, LoginFailure):
+            self.log.failure("POP3 login failed unexpectedly", failure)
+            self.send(err("[SYS/TEMP] authentication failed, try again later"))
+            return
+        code = "SYS/TEMP" if error.temporary else "AUTH"
+        self.send(err(f"[{code}] {error.reply}"))
+        self.login_failures += 1
+        if self.login_failures >= MAX_LOGIN_FAILURES:
+            self.close()
+            self.queue.clear()
+
+    # -- TRANSACTION -------------------------------------------------------
+
+    def message(self, number: int) -> MessageInfo:
+        """The message with this number, unless it is missing or deleted."""
+        if not 1 <= number <= len(self.messages):
+            raise CommandError("no such message")
+        if number in self.deleted:
+            raise CommandError(f"message {number} is deleted")
+        return self.messages[number - 1]
+
+    def live(self) -> list[tuple[int, MessageInfo]]:
+        """Numbered messages not marked as deleted."""
+        return [
+            (number, info)
+            for number, info in enumerate(self.messages, 1)
+            if number not in self.deleted
+        ]
+
+    def do_NOOP(self, command: Command) -> None:
+        """Do nothing (RFC 1939 §5)."""
+        self.send(ok())
+
+    def do_STAT(self, command: Command) -> None:
+        """Count and size of the messages not deleted."""
+        live = self.live()
+        self.send(ok(f"{len(live)} {sum(info.size for _, info in live)}"))
+
+    def _scan(self, command: Command, column: Any) -> None:
+        if command.arguments:
+            number = command.numbers()[0]
+            self.send(ok(f"{number} {column(self.message(number))}"))
+            return
+        lines = [f"{number} {column(info)}\r\n".encode() for number, info in self.live()]
+        self.send(ok() + b"".join(lines) + b".\r\n")
+
+    def do_LIST(self, command: Command) -> None:
+        """Message sizes (RFC 1939 §5)."""
+        self._scan(command, lambda info: info.size)
+
+    def do_UIDL(self, command: Command) -> None:
+        """Unique IDs (RFC 1939 §7)."""
+        self._scan(command, self.maildrop.unique_id)
+
+    def do_RETR(self, command: Command) -> None:
+        """Send a whole message, streamed from its file."""
+        info = self.message(command.numbers()[0])
+        try:
+            source = self.maildrop.open(info)
+        except FileNotFoundError:
+            raise CommandError("message was removed by another session") from None
+        self.send(ok(f"{info.size} octets"))
+        self.busy = True
+        MessageSender(source, self.transport, lambda: self._resume(None)).start()
+
+    def do_TOP(self, command: Command) -> None:
+        """The header and the first lines of a message's body."""
+        number, count = command.numbers()
+        info = self.message(number)
+        try:
+            with self.maildrop.open(info) as source:
+                data = source.read()
+        except FileNotFoundError:
+            raise CommandError("message was removed by another session") from None
+        self.send(ok() + stuff_all(parser.top_of(data, count)))
+
+    def do_DELE(self, command: Command) -> None:
+        """Mark a message for deletion at QUIT."""
+        number = command.numbers()[0]
+        self.message(number)
+        self.deleted.add(number)
+        self.send(ok(f"message {number} deleted"))
+
+    def do_RSET(self, command: Command) -> None:
+        """Unmark every deletion."""
+        self.deleted.clear()
+        self.send(ok(f"{len(self.messages)} messages"))
+
+    def do_QUIT(self, command: Command) -> None:
+        """End the session; in TRANSACTION apply deletions first (UPDATE)."""
+        if self.state is State.TRANSACTION and self.deleted:
+            doomed = [self.messages[number - 1] for number in sorted(self.deleted)]
+            try:
+                self.maildrop.delete(doomed)
+            except OSError:
+                self.log.failure("POP3 UPDATE failed for {account}", account=self.maildrop.account)
+                self.send(err("[SYS/TEMP] some deleted messages not removed"))
+                self.close()
+                return
+        self.send(ok("bye"))
+        self.queue.clear()
+        self.close()
+
+
+class POP3Factory(Factory):
+    """Builds POP3 sessions that log in through one portal."""
+
+    protocol = POP3Server  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        portal: Portal,
+        resolver: AccountResolver,
+        reactor: Any,
+        timeout: int = IDLE_TIMEOUT,
+    ) -> None:
+        self.portal = portal
+        self.resolver = resolver
+        self.reactor = reactor
+        self.timeout = timeout

@@ -1,0 +1,1 @@
+"""The directory of domains and accounts, mailboxes and settings files."""

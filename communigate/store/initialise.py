@@ -1,0 +1,52 @@
+"""Creating a new base directory: Main Domain, postmaster, first settings.
+
+Used by ``communigate init`` and by the server on its first start with an
+empty base directory (spec §1.8: the Main Domain exists from the start and
+holds ``postmaster`` with the Master right).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+
+from communigate.cred import passwords
+from communigate.store import settingsformat
+from communigate.store.atomic import write_atomic
+from communigate.store.files import FileDirectory
+
+_HOST = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+\Z")
+
+
+def default_main_domain() -> str:
+    """This machine's fully qualified name, if it has one that can be a domain."""
+    name = socket.getfqdn().lower()
+    return name if _HOST.match(name) else "localhost.localdomain"
+
+
+def initialise(
+    directory: FileDirectory, main_domain: str, postmaster_password: str | None = None
+) -> str:
+    """Create the layout, the Main Domain and postmaster; return the password.
+
+    The password is generated when none is given; it is stored encrypted
+    (``UB-crpt``) and only returned, never logged.
+    """
+    password = postmaster_password or secrets.token_urlsafe(12)
+    directory.initialise(main_domain)
+    main = directory.main_domain()
+    directory.create_account(
+        main,
+        "postmaster",
+        {
+            "Password": passwords.encode(password, "UB-crpt"),
+            "PasswordEncryption": "UB-crpt",
+        },
+    )
+    access = directory.domain_folder(main) / "Settings" / "Access.settings"
+    write_atomic(
+        access,
+        settingsformat.dumps_dictionary({"postmaster": ["Master"]}).encode("utf-8"),
+    )
+    return password

@@ -1,0 +1,122 @@
+"""``twistd communigate``: options and the service tree.
+
+One :class:`~twisted.cred.portal.Portal` (resolver, password sources, realm)
+serves every protocol listener.  On its first start with an empty base
+directory the server initialises it (Main Domain, postmaster with a generated
+password, printed once).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.cred.portal import Portal
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+
+from communigate.cli.arguments import DEFAULT_BASE, base_directory
+from communigate.cred.checkers.internal import InternalPassword
+from communigate.portal.accounts import AccountResolver
+from communigate.portal.checker import AccountChecker
+from communigate.portal.realm import AccountRealm
+from communigate.protocols.listeners import add_listeners
+from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
+from communigate.store.files import FileDirectory
+from communigate.store.initialise import default_main_domain, initialise
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd communigate``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve the accounts of a communigate base directory.  Listener options "
+        "take Twisted endpoint descriptions and may be repeated, e.g. "
+        "--pop3 tcp:110:interface=127.0.0.1 --pop3 tcp:110:interface=127.0.0.2; "
+        "the domain of a connection is the one that owns the local address the "
+        "client reached."
+    )
+    optParameters = [
+        [
+            "base",
+            "b",
+            None,
+            f"Base directory (default: $COMMUNIGATE_BASE, else {DEFAULT_BASE}); "
+            "created and initialised on first start.",
+        ],
+        [
+            "main-domain",
+            None,
+            None,
+            "Name of the Main Domain when the base directory is created "
+            "(default: this host's name).",
+        ],
+        ["threads", None, 4, "Threads for password hashing and other blocking work.", int],
+        ["pop3-timeout", None, IDLE_TIMEOUT, "Seconds a POP3 session may stay idle.", int],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["pop3"] = []
+
+    def opt_pop3(self, description: str) -> None:
+        """POP3 listener, an endpoint description (repeatable; default tcp:110)."""
+        self["pop3"].append(description)
+
+    def postOptions(self) -> None:
+        """Fill in default listeners."""
+        if not self["pop3"]:
+            self["pop3"] = ["tcp:110"]
+
+
+class ThreadPoolService(Service):
+    """Starts and stops a thread pool with the application."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        """Start the threads."""
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        """Stop the threads."""
+        super().stopService()
+        self.pool.stop()
+
+
+def open_directory(options: Options) -> FileDirectory:
+    """The base directory, initialised on first start."""
+    directory = FileDirectory(base_directory(options["base"]))
+    if not directory.is_initialised():
+        main = options["main-domain"] or default_main_domain()
+        password = initialise(directory, main)
+        sys.stdout.write(
+            f"communigate: initialised {directory.base} with Main Domain {main}\n"
+            f"communigate: postmaster@{main} password: {password}\n"
+        )
+        sys.stdout.flush()
+    return directory
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """Build the service tree for ``options``."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    directory = open_directory(options)
+    top = MultiService()
+    pool = ThreadPool(minthreads=1, maxthreads=options["threads"], name="communigate-auth")
+    ThreadPoolService(pool).setServiceParent(top)
+
+    resolver = AccountResolver(directory)
+    checker = AccountChecker(resolver, [InternalPassword(reactor, pool)])
+    portal = Portal(AccountRealm(directory), [checker])
+
+    pop3 = POP3Factory(portal, resolver, reactor, timeout=options["pop3-timeout"])
+    add_listeners(top, "pop3", options["pop3"], pop3, reactor)
+    return top

@@ -1,0 +1,55 @@
+"""The mail store: crash-safe delivery, stable UIDs, listings from names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from communigate.store.mailbox import Mailbox, to_crlf
+
+
+def test_deliver_and_list(tmp_path: Path) -> None:
+    """Delivered messages list in UID order with their CRLF sizes."""
+    box = Mailbox(tmp_path / "INBOX.mdir")
+    first = box.deliver(b"Subject: a\n\nbody\n")
+    second = box.deliver(b"Subject: b\r\n\r\nbody two")
+    infos = box.messages()
+    assert [info.uid for info in infos] == [first, second] == [1, 2]
+    assert infos[0].size == len(b"Subject: a\r\n\r\nbody\r\n")
+    with box.open(infos[1]) as handle:
+        assert handle.read() == b"Subject: b\r\n\r\nbody two\r\n"
+
+
+def test_uids_never_reused(tmp_path: Path) -> None:
+    """A removed message's UID is not given again; UIDVALIDITY stays."""
+    box = Mailbox(tmp_path / "box")
+    box.deliver(b"one")
+    validity = box.uidvalidity
+    box.remove(box.messages())
+    assert box.deliver(b"two") == 2
+    assert Mailbox(tmp_path / "box").uidvalidity == validity
+
+
+def test_crash_leaves_nothing_visible(tmp_path: Path) -> None:
+    """A half-written file in tmp/ is never listed, and is cleaned later."""
+    box = Mailbox(tmp_path / "box")
+    box.create()
+    (box.path / "tmp" / "crashed").write_bytes(b"Subject: half")
+    assert box.messages() == []
+    box.clean_tmp(now=10**12)
+    assert list((box.path / "tmp").iterdir()) == []
+
+
+def test_remove_twice_is_harmless(tmp_path: Path) -> None:
+    """Removing a message another session removed already is fine."""
+    box = Mailbox(tmp_path / "box")
+    box.deliver(b"x")
+    infos = box.messages()
+    box.remove(infos)
+    box.remove(infos)
+    assert box.messages() == []
+
+
+def test_crlf() -> None:
+    """Line ends become CRLF; a missing final line end is added."""
+    assert to_crlf(b"a\nb\r\nc") == b"a\r\nb\r\nc\r\n"
+    assert to_crlf(b"") == b""
