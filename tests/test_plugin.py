@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
+from tests.integration.conftest import TWISTD
+
 
 def test_twistd_lists_plugin() -> None:
     """`twistd --help` lists communigate (plugins dir not hidden by the install)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "twisted", "--help"], capture_output=True, text=True, check=False
-    ).stdout
+    out = subprocess.run([*TWISTD, "--help"], capture_output=True, text=True, check=False).stdout
     assert "communigate" in out
 
 

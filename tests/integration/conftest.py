@@ -1,0 +1,132 @@
+"""The real server on loopback, set up as the seed's multihoming example.
+
+company.com is the Main Domain; client1.com owns 127.0.0.2; client2.com owns
+no address; each has an ``info`` account with a marker message.  The server
+listens on 127.0.0.1 and 127.0.0.2 and is started with ``twistd`` exactly as
+an administrator would.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ADDRESSES = ("127.0.0.1", "127.0.0.2")
+#: ``twistd`` run by the interpreter running the tests.
+TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
+DOMAINS = ("company.com", "client1.com", "client2.com")
+
+
+def free_port() -> int:
+    """A TCP port free on both loopback addresses the server uses."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        try:
+            with socket.socket() as other:
+                other.bind(("127.0.0.2", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def communigate(base: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """Run the administration command as an administrator would."""
+    command = [sys.executable, "-m", "communigate.cli.main", "--base", str(base), *args]
+    return subprocess.run(command, input=stdin, capture_output=True, check=False, timeout=60)
+
+
+def admin(base: Path, *args: str, stdin: bytes = b"") -> str:
+    """Run the command; it must succeed."""
+    result = communigate(base, *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def marker(domain: str) -> str:
+    return f"marker-of-{domain}"
+
+
+@dataclass
+class Server:
+    """A running server: its base directory, port and log file."""
+
+    base: Path
+    port: int
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("server exited:\n" + log.read_text(errors="replace"))
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start:\n" + log.read_text(errors="replace"))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The seed's three domains served over POP3 on 127.0.0.1 and 127.0.0.2."""
+    root = tmp_path_factory.mktemp("server")
+    base = root / "base"
+    admin(base, "init", "--main-domain", "company.com", "--postmaster-password", "pm")
+    admin(base, "domain", "create", "client1.com", "--ip", "127.0.0.2")
+    admin(base, "domain", "create", "client2.com")
+    for domain in DOMAINS:
+        admin(base, "account", "create", f"info@{domain}", "--password", f"pw-{domain}")
+        message = f"Subject: {marker(domain)}\r\n\r\n{marker(domain)}\r\n".encode()
+        admin(base, "deliver", f"info@{domain}", stdin=message)
+    port = free_port()
+    log = root / "server.log"
+    command = [
+        *TWISTD,
+        "--nodaemon",
+        "--pidfile=",
+        f"--logfile={log}",
+        "communigate",
+        f"--base={base}",
+        *(f"--pop3=tcp:{port}:interface={address}" for address in ADDRESSES),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for address in ADDRESSES:
+            wait_for_port(address, port, process, log)
+        yield Server(base, port, log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in log.read_text(errors="replace")
+
+
+@pytest.fixture
+def settle() -> float:
+    """How long to wait for the server to see a command-line change."""
+    return 1.1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
