@@ -3,7 +3,8 @@
 Layout of a mailbox folder (``<account>.macnt/INBOX.mdir/``)::
 
     tmp/                 messages being written
-    new/<uid>,S=<size>   delivered messages
+    new/<uid>,S=<size>[,N]   delivered messages (``,N``: no line starts
+                         with a dot, so POP3 sends the file as it is)
     uids.settings        { UIDValidity = #…; UIDNext = #…; }
     .lock                serialises UID assignment between processes
 
@@ -35,7 +36,7 @@ from communigate.store.atomic import fsync_directory, write_atomic, write_durabl
 
 INBOX = "INBOX"
 MAILBOX_SUFFIX = ".mdir"
-_NAME = re.compile(r"(\d+),S=(\d+)\Z")
+_NAME = re.compile(r"(\d+),S=(\d+)(,N)?\Z")
 _LINE_END = re.compile(rb"\r?\n")
 _TMP_MAX_AGE = 36 * 3600
 
@@ -55,6 +56,7 @@ class MessageInfo:
     uid: int
     size: int
     path: Path
+    dot_free: bool = False
 
 
 class Mailbox:
@@ -117,7 +119,9 @@ class Mailbox:
         with self._locked():
             validity, uid = self._read_uids()
             self._write_uids(validity or int(time.time()), uid + 1)
-            os.rename(temporary, self.path / "new" / f"{uid},S={len(data)}")
+            dot_free = not data.startswith(b".") and b"\n." not in data
+            name = f"{uid},S={len(data)}{',N' if dot_free else ''}"
+            os.rename(temporary, self.path / "new" / name)
         fsync_directory(self.path / "new")
         return uid
 
@@ -132,9 +136,8 @@ class Mailbox:
         for entry in entries:
             match = _NAME.match(entry.name)
             if match:
-                found.append(
-                    MessageInfo(int(match.group(1)), int(match.group(2)), Path(entry.path))
-                )
+                uid, size, dot_free = match.groups()
+                found.append(MessageInfo(int(uid), int(size), Path(entry.path), bool(dot_free)))
         found.sort(key=lambda info: info.uid)
         return found
 

@@ -39,7 +39,7 @@ IDLE_TIMEOUT = 600
 MAX_ERRORS = 20
 #: Failed logins tolerated in one session before it is closed.
 MAX_LOGIN_FAILURES = 3
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
 
 
 def connection_info(transport: Any, protocol: str, secure: bool = False) -> ConnectionInfo:
@@ -57,14 +57,19 @@ def connection_info(transport: Any, protocol: str, secure: bool = False) -> Conn
 class MessageSender:
     """Streams one message file, dot-stuffed, then calls ``done``."""
 
-    def __init__(self, source: BinaryIO, consumer: Any, done: Any) -> None:
+    def __init__(self, source: BinaryIO, consumer: Any, done: Any, dot_free: bool) -> None:
         self._source = source
         self._consumer = consumer
         self._done = done
-        self._stuffer = DotStuffer()
+        self._stuffer = DotStuffer(dot_free)
 
     def start(self) -> None:
         """Register with the consumer; it will pull the chunks."""
+        # Twisted's TCP transport hands the kernel at most SEND_LIMIT bytes
+        # (128 KiB) per reactor turn; letting it offer a whole chunk halves
+        # the turns for large messages (measured: benchmarks/pop3.py).
+        if getattr(self._consumer, "SEND_LIMIT", CHUNK) < CHUNK:
+            self._consumer.SEND_LIMIT = CHUNK
         self._consumer.registerProducer(self, False)
 
     def resumeProducing(self) -> None:
@@ -289,7 +294,7 @@ class POP3Server(Protocol, TimeoutMixin):
             raise CommandError("message was removed by another session") from None
         self.send(ok(f"{info.size} octets"))
         self.busy = True
-        MessageSender(source, self.transport, lambda: self._resume(None)).start()
+        MessageSender(source, self.transport, lambda: self._resume(None), info.dot_free).start()
 
     def do_TOP(self, command: Command) -> None:
         """The header and the first lines of a message's body."""
