@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
@@ -24,3 +27,30 @@ def test_plugin_options_documented() -> None:
     assert "--pop3" in str(options)
     for name, _short, _default, doc, *_ in options.optParameters:
         assert doc, name
+
+
+def test_wheel_ships_plugin(tmp_path: Path) -> None:
+    """A normal install (the wheel) carries twisted/plugins/communigate_server.py."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("communigate-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "twisted/plugins/communigate_server.py" in names
+    assert "twisted/plugins/__init__.py" not in names
+    assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
