@@ -21,8 +21,10 @@ from communigate.cred.checkers.internal import InternalPassword
 from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
+from communigate.protocols.access import LoginService, salt_key
 from communigate.protocols.listeners import add_listeners
 from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
+from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 
@@ -60,14 +62,20 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["pop3"] = []
+        self["pop3s"] = []
 
     def opt_pop3(self, description: str) -> None:
-        """POP3 listener, an endpoint description (repeatable; default tcp:110)."""
+        """POP3 listener with STLS, an endpoint description (repeatable;
+        default tcp:110 unless another listener is given)."""
         self["pop3"].append(description)
 
+    def opt_pop3s(self, description: str) -> None:
+        """POP3 listener with implicit TLS, e.g. tcp:995 (repeatable)."""
+        self["pop3s"].append(description)
+
     def postOptions(self) -> None:
-        """Fill in default listeners."""
-        if not self["pop3"]:
+        """Fill in default listeners when none is given."""
+        if not any(self[name] for name in ("pop3", "pop3s")):
             self["pop3"] = ["tcp:110"]
 
 
@@ -114,9 +122,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     ThreadPoolService(pool).setServiceParent(top)
 
     resolver = AccountResolver(directory)
-    checker = AccountChecker(resolver, [InternalPassword(reactor, pool)])
+    checker = AccountChecker(resolver, [InternalPassword(reactor, pool)], reactor, pool)
     portal = Portal(AccountRealm(directory), [checker])
+    tls = DomainContexts(directory)
+    service = LoginService(portal, resolver, tls, salt_key(directory.base))
 
-    pop3 = POP3Factory(portal, resolver, reactor, timeout=options["pop3-timeout"])
+    timeout = options["pop3-timeout"]
+    pop3 = POP3Factory(service, reactor, timeout, tls)
     add_listeners(top, "pop3", options["pop3"], pop3, reactor)
+    pop3s = POP3Factory(service, reactor, timeout, tls, implicit_tls=True)
+    add_listeners(top, "pop3s", options["pop3s"], pop3s, reactor, tls)
     return top

@@ -10,10 +10,11 @@ ordinary :class:`~twisted.cred.credentials.IUsernamePassword`.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.cred.credentials import IUsernamePassword
-from zope.interface import Attribute, implementer
+from zope.interface import Attribute, Interface, implementer
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,23 @@ class IConnectionCredentials(IUsernamePassword):
     """A user name and password with the connection they arrived on."""
 
     connection = Attribute("The ConnectionInfo of the login attempt.")
+    authzid = Attribute("The account to open instead (impersonation), or None.")
+    mechanism = Attribute("How the secret was given: 'USER', 'LOGIN', 'PLAIN', ...")
+
+
+class IClearSecretCredentials(Interface):
+    """A proof that needs the account's clear password to be checked
+    (CRAM-MD5, DIGEST-MD5, APOP, SCRAM).  Checkers that can give a clear
+    secret call :meth:`check` with it."""
+
+    username = Attribute("The login name (bytes).")
+    authzid = Attribute("The account to open instead (impersonation), or None.")
+    connection = Attribute("The ConnectionInfo of the login attempt.")
+    mechanism = Attribute("The SASL mechanism name.")
+
+    def check(secret: str) -> bool:
+        """Whether the client's proof matches ``secret``.  May be slow (SCRAM
+        derives keys): checkers call it in a thread pool."""
 
 
 @implementer(IConnectionCredentials)
@@ -41,10 +59,19 @@ class LoginPassword:
     shows the password.
     """
 
-    def __init__(self, username: bytes, password: bytes, connection: ConnectionInfo) -> None:
+    def __init__(
+        self,
+        username: bytes,
+        password: bytes,
+        connection: ConnectionInfo,
+        authzid: bytes | None = None,
+        mechanism: str = "USER",
+    ) -> None:
         self.username = username
         self.password = password
         self.connection = connection
+        self.authzid = authzid or None
+        self.mechanism = mechanism
 
     def checkPassword(self, password: bytes) -> bool:
         """Compare with a clear password in constant time."""
@@ -52,3 +79,29 @@ class LoginPassword:
 
     def __repr__(self) -> str:
         return f"<LoginPassword {self.username!r} via {self.connection.protocol}>"
+
+
+@implementer(IClearSecretCredentials)
+class ClearSecretProof:
+    """A login name with a function that checks the client's proof."""
+
+    def __init__(
+        self,
+        username: bytes,
+        check: Callable[[str], bool],
+        connection: ConnectionInfo,
+        mechanism: str,
+        authzid: bytes | None = None,
+    ) -> None:
+        self.username = username
+        self._check = check
+        self.connection = connection
+        self.mechanism = mechanism
+        self.authzid = authzid or None
+
+    def check(self, secret: str) -> bool:
+        """Whether the proof matches ``secret``."""
+        return self._check(secret)
+
+    def __repr__(self) -> str:
+        return f"<ClearSecretProof {self.username!r} via {self.mechanism}>"

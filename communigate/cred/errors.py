@@ -54,6 +54,20 @@ class ServiceDisabled(LoginFailure):
     default_reply = "access to this service is not allowed for this account"
 
 
+class SecureMethodRequired(LoginFailure):
+    """Clear text on an insecure link where the account or domain forbids it."""
+
+    kind = "secure-method-required"
+    default_reply = "clear-text passwords are not allowed on this link; use TLS or a secure method"
+
+
+class ImpersonationRefused(LoginFailure):
+    """An authorization identity the authenticating account may not open."""
+
+    kind = "impersonation-refused"
+    default_reply = "not authorized to log in as that account"
+
+
 class TemporaryFailure(LoginFailure):
     """The password could not be checked now; the client may try later."""
 

@@ -1,13 +1,20 @@
 """The one credentials checker every protocol logs in through.
 
 For each attempt: the login name is resolved to an account (names, Router,
-directory), the protocol must be among the account's services, then the
-password sources enabled for the account are asked in CommuniGate's order
-(CommuniGate password, OS password, External helper); the first that says
-yes grants access (spec §2).  The avatar ID is the account's full name.
+directory), the protocol must be among the account's services, clear-text
+passwords must be allowed on the link (the domain's ``ClearTextLogin``, the
+account's Secure Method Required, ``RequireAPOP``), then the password sources
+enabled for the account are asked in CommuniGate's order (CommuniGate
+password, OS password, External helper); the first that says yes grants
+access (spec §2).  Challenge-response proofs (CRAM-MD5, DIGEST-MD5, APOP,
+SCRAM) need a clear secret: sources that keep passwords one-way cannot serve
+them, and the log says so.
 
-Every outcome is logged as one event with fields (protocol, remote address,
-login name, account, result); never a password.
+With an authorization identity (``PLAIN`` with an authzid), the
+authenticating account opens another one only if it holds ``CanImpersonate``
+for the target's domain (spec §6).  The avatar ID is the opened account's
+full name.  Every outcome is logged as one event with fields (protocol,
+remote address, login name, account, mechanism, result); never a secret.
 """
 
 from __future__ import annotations
@@ -17,15 +24,25 @@ from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from communigate.cred.credentials import ConnectionInfo
-from communigate.cred.errors import LoginFailure, TemporaryFailure, WrongPassword
+from communigate.cred.credentials import ConnectionInfo, IClearSecretCredentials
+from communigate.cred.errors import (
+    ImpersonationRefused,
+    LoginFailure,
+    SecureMethodRequired,
+    TemporaryFailure,
+    WrongPassword,
+)
 from communigate.cred.interfaces import IPasswordSource
+from communigate.cred.sasl.registry import clear_text_allowed
 from communigate.portal.accounts import Account, AccountResolver
+from communigate.portal.rights import Rights
 from communigate.store.settingsformat import as_bool
 
 _UNKNOWN_CONNECTION = ConnectionInfo("unknown")
@@ -33,60 +50,121 @@ _UNKNOWN_CONNECTION = ConnectionInfo("unknown")
 
 @implementer(ICredentialsChecker)
 class AccountChecker:
-    """Resolve the login name, check services, try the password sources."""
+    """Resolve the login name, apply policy, try the password sources."""
 
-    credentialInterfaces = (IUsernamePassword,)
+    credentialInterfaces = (IUsernamePassword, IClearSecretCredentials)
     log = Logger()
 
-    def __init__(self, resolver: AccountResolver, sources: Sequence[IPasswordSource]) -> None:
+    def __init__(
+        self,
+        resolver: AccountResolver,
+        sources: Sequence[IPasswordSource],
+        reactor: Any = None,
+        threadpool: ThreadPool | None = None,
+    ) -> None:
         self.resolver = resolver
         self.sources = list(sources)
+        self.rights = Rights(resolver.directory)
+        self._reactor = reactor
+        self._threadpool = threadpool
 
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         """The full account name as bytes, or a LoginFailure."""
         connection = getattr(credentials, "connection", _UNKNOWN_CONNECTION)
+        mechanism = getattr(credentials, "mechanism", "USER")
         login = credentials.username.decode("utf-8", "replace")
         try:
             account = self.resolver.resolve(login, connection)
             self.resolver.check_service(account, connection.protocol)
+            if IUsernamePassword.providedBy(credentials):
+                self._check_clear_text(account, connection)
         except LoginFailure as failure:
-            self._log(connection, login, None, failure)
+            self._log(connection, login, None, mechanism, failure)
             return fail(failure)
-        result: Deferred[bytes | tuple[()]] = self._check(account, credentials.password)
-        result.addBoth(self._logged, connection, login, account)
+        result: Deferred[Any] = self._check(account, credentials)
+        result.addCallback(self._impersonate, credentials)
+        result.addBoth(self._logged, connection, login, account, mechanism)
         return result
 
+    def _check_clear_text(self, account: Account, connection: ConnectionInfo) -> None:
+        if connection.secure:
+            return
+        if as_bool(account.settings.get("RequireAPOP")):
+            raise SecureMethodRequired("clear text refused: Secure Method Required")
+        record = self.resolver.directory.domain(account.domain)
+        if not clear_text_allowed(record.settings if record else {}, connection):
+            raise SecureMethodRequired("clear text refused on an insecure link")
+
+    def _run(self, function: Any, *args: Any) -> Deferred[Any]:
+        if self._threadpool is None:
+            return maybeDeferred(function, *args)
+        return deferToThreadPool(self._reactor, self._threadpool, function, *args)
+
     @inlineCallbacks
-    def _check(self, account: Account, password: bytes) -> Any:
+    def _check(self, account: Account, credentials: Any) -> Any:
         temporary: TemporaryFailure | None = None
+        one_way = False
         for source in self.sources:
             if not as_bool(account.settings.get(source.setting)):
                 continue
             try:
-                matched = yield source.verify(account, password)
+                if IClearSecretCredentials.providedBy(credentials):
+                    secret = source.clear_secret(account)
+                    if secret is None:
+                        one_way = True
+                        continue
+                    matched = yield self._run(credentials.check, secret)
+                else:
+                    matched = yield source.verify(account, credentials.password)
             except TemporaryFailure as failure:
                 temporary = failure
                 continue
             if matched:
-                return account.full_name.encode("utf-8")
+                return account
         if temporary is not None:
             raise temporary
+        if one_way:
+            raise WrongPassword(
+                f"{credentials.mechanism} needs a clear password; "
+                f"{account.full_name} has none that can serve it"
+            )
         raise WrongPassword(f"no password source accepted {account.full_name}")
 
-    def _logged(self, result: Any, connection: ConnectionInfo, login: str, account: Account) -> Any:
+    def _impersonate(self, account: Account, credentials: Any) -> bytes:
+        authzid = getattr(credentials, "authzid", None)
+        if not authzid:
+            return account.full_name.encode("utf-8")
+        target = self.resolver.resolve(authzid.decode("utf-8", "replace"), credentials.connection)
+        if target.full_name == account.full_name:
+            return account.full_name.encode("utf-8")
+        if not self.rights.has(account.domain, account.name, "CanImpersonate", target.domain):
+            raise ImpersonationRefused(
+                f"{account.full_name} may not impersonate in {target.domain}"
+            )
+        self.log.info(
+            "{account} impersonates {target}", account=account.full_name, target=target.full_name
+        )
+        return target.full_name.encode("utf-8")
+
+    def _logged(
+        self,
+        result: Any,
+        connection: ConnectionInfo,
+        login: str,
+        account: Account,
+        mechanism: str,
+    ) -> Any:
         if isinstance(result, Failure):
             error = result.value
             if isinstance(error, LoginFailure):
-                self._log(connection, login, account, error)
+                self._log(connection, login, account, mechanism, error)
             else:
                 self.log.failure(
-                    "login check failed for {account}",
-                    result,
-                    account=account.full_name,
+                    "login check failed for {account}", result, account=account.full_name
                 )
                 return fail(TemporaryFailure("internal error"))
         else:
-            self._log(connection, login, account, None)
+            self._log(connection, login, account, mechanism, None)
         return result
 
     def _log(
@@ -94,11 +172,13 @@ class AccountChecker:
         connection: ConnectionInfo,
         login: str,
         account: Account | None,
+        mechanism: str,
         failure: LoginFailure | None,
     ) -> None:
         self.log.info(
-            "{protocol} login {login!r} from {remote} as {account}: {result}",
+            "{protocol} {mechanism} login {login!r} from {remote} as {account}: {result}",
             protocol=connection.protocol,
+            mechanism=mechanism,
             remote=connection.remote_host,
             login=login,
             account=account.full_name if account else None,

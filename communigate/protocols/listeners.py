@@ -13,6 +13,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IServiceCollection
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 
 def add_listeners(
@@ -21,8 +22,12 @@ def add_listeners(
     descriptions: Iterable[str],
     factory: IProtocolFactory,
     reactor: Any,
+    tls: Any = None,
 ) -> None:
-    """Add one listening service per description to ``parent``."""
+    """Add one listening service per description to ``parent``; with a
+    ``tls`` context factory every connection is TLS from the first byte."""
+    if tls is not None:
+        factory = TLSMemoryBIOFactory(tls, False, factory)
     for description in descriptions:
         service = strports.service(description, factory, reactor=reactor)
         service.setName(f"{protocol}:{description}")

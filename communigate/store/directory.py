@@ -139,8 +139,15 @@ class IDirectory(Interface):
         """An account's effective settings: defaults, then server, domain and
         account values.  Raises :class:`DirectoryError` for no such account."""
 
+    def domain_folder(domain: str) -> Path:
+        """The domain's folder (its ``Settings/`` and accounts live there)."""
+
     def account_path(domain: str, name: str) -> Path:
         """The account's folder (mailboxes and File Storage live there)."""
+
+    def access_rights(domain: str) -> Mapping[str, Value]:
+        """The domain's ``Access.settings``: holder → list of rights
+        (spec §6); in the Main Domain it also holds server rights."""
 
 
 class IDirectoryAdmin(Interface):

@@ -214,6 +214,28 @@ class FileDirectory:
         """The account's folder."""
         return self.domain_folder(domain) / f"{name}{ACCOUNT_SUFFIX}"
 
+    def access_rights(self, domain: str) -> Mapping[str, Value]:
+        """The domain's ``Settings/Access.settings``."""
+        return self._settings_file(self.domain_folder(domain) / "Settings" / "Access.settings")
+
+    def update_access_rights(
+        self, domain: str, holder: str, change: Callable[[list[str]], list[str]]
+    ) -> list[str]:
+        """Change one holder's rights in a domain; an empty list removes it."""
+        path = self.domain_folder(self._require_domain(domain)) / "Settings" / "Access.settings"
+        result: list[str] = []
+
+        def apply(settings: dict[str, Value]) -> None:
+            nonlocal result
+            result = change(settingsformat.as_string_list(settings.get(holder)))
+            if result:
+                settings[holder] = list(result)
+            else:
+                settings.pop(holder, None)
+
+        self._update_file(path, apply)
+        return result
+
     def raw_account_settings(self, domain: str, name: str) -> dict[str, Value]:
         """The settings stored in the account's own file (no defaults)."""
         path = self.account_path(domain, name) / "account.settings"

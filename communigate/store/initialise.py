@@ -12,7 +12,7 @@ import secrets
 import socket
 
 from communigate.cred import passwords
-from communigate.store import settingsformat
+from communigate.store import certificates, settingsformat
 from communigate.store.atomic import write_atomic
 from communigate.store.files import FileDirectory
 
@@ -31,7 +31,8 @@ def initialise(
     """Create the layout, the Main Domain and postmaster; return the password.
 
     The password is generated when none is given; it is stored encrypted
-    (``UB-crpt``) and only returned, never logged.
+    (``UB-crpt``) and only returned, never logged.  The Main Domain gets a
+    self-signed certificate for TLS.
     """
     password = postmaster_password or secrets.token_urlsafe(12)
     directory.initialise(main_domain)
@@ -48,5 +49,8 @@ def initialise(
     write_atomic(
         access,
         settingsformat.dumps_dictionary({"postmaster": ["Master"]}).encode("utf-8"),
+    )
+    certificates.install(
+        directory.domain_folder(main) / "Settings", *certificates.self_signed(main)
     )
     return password

@@ -35,7 +35,7 @@ ON_127_0_0_2 = ConnectionInfo("pop3", "127.0.0.2", "127.0.0.1")
 
 def make_checker(directory: FileDirectory) -> AccountChecker:
     source = InternalPassword(SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
-    return AccountChecker(AccountResolver(directory), [source])
+    return AccountChecker(AccountResolver(directory), [source], SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
 
 
 def result_of(deferred: Deferred[Any]) -> Any:

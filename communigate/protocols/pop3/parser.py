@@ -12,9 +12,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-#: RFC 2449 §4: command lines are at most 255 octets; allow some slack for
-#: long login names, as other servers do.
-MAX_LINE = 1024
+#: RFC 2449 §4 limits command lines to 255 octets, but SASL responses
+#: (RFC 5034 §4) are longer; this bounds both.
+MAX_LINE = 8192
 
 
 class State(enum.Enum):
@@ -38,11 +38,14 @@ _SIGNATURES: dict[str, tuple[int, int]] = {
     "DELE": (1, 1),
     "RSET": (0, 0),
     "TOP": (2, 2),
+    "APOP": (2, 2),
+    "AUTH": (0, 2),
+    "STLS": (0, 0),
 }
 
 #: Which commands each state accepts.
 ALLOWED: dict[State, frozenset[str]] = {
-    State.AUTHORIZATION: frozenset({"USER", "PASS", "QUIT", "CAPA"}),
+    State.AUTHORIZATION: frozenset({"USER", "PASS", "QUIT", "CAPA", "APOP", "AUTH", "STLS"}),
     State.TRANSACTION: frozenset(
         {"STAT", "LIST", "UIDL", "RETR", "DELE", "RSET", "TOP", "NOOP", "QUIT", "CAPA"}
     ),
@@ -104,12 +107,23 @@ def err(text: str) -> bytes:
     return b"-ERR " + text.encode("utf-8") + b"\r\n"
 
 
-def capabilities(state: State, implementation: str) -> list[bytes]:
-    """The CAPA list (RFC 2449 §5) for a state."""
+def capabilities(
+    state: State,
+    implementation: str,
+    mechanisms: list[str],
+    clear_text: bool,
+    starttls: bool,
+) -> list[bytes]:
+    """The CAPA list (RFC 2449 §5, RFC 2595 §4, RFC 5034 §3) for a state."""
     lines = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
     lines.append(b"EXPIRE NEVER")
     if state is State.AUTHORIZATION:
-        lines.append(b"USER")
+        if clear_text:
+            lines.append(b"USER")
+        if mechanisms:
+            lines.append(b"SASL " + " ".join(mechanisms).encode("ascii"))
+        if starttls:
+            lines.append(b"STLS")
     lines.append(b"IMPLEMENTATION " + implementation.encode("ascii"))
     return lines
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, BinaryIO
 
-from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -23,14 +22,18 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from communigate import __version__
-from communigate.cred.credentials import ConnectionInfo, LoginPassword
+from communigate.cred.credentials import ClearSecretProof, ConnectionInfo, LoginPassword
 from communigate.cred.errors import LoginFailure
-from communigate.portal.accounts import AccountResolver
+from communigate.cred.sasl import framing, registry
+from communigate.cred.sasl.cram import apop_check
+from communigate.cred.sasl.mechanism import MalformedResponse
 from communigate.portal.avatars import IPOP3Maildrop
+from communigate.protocols.access import LoginService
 from communigate.protocols.lines import LineSplitter, LineTooLong
 from communigate.protocols.multiline import DotStuffer, stuff_all
 from communigate.protocols.pop3 import parser
 from communigate.protocols.pop3.parser import Command, CommandError, State, err, ok
+from communigate.protocols.saslexchange import SASLExchange
 from communigate.store.mailbox import MessageInfo
 
 #: RFC 1939 §3: the inactivity timer is at least 10 minutes.
@@ -40,17 +43,6 @@ MAX_ERRORS = 20
 #: Failed logins tolerated in one session before it is closed.
 MAX_LOGIN_FAILURES = 3
 CHUNK = 1024 * 1024
-
-
-def connection_info(transport: Any, protocol: str, secure: bool = False) -> ConnectionInfo:
-    """The addresses of a Twisted transport as a ConnectionInfo."""
-    host, peer = transport.getHost(), transport.getPeer()
-    return ConnectionInfo(
-        protocol=protocol,
-        local_host=getattr(host, "host", None),
-        remote_host=getattr(peer, "host", None),
-        secure=secure,
-    )
 
 
 @implementer(IPullProducer)
@@ -111,6 +103,9 @@ class POP3Server(Protocol, TimeoutMixin):
         self.login_failures = 0
         self.connection: ConnectionInfo | None = None
         self.pending: Deferred[Any] | None = None
+        self.exchange: SASLExchange | None = None
+        self.secure = False
+        self.timestamp: bytes | None = None
 
     # -- connection --------------------------------------------------------
 
@@ -118,9 +113,25 @@ class POP3Server(Protocol, TimeoutMixin):
         """Greet the client with the domain of the address it reached."""
         self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
         self.setTimeout(self.factory.timeout)
-        self.connection = connection_info(self.transport, "pop3")
-        domain = self.factory.resolver.connection_domain(self.connection)
-        self.send(ok(f"{domain} POP3 server ready"))
+        self.secure = self.factory.implicit_tls
+        self.connection = self.service.connection(self.transport, "pop3", self.secure)
+        domain = self.service.domain(self.connection)
+        greeting = f"{domain} POP3 server ready"
+        if self.apop_advertised():
+            self.timestamp = registry.timestamp(self.service.hostname)
+            greeting += " " + self.timestamp.decode("ascii")
+        self.send(ok(greeting))
+
+    @property
+    def service(self) -> LoginService:
+        """The login service of this server."""
+        return self.factory.service
+
+    def apop_advertised(self) -> bool:
+        """Whether the domain's Login Methods include APOP (the default)."""
+        assert self.connection is not None
+        methods = self.service.domain_settings(self.connection).get("LoginMethods")
+        return methods is None or "APOP" in str(methods).upper()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """Drop the session; marked deletions are not applied (RFC 1939 §6)."""
@@ -128,6 +139,8 @@ class POP3Server(Protocol, TimeoutMixin):
         self.setTimeout(None)
         if self.pending is not None:
             self.pending.cancel()
+        if self.exchange is not None:
+            self.exchange.cancel()
         if self.logout is not None:
             self.logout()
             self.logout = None
@@ -157,6 +170,10 @@ class POP3Server(Protocol, TimeoutMixin):
         """Run queued commands until one has to wait."""
         while self.queue and not self.busy and self.connected:
             event = self.queue.popleft()
+            if self.exchange is not None and isinstance(event, bytes):
+                self.busy = True
+                self.exchange.line(event)
+                continue
             if isinstance(event, LineTooLong):
                 self.protocol_error(f"line too long (at most {event.limit} octets)")
                 continue
@@ -192,12 +209,22 @@ class POP3Server(Protocol, TimeoutMixin):
 
     def do_CAPA(self, command: Command) -> None:
         """List capabilities (RFC 2449 §5)."""
-        lines = parser.capabilities(self.state, f"communigate-{__version__}")
+        assert self.connection is not None
+        lines = parser.capabilities(
+            self.state,
+            f"communigate-{__version__}",
+            self.service.mechanisms(self.connection),
+            self.service.clear_text_allowed(self.connection),
+            self.can_starttls(),
+        )
         self.send(ok("capability list follows") + b"".join(line + b"\r\n" for line in lines))
         self.send(b".\r\n")
 
     def do_USER(self, command: Command) -> None:
-        """Remember the login name."""
+        """Remember the login name (if clear text may be used here)."""
+        assert self.connection is not None
+        if not self.service.clear_text_allowed(self.connection):
+            raise CommandError("[AUTH] clear-text login is not allowed on this link; use STLS")
         self.user = command.arguments[0]
         self.send(ok("please send the PASS"))
 
@@ -208,10 +235,84 @@ class POP3Server(Protocol, TimeoutMixin):
         assert self.connection is not None
         credentials = LoginPassword(self.user, command.arguments[0], self.connection)
         self.user = None
+        self.login(credentials)
+
+    def login(self, credentials: object) -> None:
+        """Ask the portal; commands wait until it answers."""
         self.busy = True
-        self.pending = self.factory.portal.login(credentials, None, IPOP3Maildrop)
+        self.pending = self.service.login(credentials, IPOP3Maildrop)
         self.pending.addCallbacks(self._logged_in, self._login_failed)
         self.pending.addBoth(self._resume)
+
+    def do_APOP(self, command: Command) -> None:
+        """RFC 1939 §7: the MD5 of the banner timestamp and the password."""
+        if self.timestamp is None:
+            raise CommandError("APOP is not available")
+        assert self.connection is not None
+        name, digest = command.arguments
+        proof = ClearSecretProof(name, apop_check(self.timestamp, digest), self.connection, "APOP")
+        self.login(proof)
+
+    def do_AUTH(self, command: Command) -> None:
+        """RFC 5034 SASL; without arguments, list the mechanisms (RFC 1734)."""
+        assert self.connection is not None
+        if not command.arguments:
+            names = self.service.mechanisms(self.connection)
+            self.send(ok() + b"".join(name.encode() + b"\r\n" for name in names) + b".\r\n")
+            return
+        name = command.arguments[0].decode("ascii", "replace").upper()
+        if name in registry.CLEAR_TEXT and not self.service.clear_text_allowed(self.connection):
+            raise CommandError("[AUTH] clear-text mechanisms are not allowed on this link")
+        mechanism = registry.create(name, self.service.exchange_context(self.connection))
+        if mechanism is None:
+            raise CommandError("unsupported authentication mechanism")
+        initial = None
+        if len(command.arguments) > 1:
+            try:
+                initial = framing.decode(command.arguments[1])
+            except (framing.Aborted, MalformedResponse):
+                raise CommandError("invalid initial response") from None
+        self.busy = True
+        self.exchange = SASLExchange(
+            mechanism,
+            self.service,
+            IPOP3Maildrop,
+            self._sasl_challenge,
+            self._exchange_done,
+        )
+        self.exchange.start(initial)
+
+    def _sasl_challenge(self, data: bytes) -> None:
+        self.send(b"+ " + data + b"\r\n")
+        self._resume(None)
+
+    def _exchange_done(self, result: object) -> None:
+        self.exchange = None
+        if isinstance(result, Failure):
+            self._login_failed(result)
+        else:
+            self._logged_in(result)  # type: ignore[arg-type]
+        self._resume(None)
+
+    def can_starttls(self) -> bool:
+        """Whether STLS may be offered now."""
+        return (
+            self.factory.tls is not None and not self.secure and self.state is State.AUTHORIZATION
+        )
+
+    def do_STLS(self, command: Command) -> None:
+        """RFC 2595 §4: switch to TLS; nothing sent before it survives."""
+        if not self.can_starttls():
+            raise CommandError("STLS is not available")
+        self.send(ok("begin TLS negotiation"))
+        # Commands pipelined after STLS in clear text must not run inside TLS.
+        self.queue.clear()
+        self.lines.clear()
+        self.user = None
+        assert self.transport is not None
+        self.transport.startTLS(self.factory.tls)  # type: ignore[attr-defined]
+        self.secure = True
+        self.connection = self.service.connection(self.transport, "pop3", True)
 
     def _resume(self, result: object) -> None:
         self.pending = None
@@ -222,6 +323,9 @@ class POP3Server(Protocol, TimeoutMixin):
         _, self.maildrop, self.logout = result
         if not self.connected:
             return
+        assert self.connection is not None
+        # The SNI name is known once the TLS handshake is over.
+        self.connection = self.service.connection(self.transport, "pop3", self.secure)
         self.messages = self.maildrop.listing()
         self.state = State.TRANSACTION
         total = sum(info.size for info in self.messages)
@@ -336,19 +440,26 @@ class POP3Server(Protocol, TimeoutMixin):
 
 
 class POP3Factory(Factory):
-    """Builds POP3 sessions that log in through one portal."""
+    """Builds POP3 sessions that log in through one login service.
+
+    ``tls`` is a context factory: with ``implicit_tls`` every connection is
+    TLS from the start (port 995, the listener wraps it), otherwise STLS is
+    offered.
+    """
 
     protocol = POP3Server  # type: ignore[assignment]
     noisy = False
 
     def __init__(
         self,
-        portal: Portal,
-        resolver: AccountResolver,
+        service: LoginService,
         reactor: Any,
         timeout: int = IDLE_TIMEOUT,
+        tls: Any = None,
+        implicit_tls: bool = False,
     ) -> None:
-        self.portal = portal
-        self.resolver = resolver
+        self.service = service
         self.reactor = reactor
         self.timeout = timeout
+        self.tls = tls
+        self.implicit_tls = implicit_tls

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 import pytest
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
@@ -12,26 +16,36 @@ from communigate.cred.checkers.internal import InternalPassword
 from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
+from communigate.protocols.access import LoginService
 from communigate.protocols.pop3.server import MAX_ERRORS, POP3Factory, POP3Server
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox
-from tests.conftest import SyncReactor, SyncThreadPool
+from tests.conftest import SyncReactor, SyncThreadPool, bcrypt_password
 
 
 class Session:
     """A POP3 server on a StringTransport."""
 
-    def __init__(self, directory: FileDirectory, local: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        directory: FileDirectory,
+        local: str = "127.0.0.1",
+        peer: str = "127.0.0.9",
+        transport_class: type[StringTransport] = StringTransport,
+        tls: object = None,
+    ) -> None:
         resolver = AccountResolver(directory)
         source = InternalPassword(SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
-        portal = Portal(AccountRealm(directory), [AccountChecker(resolver, [source])])
+        checker = AccountChecker(resolver, [source], SyncReactor(), SyncThreadPool())
+        portal = Portal(AccountRealm(directory), [checker])
         self.clock = Clock()
-        self.factory = POP3Factory(portal, resolver, self.clock, timeout=600)
+        self.service = LoginService(portal, resolver, scram_key=b"k" * 32, hostname="test.host")
+        self.factory = POP3Factory(self.service, self.clock, timeout=600, tls=tls)
         self.server = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.9", 4000))
         assert isinstance(self.server, POP3Server)
-        self.transport = StringTransport(
+        self.transport = transport_class(
             hostAddress=IPv4Address("TCP", local, 110),
-            peerAddress=IPv4Address("TCP", "127.0.0.9", 4000),
+            peerAddress=IPv4Address("TCP", peer, 4000),
         )
         self.server.makeConnection(self.transport)
 
@@ -64,7 +78,9 @@ def filled(directory: FileDirectory) -> FileDirectory:
 
 def test_greeting_names_domain_of_local_address(directory: FileDirectory) -> None:
     """The greeting names the domain owning the address the client reached."""
-    assert Session(directory, "127.0.0.2").take() == b"+OK client1.com POP3 server ready\r\n"
+    greeting = Session(directory, "127.0.0.2").take()
+    assert greeting.startswith(b"+OK client1.com POP3 server ready <")
+    assert greeting.endswith(b"@test.host>\r\n")
 
 
 def test_session(filled: FileDirectory) -> None:
@@ -161,3 +177,135 @@ def test_message_removed_by_other_session(filled: FileDirectory) -> None:
     box.remove(box.messages()[:1])
     assert session.send(b"RETR 1\r\n").startswith(b"-ERR message was removed")
     assert session.send(b"NOOP\r\n") == b"+OK\r\n"
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def test_auth_plain_with_initial_response(filled: FileDirectory) -> None:
+    """AUTH PLAIN with an initial response logs in."""
+    session = Session(filled, "127.0.0.2")
+    session.take()
+    reply = session.send(b"AUTH PLAIN " + b64(b"\0info\0pw-client1.com") + b"\r\n")
+    assert reply == b"+OK 2 messages (58 octets)\r\n"
+
+
+def test_auth_login_and_cram(filled: FileDirectory) -> None:
+    """AUTH LOGIN asks twice; AUTH CRAM-MD5 checks the digest."""
+    session = Session(filled, "127.0.0.2")
+    session.take()
+    assert session.send(b"AUTH LOGIN\r\n") == b"+ " + b64(b"Username:") + b"\r\n"
+    assert session.send(b64(b"info") + b"\r\n") == b"+ " + b64(b"Password:") + b"\r\n"
+    assert session.send(b64(b"pw-client1.com") + b"\r\n").startswith(b"+OK 2 messages")
+
+    session = Session(filled, "127.0.0.2")
+    session.take()
+    challenge = base64.b64decode(session.send(b"AUTH CRAM-MD5\r\n")[2:])
+    digest = hmac.new(b"pw-client1.com", challenge, "md5").hexdigest().encode()
+    assert session.send(b64(b"info " + digest) + b"\r\n").startswith(b"+OK 2 messages")
+
+
+def test_auth_abort_and_unknown_mechanism(directory: FileDirectory) -> None:
+    """'*' aborts the exchange; unknown mechanisms are refused; the session goes on."""
+    session = Session(directory)
+    session.take()
+    session.send(b"AUTH LOGIN\r\n")
+    assert session.send(b"*\r\n").startswith(b"-ERR [AUTH] authentication aborted")
+    assert session.send(b"AUTH X-UNKNOWN\r\n").startswith(b"-ERR unsupported")
+    assert session.send(b"CAPA\r\n").startswith(b"+OK")
+
+
+def test_auth_list_and_capa(directory: FileDirectory) -> None:
+    """AUTH without arguments and CAPA list the advertised mechanisms."""
+    session = Session(directory)
+    session.take()
+    listing = session.send(b"AUTH\r\n")
+    assert b"SCRAM-SHA-256\r\n" in listing and b"PLAIN\r\n" in listing
+    capa = session.send(b"CAPA\r\n")
+    assert b"SASL SCRAM-SHA-256 SCRAM-SHA-1 DIGEST-MD5 CRAM-MD5 LOGIN PLAIN\r\n" in capa
+    assert b"\r\nUSER\r\n" in capa and b"STLS" not in capa
+
+
+def test_apop(filled: FileDirectory) -> None:
+    """APOP with the banner's timestamp logs in; a wrong digest is refused."""
+    session = Session(filled, "127.0.0.2")
+    timestamp = session.take().split(b" ")[-1].strip()
+    wrong = hashlib.md5(timestamp + b"wrong").hexdigest().encode()
+    assert session.send(b"APOP info " + wrong + b"\r\n").startswith(b"-ERR [AUTH]")
+    right = hashlib.md5(timestamp + b"pw-client1.com").hexdigest().encode()
+    assert session.send(b"APOP info " + right + b"\r\n").startswith(b"+OK 2 messages")
+
+
+def test_apop_refuses_one_way_password(directory: FileDirectory) -> None:
+    """A bcrypt password cannot serve APOP (it needs the clear secret)."""
+    directory.update_account_settings("company.com", "info", {"Password": bcrypt_password("p")})
+    session = Session(directory)
+    timestamp = session.take().split(b" ")[-1].strip()
+    digest = hashlib.md5(timestamp + b"p").hexdigest().encode()
+    assert session.send(b"APOP info " + digest + b"\r\n").startswith(b"-ERR [AUTH]")
+
+
+def test_clear_text_refused_on_insecure_remote_link(directory: FileDirectory) -> None:
+    """From a non-local address without TLS, USER and PLAIN are refused and
+    not advertised; ClearTextLogin=Always allows them."""
+    session = Session(directory, peer="192.0.2.7")
+    session.take()
+    assert session.send(b"USER info\r\n").startswith(b"-ERR [AUTH] clear-text")
+    assert session.send(b"AUTH PLAIN\r\n").startswith(b"-ERR [AUTH] clear-text")
+    capa = session.send(b"CAPA\r\n")
+    assert b"\r\nUSER\r\n" not in capa and b" PLAIN" not in capa and b"CRAM-MD5" in capa
+    directory.update_domain_settings("company.com", {"ClearTextLogin": "Always"})
+    session = Session(directory, peer="192.0.2.7")
+    session.take()
+    assert session.send(b"USER info\r\n").startswith(b"+OK")
+
+
+def test_secure_method_required(directory: FileDirectory) -> None:
+    """RequireAPOP refuses clear text without TLS even from loopback, but
+    allows a secure method."""
+    directory.update_account_settings("company.com", "info", {"RequireAPOP": "YES"})
+    session = Session(directory)
+    session.take()
+    assert session.login(b"info", b"pw-company.com").endswith(
+        b"-ERR [AUTH] clear-text passwords are not allowed on this link; use TLS or a secure "
+        b"method\r\n"
+    )
+    challenge = base64.b64decode(session.send(b"AUTH CRAM-MD5\r\n")[2:])
+    digest = hmac.new(b"pw-company.com", challenge, "md5").hexdigest().encode()
+    assert session.send(b64(b"info " + digest) + b"\r\n").startswith(b"+OK")
+
+
+def test_impersonation_needs_right(filled: FileDirectory) -> None:
+    """PLAIN with an authzid opens the target only with CanImpersonate."""
+    response = b64(b"info@client1.com\0info@company.com\0pw-company.com")
+    session = Session(filled)
+    session.take()
+    assert session.send(b"AUTH PLAIN " + response + b"\r\n").startswith(
+        b"-ERR [AUTH] not authorized"
+    )
+    filled.update_access_rights("client1.com", "info@company.com", lambda old: ["CanImpersonate"])
+    session = Session(filled)
+    session.take()
+    assert session.send(b"AUTH PLAIN " + response + b"\r\n").startswith(b"+OK 2 messages")
+
+
+class TLSRecordingTransport(StringTransport):
+    """A StringTransport that records a STARTTLS switch."""
+
+    tls_started = False
+
+    def startTLS(self, context: object) -> None:
+        self.tls_started = True
+
+
+def test_stls_discards_pipelined_plaintext(directory: FileDirectory) -> None:
+    """Commands pipelined after STLS in clear text are never executed."""
+    session = Session(directory, transport_class=TLSRecordingTransport, tls=object())
+    session.take()
+    assert b"STLS" in session.send(b"CAPA\r\n")
+    out = session.send(b"STLS\r\nUSER info\r\nPASS pw-company.com\r\n")
+    assert out == b"+OK begin TLS negotiation\r\n"
+    assert session.transport.tls_started  # type: ignore[attr-defined]
+    assert session.server.state.value == "authorization" and session.server.user is None
+    assert session.send(b"STLS\r\n").startswith(b"-ERR STLS is not available")
