@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 from communigate.store.certificates import CERTIFICATE, KEY, CertificateError
 from communigate.store.directory import IDirectory
 
 
+@implementer(IOpenSSLContextFactory)
 class DomainContexts:
     """SSL contexts per domain; a context factory for Twisted's TLS."""
 

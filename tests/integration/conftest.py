@@ -23,6 +23,7 @@ ADDRESSES = ("127.0.0.1", "127.0.0.2")
 #: ``twistd`` run by the interpreter running the tests.
 TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
 DOMAINS = ("company.com", "client1.com", "client2.com")
+ALL_METHODS = ("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "APOP")
 
 
 def free_port() -> int:
@@ -64,6 +65,12 @@ class Server:
     base: Path
     port: int
     log: Path
+    pop3s_port: int
+
+    @property
+    def ca(self) -> Path:
+        """The Main Domain's self-signed certificate, to verify TLS with."""
+        return self.base / "Accounts" / "Settings" / "certificate.pem"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -91,10 +98,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     admin(base, "domain", "create", "client1.com", "--ip", "127.0.0.2")
     admin(base, "domain", "create", "client2.com")
     for domain in DOMAINS:
+        admin(base, "domain", "settings", domain, f"LoginMethods=({','.join(ALL_METHODS)})")
+    for domain in DOMAINS:
         admin(base, "account", "create", f"info@{domain}", "--password", f"pw-{domain}")
         message = f"Subject: {marker(domain)}\r\n\r\n{marker(domain)}\r\n".encode()
         admin(base, "deliver", f"info@{domain}", stdin=message)
-    port = free_port()
+    port, pop3s_port = free_port(), free_port()
     log = root / "server.log"
     command = [
         *TWISTD,
@@ -104,12 +113,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "communigate",
         f"--base={base}",
         *(f"--pop3=tcp:{port}:interface={address}" for address in ADDRESSES),
+        f"--pop3s=tcp:{pop3s_port}:interface=127.0.0.1",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         for address in ADDRESSES:
             wait_for_port(address, port, process, log)
-        yield Server(base, port, log)
+        wait_for_port("127.0.0.1", pop3s_port, process, log)
+        yield Server(base, port, log, pop3s_port)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -1,7 +1,12 @@
 """Which mechanisms exist, which a domain advertises, and building them.
 
-A domain's ``LoginMethods`` setting lists what it advertises (default:
-every mechanism here).  Clear-text methods (PLAIN, LOGIN and the protocols'
+A domain's ``LoginMethods`` setting lists what it advertises.  The default
+is the clear-text methods only (as Dovecot's): challenge-response methods
+need passwords stored in clear, and a client that picks CRAM-MD5 because it
+was advertised fails for an account whose password is a bcrypt hash.  A
+domain whose passwords are clear adds them, e.g.
+``LoginMethods=(PLAIN,LOGIN,CRAM-MD5,DIGEST-MD5,SCRAM-SHA-1,SCRAM-SHA-256,APOP)``
+(APOP: the POP3 banner timestamp).  Clear-text methods (PLAIN, LOGIN and the protocols'
 own USER/PASS and LOGIN commands) are offered on an insecure link only when
 the domain's ``ClearTextLogin`` is ``Always``; with the default, ``Secure``,
 they need TLS or a client on the server itself (loopback), whose traffic
@@ -27,6 +32,7 @@ from communigate.store.settingsformat import Value, as_string_list
 
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256")
 CLEAR_TEXT = frozenset({"PLAIN", "LOGIN"})
+DEFAULT_ADVERTISED = ("PLAIN", "LOGIN")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -55,7 +61,7 @@ def advertised(domain_settings: Mapping[str, Value], connection: ConnectionInfo)
     wanted = (
         {name.upper() for name in as_string_list(configured)}
         if configured is not None
-        else set(MECHANISMS)
+        else set(DEFAULT_ADVERTISED)
     )
     if not clear_text_allowed(domain_settings, connection):
         wanted -= CLEAR_TEXT

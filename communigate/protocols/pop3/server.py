@@ -35,6 +35,7 @@ from communigate.protocols.pop3 import parser
 from communigate.protocols.pop3.parser import Command, CommandError, State, err, ok
 from communigate.protocols.saslexchange import SASLExchange
 from communigate.store.mailbox import MessageInfo
+from communigate.store.settingsformat import as_string_list
 
 #: RFC 1939 §3: the inactivity timer is at least 10 minutes.
 IDLE_TIMEOUT = 600
@@ -128,10 +129,10 @@ class POP3Server(Protocol, TimeoutMixin):
         return self.factory.service
 
     def apop_advertised(self) -> bool:
-        """Whether the domain's Login Methods include APOP (the default)."""
+        """Whether the domain's Login Methods include APOP."""
         assert self.connection is not None
         methods = self.service.domain_settings(self.connection).get("LoginMethods")
-        return methods is None or "APOP" in str(methods).upper()
+        return "APOP" in {name.upper() for name in as_string_list(methods)}
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """Drop the session; marked deletions are not applied (RFC 1939 §6)."""
