@@ -24,6 +24,7 @@ from communigate.cli.arguments import (
     base_directory,
 )
 from communigate.cred import passwords
+from communigate.portal import rights
 from communigate.portal.delivery import DeliveryError, deliver
 from communigate.portal.router import (
     Router,
@@ -31,7 +32,7 @@ from communigate.portal.router import (
     parse_record,
     parse_table,
 )
-from communigate.store import settingsformat
+from communigate.store import certificates, settingsformat
 from communigate.store.directory import DirectoryError
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
@@ -120,6 +121,19 @@ def cmd_domain(args: argparse.Namespace, directory: FileDirectory) -> None:
     elif args.action == "delete":
         directory.delete_domain(args.name)
         print(f"deleted domain {args.name.lower()}")
+    elif args.action == "certificate":
+        record = directory.domain(args.name)
+        if record is None or record.name != args.name.lower():
+            raise CommandFailed(f"unknown domain {args.name}")
+        if not args.cert or not args.key:
+            raise CommandFailed("domain certificate needs --cert and --key")
+        with open(args.cert, "rb") as cert, open(args.key, "rb") as key:
+            pair = cert.read(), key.read()
+        try:
+            certificates.install(directory.domain_folder(record.name) / "Settings", *pair)
+        except certificates.CertificateError as error:
+            raise CommandFailed(str(error)) from None
+        print(f"installed certificate for {record.name}")
     elif args.action == "settings":
         if changes:
             print_settings(directory.update_domain_settings(args.name, changes))
@@ -204,6 +218,36 @@ def cmd_router(args: argparse.Namespace, directory: FileDirectory) -> None:
     directory.set_router_table("".join(line + "\n" for line in lines))
 
 
+def cmd_rights(args: argparse.Namespace, directory: FileDirectory) -> None:
+    full = address(args.account, directory)
+    target = address(f"x@{args.domain}", directory).domain if args.domain else full.domain
+    holder = full.local if target == full.domain else str(full)
+    if directory.find_object(full.domain, full.local) is None:
+        raise CommandFailed(f"unknown account {full}")
+    known = {right.lower(): right for right in (*rights.SERVER_RIGHTS, *rights.DOMAIN_RIGHTS)}
+    wanted = []
+    for name in args.rights:
+        if name.lower() not in known:
+            raise CommandFailed(f"unknown right {name}; known: {', '.join(known.values())}")
+        right = known[name.lower()]
+        if right in rights.SERVER_RIGHTS and (
+            target != directory.main_domain() or full.domain != target
+        ):
+            raise CommandFailed("server rights are for Main Domain accounts only")
+        wanted.append(right)
+    if args.action == "grant":
+        held = directory.update_access_rights(
+            target, holder, lambda old: old + [r for r in wanted if r not in old]
+        )
+    elif args.action == "revoke":
+        held = directory.update_access_rights(
+            target, holder, lambda old: [r for r in old if r not in wanted]
+        )
+    else:
+        held = settingsformat.as_string_list(directory.access_rights(target).get(holder))
+    print(f"{full} in {target}: {', '.join(held) or '(none)'}")
+
+
 def cmd_deliver(args: argparse.Namespace, directory: FileDirectory) -> None:
     full = address(args.address, directory)
     message = sys.stdin.buffer.read()
@@ -225,6 +269,7 @@ COMMANDS = {
     "forwarder": objects.cmd_forwarder,
     "router": cmd_router,
     "deliver": cmd_deliver,
+    "rights": cmd_rights,
 }
 
 
@@ -246,11 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("settings", nargs="*", metavar="Key=Value")
 
     domain = sub.add_parser("domain", help="create, delete, list domains; their settings")
-    domain.add_argument("action", choices=["create", "delete", "list", "settings"])
+    domain.add_argument("action", choices=["create", "delete", "list", "settings", "certificate"])
     domain.add_argument("name", nargs="?")
     domain.add_argument("settings", nargs="*", metavar="Key=Value")
     domain.add_argument("--ip", action="append", help="an IP address of the domain (repeat)")
     domain.add_argument("--alias", action="append", help="a domain alias (repeat)")
+    domain.add_argument("--cert", help="certificate: a PEM file (chain, leaf first)")
+    domain.add_argument("--key", help="certificate: the PEM private key file")
 
     account = sub.add_parser("account", help="create, delete, rename, list accounts")
     account.add_argument(
@@ -265,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     router = sub.add_parser("router", help="show or change the Router table")
     router.add_argument("action", choices=["show", "set", "add", "remove"])
     router.add_argument("record", nargs="?", help="a record, or for 'set' a file (- = stdin)")
+
+    rights_parser = sub.add_parser(
+        "rights", help="server and domain rights (Master, CanImpersonate, ...)"
+    )
+    rights_parser.add_argument("action", choices=["show", "grant", "revoke"])
+    rights_parser.add_argument("account", metavar="NAME@DOMAIN")
+    rights_parser.add_argument("rights", nargs="*", metavar="RIGHT")
+    rights_parser.add_argument(
+        "--domain", help="the domain the rights apply to (default: the account's own)"
+    )
 
     deliver_parser = sub.add_parser("deliver", help="deliver a message from stdin")
     deliver_parser.add_argument("address", metavar="NAME@DOMAIN")

@@ -177,3 +177,65 @@ def test_uninitialised_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     """Commands on an empty base say to run init."""
     assert main(["--base", str(tmp_path / "none"), "domain", "list"]) == 1
     assert "communigate init" in capsys.readouterr().err
+
+
+def test_rights(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """rights grant/revoke/show; server rights only for Main Domain accounts."""
+    assert run(base, "domain", "create", "client1.com") == 0
+    assert run(base, "account", "create", "a@client1.com") == 0
+    assert (
+        run(base, "rights", "grant", "postmaster", "CanImpersonate", "--domain", "client1.com") == 0
+    )
+    access = FileDirectory(base).access_rights("client1.com")
+    assert access == {"postmaster@company.com": ["CanImpersonate"]}
+    assert run(base, "rights", "grant", "a@client1.com", "Master") == 1
+    assert run(base, "rights", "grant", "a@client1.com", "NoSuchRight") == 1
+    assert (
+        run(base, "rights", "revoke", "postmaster", "CanImpersonate", "--domain", "client1.com")
+        == 0
+    )
+    assert FileDirectory(base).access_rights("client1.com") == {}
+    capsys.readouterr()
+    assert run(base, "rights", "show", "postmaster") == 0
+    assert capsys.readouterr().out == "postmaster@company.com in company.com: Master\n"
+
+
+def test_certificates(base: Path, tmp_path: Path) -> None:
+    """init makes a Main Domain certificate; a checked pair can be installed."""
+    assert (base / "Accounts" / "Settings" / "certificate.pem").is_file()
+    key = base / "Accounts" / "Settings" / "key.pem"
+    assert key.stat().st_mode & 0o077 == 0
+    assert run(base, "domain", "create", "client1.com") == 0
+    from communigate.store.certificates import self_signed
+
+    cert_pem, key_pem = self_signed("client1.com")
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    assert (
+        run(
+            base,
+            "domain",
+            "certificate",
+            "client1.com",
+            "--cert",
+            str(tmp_path / "c.pem"),
+            "--key",
+            str(tmp_path / "c.pem"),
+        )
+        == 1
+    )
+    assert (
+        run(
+            base,
+            "domain",
+            "certificate",
+            "client1.com",
+            "--cert",
+            str(tmp_path / "c.pem"),
+            "--key",
+            str(tmp_path / "k.pem"),
+        )
+        == 0
+    )
+    installed = base / "Domains" / "client1.com" / "Settings" / "certificate.pem"
+    assert installed.read_bytes() == cert_pem
