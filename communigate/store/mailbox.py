@@ -2,18 +2,28 @@
 
 Layout of a mailbox folder (``<account>.macnt/INBOX.mdir/``)::
 
-    tmp/                 messages being written
-    new/<uid>,S=<size>[,N]   delivered messages (``,N``: no line starts
-                         with a dot, so POP3 sends the file as it is)
+    tmp/                              messages being written
+    new/<uid>,S=<size>[,N]            delivered, not yet seen by an IMAP
+                                      session (they are \\Recent)
+    cur/<uid>,S=<size>[,N]:2,<flags>  the others, with their flags
     uids.settings        { UIDValidity = #…; UIDNext = #…; }
-    .lock                serialises UID assignment between processes
+    keywords.settings    { Keywords = (kw0, kw1, …); }  letters a, b, …
+    acl.settings         the mailbox's access control list
+    <child>.mdir/        sub-mailboxes (hierarchy separator "/")
+    .lock                serialises UID and keyword assignment
+
+``,N`` says no line starts with a dot, so POP3 can send the file as it is.
+Flags are Maildir letters: D \\Draft, F \\Flagged, R \\Answered, S \\Seen,
+T \\Deleted, and ``a``–``z`` for keywords.  The UID, size and flags are in
+the file name, so listing a mailbox (SELECT, STATUS, FETCH FLAGS) never
+reads message bodies; a flag change is one rename.  The internal date is the
+file's modification time.
 
 Delivery writes the message to ``tmp/``, flushes it to disk, takes the next
 UID under the lock (recording the new UIDNext before the message appears)
-and renames the file into ``new/``.  A crash at any point leaves either no
+and renames the file into place.  A crash at any point leaves either no
 message or a whole one: at worst a UID is skipped and a file is left in
-``tmp/`` (removed by :meth:`Mailbox.clean_tmp`).  The UID and size are part
-of the file name, so listing a mailbox never reads message bodies.
+``tmp/`` (removed by :meth:`Mailbox.clean_tmp`).
 
 Messages are stored with CRLF line ends, so the size on disk is the size a
 client is told (POP3 LIST, IMAP RFC822.SIZE).
@@ -25,9 +35,9 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,9 +46,20 @@ from communigate.store.atomic import fsync_directory, write_atomic, write_durabl
 
 INBOX = "INBOX"
 MAILBOX_SUFFIX = ".mdir"
-_NAME = re.compile(r"(\d+),S=(\d+)(,N)?\Z")
+_NAME = re.compile(r"(\d+),S=(\d+)(,N)?(?::2,([A-Za-z]*))?\Z")
 _LINE_END = re.compile(rb"\r?\n")
 _TMP_MAX_AGE = 36 * 3600
+MAX_KEYWORDS = 26
+
+#: Maildir flag letters and the IMAP system flags they stand for.
+SYSTEM_FLAGS = {
+    "D": "\\Draft",
+    "F": "\\Flagged",
+    "R": "\\Answered",
+    "S": "\\Seen",
+    "T": "\\Deleted",
+}
+_LETTER_OF = {flag.lower(): letter for letter, flag in SYSTEM_FLAGS.items()}
 
 
 def to_crlf(data: bytes) -> bytes:
@@ -51,12 +72,19 @@ def to_crlf(data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class MessageInfo:
-    """A message as listed: its UID, its size in octets and its file."""
+    """A message as listed: UID, size, file, flags (as IMAP names)."""
 
     uid: int
     size: int
     path: Path
     dot_free: bool = False
+    flags: frozenset[str] = field(default_factory=frozenset)
+    recent: bool = False
+
+    @property
+    def internal_date(self) -> float:
+        """When the message arrived (the file's modification time)."""
+        return os.stat(self.path).st_mtime
 
 
 class Mailbox:
@@ -64,15 +92,23 @@ class Mailbox:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._keywords: tuple[tuple[int, int], list[str]] | None = None
 
     @classmethod
     def of_account(cls, account_path: Path, name: str = INBOX) -> Mailbox:
-        """The mailbox ``name`` of the account whose folder is given."""
-        return cls(Path(account_path) / f"{name}{MAILBOX_SUFFIX}")
+        """The mailbox ``name`` (``/``-separated) of an account's folder."""
+        folder = Path(account_path)
+        for part in name.split("/"):
+            folder = folder / f"{part}{MAILBOX_SUFFIX}"
+        return cls(folder)
+
+    def exists(self) -> bool:
+        """Whether the mailbox has been created."""
+        return (self.path / "uids.settings").exists()
 
     def create(self) -> None:
         """Create the folders and the UID file if they are missing."""
-        for sub in ("tmp", "new"):
+        for sub in ("tmp", "new", "cur"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         if not (self.path / "uids.settings").exists():
             with self._locked():
@@ -110,50 +146,187 @@ class Mailbox:
         """The UIDVALIDITY of the mailbox (RFC 3501 §2.3.1.1)."""
         return self._read_uids()[0]
 
-    def deliver(self, message: bytes) -> int:
-        """Store a whole message and return its UID."""
+    @property
+    def uidnext(self) -> int:
+        """The UID the next message will get."""
+        return self._read_uids()[1]
+
+    # -- keywords ----------------------------------------------------------
+
+    def keywords(self) -> list[str]:
+        """Keyword names by letter index (a = 0)."""
+        path = self.path / "keywords.settings"
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            return []
+        identity = (status.st_ino, status.st_mtime_ns)
+        if self._keywords is None or self._keywords[0] != identity:
+            values = settingsformat.loads_dictionary(path.read_text("utf-8"))
+            self._keywords = (identity, settingsformat.as_string_list(values.get("Keywords")))
+        return list(self._keywords[1])
+
+    def _letters(self, flags: Iterable[str]) -> str:
+        letters = set()
+        keywords = self.keywords()
+        for flag in flags:
+            letter = _LETTER_OF.get(flag.lower())
+            if letter:
+                letters.add(letter)
+            elif not flag.startswith("\\"):
+                if flag not in keywords:
+                    keywords = self._add_keyword(flag)
+                if flag in keywords:
+                    letters.add(chr(ord("a") + keywords.index(flag)))
+        return "".join(sorted(letters))
+
+    def _add_keyword(self, keyword: str) -> list[str]:
+        with self._locked():
+            keywords = self.keywords()
+            if keyword not in keywords and len(keywords) < MAX_KEYWORDS:
+                keywords.append(keyword)
+                text = settingsformat.dumps_dictionary({"Keywords": list(keywords)})
+                write_atomic(self.path / "keywords.settings", text.encode("utf-8"))
+            return keywords
+
+    def can_add_keywords(self) -> bool:
+        """Whether a new keyword still fits (PERMANENTFLAGS ``\\*``)."""
+        return len(self.keywords()) < MAX_KEYWORDS
+
+    # -- messages ----------------------------------------------------------
+
+    def _store(self, message: bytes, flags: Iterable[str] | None, when: float | None) -> int:
         self.create()
         data = to_crlf(message)
         temporary = self.path / "tmp" / f"{time.time_ns()}.{os.getpid()}.{id(data):x}"
         write_durable(temporary, data)
+        if when is not None:
+            os.utime(temporary, (when, when))
+        dot_free = not data.startswith(b".") and b"\n." not in data
+        base = f",S={len(data)}{',N' if dot_free else ''}"
+        letters = self._letters(flags) if flags is not None else None
         with self._locked():
             validity, uid = self._read_uids()
             self._write_uids(validity or int(time.time()), uid + 1)
-            dot_free = not data.startswith(b".") and b"\n." not in data
-            name = f"{uid},S={len(data)}{',N' if dot_free else ''}"
-            os.rename(temporary, self.path / "new" / name)
-        fsync_directory(self.path / "new")
+            if letters is None:
+                target = self.path / "new" / f"{uid}{base}"
+            else:
+                target = self.path / "cur" / f"{uid}{base}:2,{letters}"
+            os.rename(temporary, target)
+        fsync_directory(target.parent)
         return uid
+
+    def deliver(self, message: bytes) -> int:
+        """Store a whole new (\\Recent) message and return its UID."""
+        return self._store(message, None, None)
+
+    def append(
+        self, message: bytes, flags: Iterable[str] = (), internal_date: float | None = None
+    ) -> int:
+        """Store a message with flags and a date (IMAP APPEND); its UID."""
+        return self._store(message, flags, internal_date)
 
     def messages(self) -> list[MessageInfo]:
         """The messages in UID order, read from file names only."""
         found = []
-        folder = self.path / "new"
-        try:
-            entries = list(os.scandir(folder))
-        except FileNotFoundError:
-            return []
-        for entry in entries:
-            match = _NAME.match(entry.name)
-            if match:
-                uid, size, dot_free = match.groups()
-                found.append(MessageInfo(int(uid), int(size), Path(entry.path), bool(dot_free)))
+        keywords = self.keywords()
+        for sub in ("new", "cur"):
+            try:
+                entries = list(os.scandir(self.path / sub))
+            except FileNotFoundError:
+                continue
+            recent = sub == "new"
+            for entry in entries:
+                match = _NAME.match(entry.name)
+                if not match:
+                    continue
+                uid, size, dot_free, letters = match.groups()
+                flags = set()
+                for letter in letters or "":
+                    if letter in SYSTEM_FLAGS:
+                        flags.add(SYSTEM_FLAGS[letter])
+                    elif letter.islower() and ord(letter) - ord("a") < len(keywords):
+                        flags.add(keywords[ord(letter) - ord("a")])
+                found.append(
+                    MessageInfo(
+                        int(uid),
+                        int(size),
+                        Path(entry.path),
+                        bool(dot_free),
+                        frozenset(flags),
+                        recent,
+                    )
+                )
         found.sort(key=lambda info: info.uid)
         return found
+
+    def change_stamp(self) -> tuple[int, ...]:
+        """Changes whenever a message is added, removed or re-flagged."""
+        stamp = []
+        for sub in ("new", "cur"):
+            try:
+                status = os.stat(self.path / sub)
+            except FileNotFoundError:
+                stamp += [0, 0]
+                continue
+            stamp += [status.st_mtime_ns, status.st_nlink]
+        return tuple(stamp)
 
     def open(self, info: MessageInfo) -> BinaryIO:
         """The message's bytes, for reading."""
         return open(info.path, "rb")
 
-    def remove(self, infos: list[MessageInfo]) -> None:
+    def read(self, info: MessageInfo) -> bytes:
+        """The whole message."""
+        with open(info.path, "rb") as handle:
+            return handle.read()
+
+    def set_flags(self, info: MessageInfo, flags: Iterable[str]) -> MessageInfo | None:
+        """Give a message exactly these flags (one rename); None if another
+        session removed it."""
+        wanted = frozenset(flags)
+        letters = self._letters(wanted)
+        stem = info.path.name.split(":", 1)[0]
+        target = self.path / "cur" / f"{stem}:2,{letters}"
+        if target != info.path:
+            try:
+                os.rename(info.path, target)
+            except FileNotFoundError:
+                return None
+        known = {flag for flag in wanted if flag.startswith("\\") or flag in self.keywords()}
+        return MessageInfo(info.uid, info.size, target, info.dot_free, frozenset(known), False)
+
+    def take_recent(self, infos: Iterable[MessageInfo]) -> set[int]:
+        """Move messages out of ``new/``; the UIDs this session got first
+        (they are \\Recent for it alone, RFC 3501 §2.3.2)."""
+        taken = set()
+        for info in infos:
+            if info.recent:
+                moved = self.set_flags(info, info.flags)
+                if moved is not None:
+                    taken.add(info.uid)
+        return taken
+
+    def copy_to(self, info: MessageInfo, target: Mailbox) -> int | None:
+        """Copy a message with its flags into another mailbox; its new UID."""
+        try:
+            data = self.read(info)
+            when = info.internal_date
+        except FileNotFoundError:
+            return None
+        return target.append(data, info.flags, when)
+
+    def remove(self, infos: Iterable[MessageInfo]) -> None:
         """Expunge messages; ones another session removed already are fine."""
+        folders = set()
         for info in infos:
             try:
                 os.unlink(info.path)
             except FileNotFoundError:
                 continue
-        if infos:
-            fsync_directory(info.path.parent)
+            folders.add(info.path.parent)
+        for folder in folders:
+            fsync_directory(folder)
 
     def clean_tmp(self, now: float | None = None) -> None:
         """Remove files left in ``tmp/`` by deliveries that crashed."""
