@@ -22,11 +22,14 @@ from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
 from communigate.protocols.access import LoginService, salt_key
+from communigate.protocols.imap4.server import IMAP4Factory
 from communigate.protocols.listeners import add_listeners
 from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
 from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
+
+LISTENERS = ("pop3", "pop3s", "imap4", "imaps")
 
 
 class Options(usage.Options):
@@ -57,12 +60,19 @@ class Options(usage.Options):
         ],
         ["threads", None, 4, "Threads for password hashing and other blocking work.", int],
         ["pop3-timeout", None, IDLE_TIMEOUT, "Seconds a POP3 session may stay idle.", int],
+        [
+            "max-message",
+            None,
+            64 * 1024 * 1024,
+            "Largest message (bytes) a client may APPEND.",
+            int,
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self["pop3"] = []
-        self["pop3s"] = []
+        for name in LISTENERS:
+            self[name] = []
 
     def opt_pop3(self, description: str) -> None:
         """POP3 listener with STLS, an endpoint description (repeatable;
@@ -73,10 +83,19 @@ class Options(usage.Options):
         """POP3 listener with implicit TLS, e.g. tcp:995 (repeatable)."""
         self["pop3s"].append(description)
 
+    def opt_imap4(self, description: str) -> None:
+        """IMAP4 listener with STARTTLS, e.g. tcp:143 (repeatable)."""
+        self["imap4"].append(description)
+
+    def opt_imaps(self, description: str) -> None:
+        """IMAP4 listener with implicit TLS, e.g. tcp:993 (repeatable)."""
+        self["imaps"].append(description)
+
     def postOptions(self) -> None:
-        """Fill in default listeners when none is given."""
-        if not any(self[name] for name in ("pop3", "pop3s")):
+        """Without any listener option, listen on the standard ports."""
+        if not any(self[name] for name in LISTENERS):
             self["pop3"] = ["tcp:110"]
+            self["imap4"] = ["tcp:143"]
 
 
 class ThreadPoolService(Service):
@@ -132,4 +151,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     add_listeners(top, "pop3", options["pop3"], pop3, reactor)
     pop3s = POP3Factory(service, reactor, timeout, tls, implicit_tls=True)
     add_listeners(top, "pop3s", options["pop3s"], pop3s, reactor, tls)
+    limit = options["max-message"]
+    imap4 = IMAP4Factory(service, reactor, tls, max_message=limit)
+    add_listeners(top, "imap4", options["imap4"], imap4, reactor)
+    imaps = IMAP4Factory(service, reactor, tls, implicit_tls=True, max_message=limit)
+    add_listeners(top, "imaps", options["imaps"], imaps, reactor, tls)
     return top

@@ -8,9 +8,9 @@ from typing import Any
 from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
-from communigate.portal.avatars import IPOP3Maildrop, POP3Maildrop
+from communigate.portal.avatars import IIMAPAccount, IMAPAccount, IPOP3Maildrop, POP3Maildrop
 from communigate.store.directory import IDirectory
-from communigate.store.mailbox import Mailbox
+from communigate.store.mailbox import INBOX, Mailbox
 
 
 def _no_logout() -> None:
@@ -36,4 +36,8 @@ class AccountRealm:
                 mailbox = Mailbox.of_account(self.directory.account_path(domain, name))
                 mailbox.create()
                 return interface, POP3Maildrop(f"{name}@{domain}", mailbox), _no_logout
+            if interface is IIMAPAccount:
+                account = IMAPAccount(self.directory, domain, name)
+                account.store.mailbox(INBOX).create()
+                return interface, account, _no_logout
         raise NotImplementedError(f"no avatar for {interfaces!r}")

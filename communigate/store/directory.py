@@ -139,6 +139,9 @@ class IDirectory(Interface):
         """An account's effective settings: defaults, then server, domain and
         account values.  Raises :class:`DirectoryError` for no such account."""
 
+    def account_names(domain: str) -> list[str]:
+        """The accounts of a domain, sorted."""
+
     def domain_folder(domain: str) -> Path:
         """The domain's folder (its ``Settings/`` and accounts live there)."""
 

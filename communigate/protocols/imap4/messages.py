@@ -1,0 +1,316 @@
+"""IMAP commands of the selected state (RFC 3501 §6.4, RFC 4315, RFC 6851).
+
+CHECK, CLOSE, UNSELECT, EXPUNGE, SEARCH, FETCH, STORE, COPY, MOVE and their
+UID forms.  Rights: FETCH needs ``r`` (granted at SELECT) and sets \\Seen only
+with ``s``; STORE needs ``s`` for \\Seen (else it is not kept), ``d`` for
+\\Deleted and ``w`` for other flags; EXPUNGE needs ``d``; COPY and MOVE need
+``i`` on the target (MOVE also ``d`` here).
+"""
+
+from __future__ import annotations
+
+from communigate.protocols.imap4 import fetch, search
+from communigate.protocols.imap4.reader import Argument
+from communigate.protocols.imap4.selected import SelectedMailbox
+from communigate.protocols.imap4.sequence import SequenceError, SequenceSet
+from communigate.protocols.imap4.states import SELECTED, CommandFailed, SessionBase, State
+from communigate.protocols.imap4.syntax import flag_list
+from communigate.store.mailbox import INBOX, MessageInfo
+
+
+def _uid_ranges(uids: list[int]) -> str:
+    """``1:3,7`` for [1, 2, 3, 7]."""
+    parts: list[str] = []
+    start = previous = None
+    for uid in uids:
+        if previous is not None and uid == previous + 1:
+            previous = uid
+            continue
+        if start is not None:
+            parts.append(f"{start}:{previous}" if start != previous else str(start))
+        start = previous = uid
+    if start is not None:
+        parts.append(f"{start}:{previous}" if start != previous else str(start))
+    return ",".join(parts)
+
+
+class MessageCommands(SessionBase):
+    """Mixed into the IMAP server."""
+
+    COMMANDS = {
+        name: (SELECTED, f"do_{name}")
+        for name in (
+            "CHECK",
+            "CLOSE",
+            "UNSELECT",
+            "EXPUNGE",
+            "SEARCH",
+            "FETCH",
+            "STORE",
+            "COPY",
+            "MOVE",
+            "UID",
+        )
+    }
+
+    def current(self) -> SelectedMailbox:
+        """The selected mailbox."""
+        if self.selected is None:
+            raise CommandFailed("no mailbox selected", "BAD")
+        return self.selected
+
+    def sequence(self, argument: Argument) -> SequenceSet:
+        """A sequence-set argument."""
+        if not isinstance(argument, str):
+            raise CommandFailed("expected a sequence set", "BAD")
+        try:
+            return SequenceSet(argument)
+        except SequenceError as error:
+            raise CommandFailed(str(error), "BAD") from None
+
+    def do_UID(self, tag: str, arguments: list[Argument]) -> None:
+        """UID FETCH/STORE/SEARCH/COPY/MOVE/EXPUNGE (RFC 3501 §6.4.8)."""
+        if not arguments or not isinstance(arguments[0], str):
+            raise CommandFailed("UID needs a command", "BAD")
+        name, rest = arguments[0].upper(), arguments[1:]
+        handlers = {
+            "FETCH": self._fetch,
+            "STORE": self._store,
+            "SEARCH": self._search,
+            "COPY": self._copy,
+            "MOVE": self._move,
+            "EXPUNGE": self._uid_expunge,
+        }
+        if name not in handlers:
+            raise CommandFailed(f"UID {name[:20]} is not a command", "BAD")
+        handlers[name](tag, rest, True)
+
+    def do_CHECK(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.4.1: everything is on disk already."""
+        self.updates()
+        self.tagged(tag, "OK", "CHECK completed")
+
+    def _leave(self) -> None:
+        self.selected = None
+        self.state = State.AUTHENTICATED
+
+    def do_CLOSE(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.4.2: expunge silently (with ``d``), then unselect."""
+        selected = self.current()
+        if not selected.read_only and "d" in selected.rights:
+            selected.expunge()
+        self._leave()
+        self.tagged(tag, "OK", "CLOSE completed")
+
+    def do_UNSELECT(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3691: unselect without expunging."""
+        self._leave()
+        self.tagged(tag, "OK", "UNSELECT completed")
+
+    def do_EXPUNGE(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.4.3 (needs ``d``)."""
+        self._expunge(tag, None)
+
+    def _uid_expunge(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+        """RFC 4315 §2.1."""
+        self.arguments(arguments, 1)
+        self._expunge(tag, self.sequence(arguments[0]))
+
+    def _expunge(self, tag: str, uids: SequenceSet | None) -> None:
+        selected = self.current()
+        if selected.read_only or "d" not in selected.rights:
+            raise CommandFailed("[NOPERM] no right to expunge in this mailbox")
+        self.updates()
+        lines, _ = selected.expunge(uids)
+        for line in lines:
+            self.send(line)
+        self.tagged(tag, "OK", "EXPUNGE completed")
+
+    # -- SEARCH and FETCH -------------------------------------------------
+
+    def do_SEARCH(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.4.4."""
+        self._search(tag, arguments, False)
+
+    def _search(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+        selected = self.current()
+        try:
+            predicate = search.parse(arguments)
+        except search.SearchError as error:
+            raise CommandFailed(str(error), "BAD") from None
+        self.updates(expunges=False)
+        largest, largest_uid = selected.exists, selected.largest_uid()
+        found = []
+        for number, info in enumerate(selected.messages, 1):
+            view = selected.view(number, info)
+            try:
+                if predicate(view, largest, largest_uid):
+                    found.append(info.uid if uid else number)
+            except FileNotFoundError:
+                continue
+        self.send(b"* SEARCH" + b"".join(b" %d" % value for value in found))
+        self.tagged(tag, "OK", "SEARCH completed")
+
+    def do_FETCH(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.4.5."""
+        self._fetch(tag, arguments, False)
+
+    def _fetch(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+        self.arguments(arguments, 2)
+        selected = self.current()
+        numbers = self.sequence(arguments[0])
+        try:
+            attributes = fetch.parse(arguments[1])
+        except fetch.FetchError as error:
+            raise CommandFailed(str(error), "BAD") from None
+        if uid and not any(item.name == "UID" for item in attributes):
+            attributes.insert(0, fetch.Attribute("UID"))
+        marks_seen = (
+            any(item.sets_seen for item in attributes)
+            and not selected.read_only
+            and "s" in selected.rights
+        )
+        if marks_seen and not any(item.name == "FLAGS" for item in attributes):
+            attributes.append(fetch.Attribute("FLAGS"))
+        self.updates(expunges=False)
+        gone = False
+        for number, info in selected.select(numbers, uid):
+            if marks_seen and "\\Seen" not in info.flags:
+                changed = selected.mailbox.set_flags(info, info.flags | {"\\Seen"})
+                if changed is not None:
+                    info = changed
+                    selected.replace(number, info)
+            view = selected.view(number, info)
+            try:
+                data = fetch.response(view, attributes, info.flags)
+            except FileNotFoundError:
+                gone = True
+                continue
+            self.send(b"* %d FETCH %s" % (number, data))
+        if gone:
+            self.tagged(tag, "NO", "some messages were expunged by another session")
+        else:
+            self.tagged(tag, "OK", "FETCH completed")
+
+    # -- STORE --------------------------------------------------------------
+
+    def do_STORE(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.4.6."""
+        self._store(tag, arguments, False)
+
+    def _store(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+        self.arguments(arguments, 3)
+        selected = self.current()
+        numbers = self.sequence(arguments[0])
+        action = self.text(arguments[1]).decode("ascii", "replace").upper()
+        silent = action.endswith(".SILENT")
+        action = action.removesuffix(".SILENT")
+        if action not in ("FLAGS", "+FLAGS", "-FLAGS"):
+            raise CommandFailed("STORE takes FLAGS, +FLAGS or -FLAGS", "BAD")
+        value = arguments[2]
+        items = value if isinstance(value, list) else [value]
+        flags = {self.text(item).decode("utf-8", "replace") for item in items}
+        if any(flag.lower() == "\\recent" for flag in flags):
+            raise CommandFailed("\\Recent cannot be stored", "BAD")
+        if selected.read_only:
+            raise CommandFailed("[READ-ONLY] mailbox is read-only")
+        rights = selected.rights
+        if any(flag.lower() == "\\deleted" for flag in flags) and "d" not in rights:
+            raise CommandFailed("[NOPERM] no right to mark messages \\Deleted")
+        if any(flag.lower() not in ("\\deleted", "\\seen") for flag in flags) and "w" not in rights:
+            raise CommandFailed("[NOPERM] no right to change flags")
+        kept = {flag for flag in flags if flag.lower() != "\\seen" or "s" in rights}
+        canonical = {_canonical(flag) for flag in kept}
+        self.updates(expunges=False)
+        for number, info in selected.select(numbers, uid):
+            protected = {flag for flag in info.flags if not self.flag_allowed(flag, rights)}
+            wanted: frozenset[str]
+            if action == "FLAGS":
+                wanted = frozenset(canonical | protected)
+            elif action == "+FLAGS":
+                wanted = info.flags | canonical
+            else:
+                wanted = info.flags - canonical
+            current = info
+            if wanted != info.flags:
+                changed = selected.mailbox.set_flags(info, wanted)
+                if changed is None:
+                    continue
+                current = changed
+                selected.replace(number, current)
+            if not silent:
+                shown = current.flags | ({"\\Recent"} if current.uid in selected.recent else set())
+                uid_part = b"UID %d " % current.uid if uid else b""
+                self.send(b"* %d FETCH (%sFLAGS %s)" % (number, uid_part, flag_list(shown)))
+        self.tagged(tag, "OK", "STORE completed")
+
+    # -- COPY and MOVE -------------------------------------------------------
+
+    def do_COPY(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.4.7 with COPYUID (RFC 4315)."""
+        self._copy(tag, arguments, False)
+
+    def do_MOVE(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 6851."""
+        self._move(tag, arguments, False)
+
+    def _copy_messages(
+        self, arguments: list[Argument], uid: bool
+    ) -> tuple[list[tuple[int, MessageInfo]], str, list[int], list[int]]:
+        self.arguments(arguments, 2)
+        selected = self.current()
+        numbers = self.sequence(arguments[0])
+        target = self.locate(arguments[1])
+        if not target.mailbox.exists() and target.local != INBOX:
+            raise CommandFailed(f"[TRYCREATE] no mailbox {target.public}")
+        rights = self.require(target, "i")
+        chosen = selected.select(numbers, uid)
+        source_uids, target_uids = [], []
+        mailbox = target.mailbox
+        for _, info in chosen:
+            kept = frozenset(flag for flag in info.flags if self.flag_allowed(flag, rights))
+            new_uid = selected.mailbox.copy_to(
+                MessageInfo(info.uid, info.size, info.path, info.dot_free, kept), mailbox
+            )
+            if new_uid is not None:
+                source_uids.append(info.uid)
+                target_uids.append(new_uid)
+        code = ""
+        if source_uids:
+            code = (
+                f"[COPYUID {mailbox.uidvalidity} {_uid_ranges(source_uids)} "
+                f"{_uid_ranges(target_uids)}] "
+            )
+        return chosen, code, source_uids, target_uids
+
+    def _copy(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+        _, code, _, _ = self._copy_messages(arguments, uid)
+        self.updates(expunges=False)
+        self.tagged(tag, "OK", f"{code}COPY completed")
+
+    def _move(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+        selected = self.current()
+        if selected.read_only or "d" not in selected.rights:
+            raise CommandFailed("[NOPERM] no right to remove messages from this mailbox")
+        chosen, code, source_uids, _ = self._copy_messages(arguments, uid)
+        if code:
+            self.send(b"* OK " + code.strip().encode("utf-8") + b" moved")
+        moved = set(source_uids)
+        selected.mailbox.remove(info for _, info in chosen if info.uid in moved)
+        for number in range(len(selected.messages), 0, -1):
+            if selected.messages[number - 1].uid in moved:
+                del selected.messages[number - 1]
+                self.send(b"* %d EXPUNGE" % number)
+        self.updates()
+        self.tagged(tag, "OK", "MOVE completed")
+
+
+_SYSTEM = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
+
+
+def _canonical(flag: str) -> str:
+    """System flags in their usual spelling; keywords as given."""
+    lower = flag.lower()
+    if lower in _SYSTEM:
+        return "\\" + lower[1:].capitalize()
+    return flag

@@ -1,0 +1,435 @@
+"""The IMAP4rev1 server: connection, states, login, dispatch.
+
+Commands are read by :mod:`.reader` and run one after another; while a
+login is being checked, a SASL exchange runs or IDLE is on, further commands
+wait.  Mailbox commands live in :mod:`.mailboxes`, selected-state commands
+in :mod:`.messages`; this module holds the connection, CAPABILITY, STARTTLS,
+LOGIN, AUTHENTICATE (with SASL-IR), ID, ENABLE, NOOP, LOGOUT and IDLE.
+
+Extensions: LITERAL+ (RFC 7888), SASL-IR (RFC 4959), IDLE (RFC 2177),
+NAMESPACE (RFC 2342), UIDPLUS (RFC 4315), CHILDREN (RFC 3348), UNSELECT
+(RFC 3691), MOVE (RFC 6851), ID (RFC 2971), ENABLE (RFC 5161), ACL
+(RFC 4314).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from communigate import __version__
+from communigate.cred.credentials import ConnectionInfo, LoginPassword
+from communigate.cred.errors import LoginFailure
+from communigate.cred.sasl import framing, registry
+from communigate.cred.sasl.mechanism import MalformedResponse
+from communigate.portal.avatars import IIMAPAccount
+from communigate.protocols.access import LoginService
+from communigate.protocols.imap4.mailboxes import MailboxCommands
+from communigate.protocols.imap4.messages import MessageCommands
+from communigate.protocols.imap4.reader import (
+    Argument,
+    BadCommand,
+    Command,
+    CommandReader,
+    Continue,
+    Line,
+)
+from communigate.protocols.imap4.selected import SelectedMailbox
+from communigate.protocols.imap4.states import (
+    ANY,
+    AUTHENTICATED,
+    NOT_AUTHENTICATED,
+    CommandFailed,
+    State,
+)
+from communigate.protocols.saslexchange import SASLExchange
+
+#: RFC 3501 §5.4: at least 30 minutes once logged in.
+IDLE_TIMEOUT = 30 * 60
+LOGIN_TIMEOUT = 120
+MAX_ERRORS = 30
+MAX_LOGIN_FAILURES = 3
+IDLE_POLL = 0.25
+EXTENSIONS = (
+    "LITERAL+",
+    "SASL-IR",
+    "IDLE",
+    "NAMESPACE",
+    "UIDPLUS",
+    "CHILDREN",
+    "UNSELECT",
+    "MOVE",
+    "ID",
+    "ENABLE",
+    "ACL",
+)
+
+
+class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
+    """One IMAP session."""
+
+    log = Logger()
+    factory: IMAP4Factory
+
+    #: command → (allowed states, handler name)
+    COMMANDS: dict[str, tuple[frozenset[State], str]] = {
+        "CAPABILITY": (ANY, "do_CAPABILITY"),
+        "NOOP": (ANY, "do_NOOP"),
+        "LOGOUT": (ANY, "do_LOGOUT"),
+        "ID": (ANY, "do_ID"),
+        "STARTTLS": (NOT_AUTHENTICATED, "do_STARTTLS"),
+        "LOGIN": (NOT_AUTHENTICATED, "do_LOGIN"),
+        "AUTHENTICATE": (NOT_AUTHENTICATED, "do_AUTHENTICATE"),
+        "ENABLE": (AUTHENTICATED, "do_ENABLE"),
+        "IDLE": (AUTHENTICATED, "do_IDLE"),
+        **MailboxCommands.COMMANDS,
+        **MessageCommands.COMMANDS,
+    }
+
+    def __init__(self) -> None:
+        self.state = State.NOT_AUTHENTICATED
+        self.reader = CommandReader()
+        self.queue: deque[Command | BadCommand | Line] = deque()
+        self.busy = False
+        self.account: Any = None
+        self.logout: Any = None
+        self.selected: SelectedMailbox | None = None
+        self.connection: ConnectionInfo | None = None
+        self.secure = False
+        self.errors = 0
+        self.login_failures = 0
+        self.pending: Deferred[Any] | None = None
+        self.exchange: SASLExchange | None = None
+        self.idling: tuple[str, LoopingCall] | None = None
+        self.auth_tag: str | None = None
+
+    # -- connection --------------------------------------------------------
+
+    @property
+    def service(self) -> LoginService:
+        """The login service of this server."""
+        return self.factory.service
+
+    def connectionMade(self) -> None:
+        """Greet with the capabilities (RFC 3501 §7.1.1)."""
+        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
+        self.reader.max_literal = self.factory.max_message
+        self.setTimeout(LOGIN_TIMEOUT)
+        self.secure = self.factory.implicit_tls
+        self.connection = self.service.connection(self.transport, "imap4", self.secure)
+        domain = self.service.domain(self.connection)
+        self.send(
+            b"* OK [CAPABILITY %s] %s IMAP4rev1 server ready"
+            % (self.capabilities(), domain.encode("ascii", "replace"))
+        )
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Drop the session and everything pending."""
+        self.connected = False
+        self.setTimeout(None)
+        self.queue.clear()
+        if self.pending is not None:
+            self.pending.cancel()
+        if self.exchange is not None:
+            self.exchange.cancel()
+        self.stop_idle()
+        if self.logout is not None:
+            self.logout()
+            self.logout = None
+
+    def timeoutConnection(self) -> None:
+        """Close an idle session (RFC 3501 §5.4)."""
+        self.send(b"* BYE autologout; idle for too long")
+        self.close()
+
+    def send(self, line: bytes) -> None:
+        """Write one response line (CRLF added)."""
+        if self.transport is not None:
+            self.transport.write(line + b"\r\n")
+
+    def close(self) -> None:
+        """Close once what was written is sent."""
+        self.state = State.LOGOUT
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def tagged(self, tag: str, status: str, text: str) -> None:
+        """The tagged completion response."""
+        self.send(f"{tag} {status} {text}".encode("utf-8", "replace"))
+
+    def capabilities(self) -> bytes:
+        """The CAPABILITY list for the current state and link."""
+        words = ["IMAP4rev1", *EXTENSIONS]
+        if self.state is State.NOT_AUTHENTICATED and self.connection is not None:
+            if self.factory.tls is not None and not self.secure:
+                words.append("STARTTLS")
+            if not self.service.clear_text_allowed(self.connection):
+                words.append("LOGINDISABLED")
+            words += [f"AUTH={name}" for name in self.service.mechanisms(self.connection)]
+        return " ".join(words).encode("ascii")
+
+    # -- reading and dispatch ----------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Read events; run commands in order."""
+        self.resetTimeout()
+        for event in self.reader.feed(data):
+            if isinstance(event, Continue):
+                self.send(b"+ ready for literal")
+            else:
+                self.queue.append(event)
+        self.run_queue()
+
+    def run_queue(self) -> None:
+        """Run queued events until one has to wait."""
+        while self.queue and not self.busy and self.state is not State.LOGOUT:
+            event = self.queue.popleft()
+            if isinstance(event, Line):
+                self.raw_line(event.data)
+            elif isinstance(event, BadCommand):
+                self.bad(event.tag, event.text)
+                if event.fatal:
+                    self.send(b"* BYE unrecoverable input")
+                    self.close()
+            else:
+                self.run(event)
+
+    def bad(self, tag: str | None, text: str) -> None:
+        """Answer BAD; too many protocol errors end the session."""
+        self.errors += 1
+        self.send(f"{tag or '*'} BAD {text}".encode("utf-8", "replace"))
+        if self.errors >= MAX_ERRORS:
+            self.send(b"* BYE too many errors")
+            self.close()
+
+    def run(self, command: Command) -> None:
+        """Check the state and run a command's handler."""
+        entry = self.COMMANDS.get(command.name)
+        if entry is None:
+            self.bad(command.tag, f"unknown command {command.name[:40]}")
+            return
+        states, handler = entry
+        if self.state not in states:
+            self.bad(command.tag, f"{command.name} is not allowed in the {self.state.value} state")
+            return
+        try:
+            getattr(self, handler)(command.tag, command.arguments)
+        except CommandFailed as failure:
+            if failure.status == "BAD":
+                self.bad(command.tag, str(failure))
+            else:
+                self.tagged(command.tag, failure.status, str(failure))
+        except Exception:
+            self.log.failure("IMAP command {name} failed", name=command.name)
+            self.tagged(command.tag, "NO", "[SERVERBUG] internal error")
+
+    def raw_line(self, data: bytes) -> None:
+        """A line read in raw mode: SASL data or IDLE's DONE."""
+        if self.exchange is not None:
+            self.busy = True
+            self.exchange.line(data)
+        elif self.idling is not None:
+            tag, _ = self.idling
+            self.stop_idle()
+            if data.strip().upper() == b"DONE":
+                self.tagged(tag, "OK", "IDLE terminated")
+            else:
+                self.bad(tag, "expected DONE")
+
+    # -- helpers for handlers ----------------------------------------------
+
+    @staticmethod
+    def arguments(arguments: list[Argument], low: int, high: int | None = None) -> None:
+        """Check the number of arguments."""
+        high = low if high is None else high
+        if not low <= len(arguments) <= high:
+            raise CommandFailed("wrong number of arguments", "BAD")
+
+    @staticmethod
+    def text(argument: Argument) -> bytes:
+        """An astring argument as bytes."""
+        if isinstance(argument, list):
+            raise CommandFailed("expected a string, not a list", "BAD")
+        return argument if isinstance(argument, bytes) else argument.encode("ascii")
+
+    def updates(self, expunges: bool = True) -> None:
+        """Send what other sessions changed in the selected mailbox."""
+        if self.selected is not None:
+            for line in self.selected.refresh(expunges):
+                self.send(line)
+
+    # -- any state ---------------------------------------------------------
+
+    def do_CAPABILITY(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.1.1."""
+        self.send(b"* CAPABILITY " + self.capabilities())
+        self.tagged(tag, "OK", "CAPABILITY completed")
+
+    def do_NOOP(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.1.2: also reports mailbox changes."""
+        self.updates()
+        self.tagged(tag, "OK", "NOOP completed")
+
+    def do_LOGOUT(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.1.3."""
+        self.send(b"* BYE logging out")
+        self.tagged(tag, "OK", "LOGOUT completed")
+        self.close()
+
+    def do_ID(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 2971: our name and version."""
+        self.send(b'* ID ("name" "communigate" "version" "%s")' % __version__.encode())
+        self.tagged(tag, "OK", "ID completed")
+
+    def do_ENABLE(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 5161: no extension here needs enabling."""
+        self.send(b"* ENABLED")
+        self.tagged(tag, "OK", "ENABLE completed")
+
+    # -- not authenticated -------------------------------------------------
+
+    def do_STARTTLS(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.2.1; what the client pipelined after it is dropped."""
+        if self.factory.tls is None or self.secure:
+            raise CommandFailed("STARTTLS is not available", "BAD")
+        self.tagged(tag, "OK", "begin TLS negotiation now")
+        self.queue.clear()
+        self.reader.clear()
+        assert self.transport is not None
+        self.transport.startTLS(self.factory.tls)  # type: ignore[attr-defined]
+        self.secure = True
+        self.connection = self.service.connection(self.transport, "imap4", True)
+
+    def do_LOGIN(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.2.3 (refused where clear text is, LOGINDISABLED)."""
+        self.arguments(arguments, 2)
+        assert self.connection is not None
+        if not self.service.clear_text_allowed(self.connection):
+            raise CommandFailed("[PRIVACYREQUIRED] LOGIN is disabled on this link; use STARTTLS")
+        user, password = self.text(arguments[0]), self.text(arguments[1])
+        self.login(tag, LoginPassword(user, password, self.connection, None, "LOGIN"))
+
+    def do_AUTHENTICATE(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 3501 §6.2.2 with an initial response (RFC 4959)."""
+        self.arguments(arguments, 1, 2)
+        assert self.connection is not None
+        name = self.text(arguments[0]).decode("ascii", "replace").upper()
+        if name in registry.CLEAR_TEXT and not self.service.clear_text_allowed(self.connection):
+            raise CommandFailed("[PRIVACYREQUIRED] clear-text mechanisms are disabled here")
+        mechanism = registry.create(name, self.service.exchange_context(self.connection))
+        if mechanism is None:
+            raise CommandFailed("unsupported authentication mechanism")
+        initial = None
+        if len(arguments) > 1:
+            try:
+                initial = framing.decode(self.text(arguments[1]))
+            except (framing.Aborted, MalformedResponse):
+                raise CommandFailed("invalid initial response", "BAD") from None
+        self.busy = True
+        self.auth_tag = tag
+        self.reader.raw_lines = True
+        self.exchange = SASLExchange(
+            mechanism, self.service, IIMAPAccount, self._challenge, self._exchange_done
+        )
+        self.exchange.start(initial)
+
+    def _challenge(self, data: bytes) -> None:
+        self.send(b"+ " + data)
+        self._resume()
+
+    def _exchange_done(self, result: Any) -> None:
+        self.exchange = None
+        self.reader.raw_lines = False
+        tag = self.auth_tag or "*"
+        if isinstance(result, Failure):
+            self._refused(result, tag)
+        else:
+            self._accepted(result, tag)
+        self._resume()
+
+    def login(self, tag: str, credentials: Any) -> None:
+        """Ask the portal; later commands wait."""
+        self.busy = True
+        self.pending = self.service.login(credentials, IIMAPAccount)
+        self.pending.addCallbacks(
+            self._accepted, self._refused, callbackArgs=(tag,), errbackArgs=(tag,)
+        )
+        self.pending.addBoth(lambda _: self._resume())
+
+    def _resume(self) -> None:
+        self.pending = None
+        self.busy = False
+        self.run_queue()
+
+    def _accepted(self, result: tuple[Any, Any, Any], tag: str) -> None:
+        _, self.account, self.logout = result
+        if not self.connected:
+            return
+        self.state = State.AUTHENTICATED
+        self.setTimeout(IDLE_TIMEOUT)
+        self.tagged(tag, "OK", "[CAPABILITY " + self.capabilities().decode() + "] logged in")
+
+    def _refused(self, failure: Failure, tag: str) -> None:
+        if not self.connected:
+            return
+        error = failure.value
+        if not isinstance(error, LoginFailure):
+            self.log.failure("IMAP login failed unexpectedly", failure)
+            self.tagged(tag, "NO", "[UNAVAILABLE] authentication failed, try again later")
+            return
+        code = "UNAVAILABLE" if error.temporary else "AUTHENTICATIONFAILED"
+        self.tagged(tag, "NO", f"[{code}] {error.reply}")
+        self.login_failures += 1
+        if self.login_failures >= MAX_LOGIN_FAILURES:
+            self.send(b"* BYE too many failed logins")
+            self.close()
+
+    # -- IDLE ----------------------------------------------------------------
+
+    def do_IDLE(self, tag: str, arguments: list[Argument]) -> None:
+        """RFC 2177: report changes as they happen until DONE."""
+        self.send(b"+ idling")
+        self.updates()
+        poll = LoopingCall(self.updates)
+        poll.clock = self.factory.reactor
+        self.idling = (tag, poll)
+        self.reader.raw_lines = True
+        if self.selected is not None:
+            poll.start(IDLE_POLL, now=False)
+
+    def stop_idle(self) -> None:
+        """Leave IDLE."""
+        if self.idling is not None:
+            _, poll = self.idling
+            if poll.running:
+                poll.stop()
+            self.idling = None
+            self.reader.raw_lines = False
+
+
+class IMAP4Factory(Factory):
+    """Builds IMAP sessions that log in through one login service."""
+
+    protocol = IMAP4Server  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        service: LoginService,
+        reactor: Any,
+        tls: Any = None,
+        implicit_tls: bool = False,
+        max_message: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.service = service
+        self.reactor = reactor
+        self.tls = tls
+        self.implicit_tls = implicit_tls
+        self.max_message = max_message
