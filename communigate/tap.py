@@ -24,12 +24,13 @@ from communigate.portal.realm import AccountRealm
 from communigate.protocols.access import LoginService, salt_key
 from communigate.protocols.imap4.server import IMAP4Factory
 from communigate.protocols.listeners import add_listeners
+from communigate.protocols.lmtp.server import LMTPFactory
 from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
 from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 
-LISTENERS = ("pop3", "pop3s", "imap4", "imaps")
+LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp")
 
 
 class Options(usage.Options):
@@ -90,6 +91,11 @@ class Options(usage.Options):
     def opt_imaps(self, description: str) -> None:
         """IMAP4 listener with implicit TLS, e.g. tcp:993 (repeatable)."""
         self["imaps"].append(description)
+
+    def opt_lmtp(self, description: str) -> None:
+        """LMTP listener for an MTA, e.g. tcp:24:interface=127.0.0.1 or
+        unix:/run/communigate/lmtp (repeatable; no login: keep it local)."""
+        self["lmtp"].append(description)
 
     def postOptions(self) -> None:
         """Without any listener option, listen on the standard ports."""
@@ -156,4 +162,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     add_listeners(top, "imap4", options["imap4"], imap4, reactor)
     imaps = IMAP4Factory(service, reactor, tls, implicit_tls=True, max_message=limit)
     add_listeners(top, "imaps", options["imaps"], imaps, reactor, tls)
+    lmtp = LMTPFactory(directory, reactor, service.hostname, limit)
+    add_listeners(top, "lmtp", options["lmtp"], lmtp, reactor)
     return top

@@ -49,10 +49,15 @@ def resolve_recipients(router: Router, address: FullName, depth: int = 0) -> lis
     raise DeliveryError(f"unknown user account {address}")
 
 
-def deliver(directory: IDirectory, router: Router, address: FullName, message: bytes) -> list[str]:
-    """Deliver to every account ``address`` leads to; return their names."""
+def deliver_to(directory: IDirectory, accounts: list[LocalAccount], message: bytes) -> list[str]:
+    """Store a message in each account's INBOX; return their names."""
     delivered = []
-    for account in resolve_recipients(router, address):
+    for account in accounts:
         Mailbox.of_account(directory.account_path(account.domain, account.name)).deliver(message)
         delivered.append(str(account))
     return delivered
+
+
+def deliver(directory: IDirectory, router: Router, address: FullName, message: bytes) -> list[str]:
+    """Deliver to every account ``address`` leads to; return their names."""
+    return deliver_to(directory, resolve_recipients(router, address), message)

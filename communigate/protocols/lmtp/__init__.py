@@ -1,0 +1,1 @@
+"""LMTP (RFC 2033): delivery from an MTA into the mail store."""

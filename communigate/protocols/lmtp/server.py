@@ -1,0 +1,222 @@
+"""The LMTP server (RFC 2033): an MTA such as Postfix delivers here.
+
+Each RCPT is routed as mail through the Router (aliases, groups, ``Mail:``
+records); unknown or non-local recipients get 550 at RCPT time.  After DATA
+one reply per accepted recipient says whether its copy was stored.  The
+same delivery code serves ``communigate deliver``.  LMTP has no login:
+listen only where trusted MTAs can connect (loopback or a Unix socket).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from communigate.portal.delivery import DeliveryError, deliver_to, resolve_recipients
+from communigate.portal.names import BadLoginName, FullName
+from communigate.portal.router import LocalAccount, Router
+from communigate.protocols.lines import LineSplitter, LineTooLong
+from communigate.store.directory import IDirectory
+
+MAX_LINE = 1000 * 64
+MAX_RECIPIENTS = 1000
+IDLE_TIMEOUT = 300
+
+
+def _address(argument: bytes, keyword: bytes) -> str | None:
+    """The address in ``FROM:<a@b> SIZE=1`` / ``TO:<a@b>``."""
+    if not argument.upper().startswith(keyword):
+        return None
+    rest = argument[len(keyword) :].strip()
+    if not rest.startswith(b"<") or b">" not in rest:
+        return None
+    return rest[1 : rest.index(b">")].decode("utf-8", "replace")
+
+
+class LMTPServer(Protocol, TimeoutMixin):
+    """One LMTP session."""
+
+    log = Logger()
+    factory: LMTPFactory
+
+    def __init__(self) -> None:
+        self.lines = LineSplitter(MAX_LINE)
+        self.greeted = False
+        self.sender: str | None = None
+        self.recipients: list[tuple[str, list[LocalAccount]]] = []
+        self.data: list[bytes] | None = None
+        self.size = 0
+        self.too_big = False
+
+    def connectionMade(self) -> None:
+        """Greet."""
+        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
+        self.setTimeout(IDLE_TIMEOUT)
+        self.reply(220, f"{self.factory.hostname} LMTP ready")
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Stop the timer."""
+        self.setTimeout(None)
+
+    def timeoutConnection(self) -> None:
+        """Close an idle session."""
+        self.reply(421, "idle timeout")
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def reply(self, code: int, text: str) -> None:
+        """One reply line."""
+        self.transport.write(f"{code} {text}\r\n".encode("utf-8", "replace"))  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        """Lines: commands, or message text after DATA."""
+        self.resetTimeout()
+        for event in self.lines.feed(data):
+            if self.data is not None:
+                self.data_line(event)
+            elif isinstance(event, LineTooLong):
+                self.reply(500, "line too long")
+            else:
+                self.command(event)
+
+    def command(self, line: bytes) -> None:
+        """Dispatch one command."""
+        verb, _, argument = line.partition(b" ")
+        name = verb.upper().decode("ascii", "replace")
+        handler = getattr(self, f"do_{name}", None) if name.isalpha() else None
+        if handler is None:
+            self.reply(500, "unknown command")
+            return
+        handler(argument.strip())
+
+    def do_LHLO(self, argument: bytes) -> None:
+        """RFC 2033 §4.1."""
+        self.greeted = True
+        self.reset()
+        self.transport.write(  # type: ignore[union-attr]
+            f"250-{self.factory.hostname}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n"
+            f"250-SIZE {self.factory.max_message}\r\n250 8BITMIME\r\n".encode()
+        )
+
+    def do_HELO(self, argument: bytes) -> None:
+        """LMTP requires LHLO (RFC 2033 §4.1)."""
+        self.reply(500, "5.5.1 use LHLO")
+
+    do_EHLO = do_HELO
+
+    def reset(self) -> None:
+        """Forget the transaction."""
+        self.sender, self.recipients, self.data = None, [], None
+        self.size, self.too_big = 0, False
+
+    def do_RSET(self, argument: bytes) -> None:
+        """Abort the transaction."""
+        self.reset()
+        self.reply(250, "2.0.0 OK")
+
+    def do_NOOP(self, argument: bytes) -> None:
+        """Nothing."""
+        self.reply(250, "2.0.0 OK")
+
+    def do_QUIT(self, argument: bytes) -> None:
+        """Close."""
+        self.reply(221, "2.0.0 bye")
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def do_MAIL(self, argument: bytes) -> None:
+        """The envelope sender."""
+        if not self.greeted:
+            self.reply(503, "5.5.1 send LHLO first")
+            return
+        if self.sender is not None:
+            self.reply(503, "5.5.1 nested MAIL command")
+            return
+        sender = _address(argument, b"FROM:")
+        if sender is None:
+            self.reply(501, "5.5.4 syntax: MAIL FROM:<address>")
+            return
+        self.sender = sender
+        self.reply(250, "2.1.0 sender OK")
+
+    def do_RCPT(self, argument: bytes) -> None:
+        """A recipient, routed now so unknown ones are refused at once."""
+        if self.sender is None:
+            self.reply(503, "5.5.1 send MAIL first")
+            return
+        recipient = _address(argument, b"TO:")
+        if recipient is None:
+            self.reply(501, "5.5.4 syntax: RCPT TO:<address>")
+            return
+        if len(self.recipients) >= MAX_RECIPIENTS:
+            self.reply(452, "4.5.3 too many recipients")
+            return
+        try:
+            address = FullName.parse(recipient, self.factory.directory.main_domain())
+            accounts = resolve_recipients(self.factory.router, address)
+        except (DeliveryError, BadLoginName) as error:
+            self.reply(550, f"5.1.1 {recipient}: {error}")
+            return
+        self.recipients.append((recipient, accounts))
+        self.reply(250, "2.1.5 recipient OK")
+
+    def do_DATA(self, argument: bytes) -> None:
+        """Start the message text."""
+        if not self.recipients:
+            self.reply(503, "5.5.1 no valid recipients")
+            return
+        self.data = []
+        self.reply(354, "end data with <CR><LF>.<CR><LF>")
+
+    def data_line(self, event: bytes | LineTooLong) -> None:
+        """A line of the message, or its end."""
+        assert self.data is not None
+        if isinstance(event, LineTooLong):
+            self.too_big = True
+            return
+        if event == b".":
+            self.finish()
+            return
+        line = event[1:] if event.startswith(b".") else event
+        self.size += len(line) + 2
+        if self.size > self.factory.max_message:
+            self.too_big = True
+        if not self.too_big:
+            self.data.append(line)
+
+    def finish(self) -> None:
+        """Store one copy per recipient; one reply each (RFC 2033 §4.2)."""
+        assert self.data is not None
+        header = f"Return-Path: <{self.sender}>\r\n".encode("utf-8", "replace")
+        message = header + b"\r\n".join(self.data) + b"\r\n"
+        for recipient, accounts in self.recipients:
+            if self.too_big:
+                self.reply(552, f"5.3.4 message too big for {recipient}")
+                continue
+            try:
+                deliver_to(self.factory.directory, accounts, message)
+            except OSError:
+                self.log.failure("LMTP delivery to {recipient} failed", recipient=recipient)
+                self.reply(451, f"4.3.0 {recipient}: temporary failure, try again")
+                continue
+            self.log.info("LMTP delivered to {recipient}", recipient=recipient)
+            self.reply(250, f"2.0.0 {recipient} delivered")
+        self.reset()
+
+
+class LMTPFactory(Factory):
+    """Builds LMTP sessions delivering into the directory's mail store."""
+
+    protocol = LMTPServer  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self, directory: IDirectory, reactor: Any, hostname: str, max_message: int
+    ) -> None:
+        self.directory = directory
+        self.router = Router(directory)
+        self.reactor = reactor
+        self.hostname = hostname
+        self.max_message = max_message
