@@ -66,6 +66,9 @@ class Server:
     port: int
     log: Path
     pop3s_port: int
+    imap_port: int
+    imaps_port: int
+    lmtp_port: int
 
     @property
     def ca(self) -> Path:
@@ -103,7 +106,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         admin(base, "account", "create", f"info@{domain}", "--password", f"pw-{domain}")
         message = f"Subject: {marker(domain)}\r\n\r\n{marker(domain)}\r\n".encode()
         admin(base, "deliver", f"info@{domain}", stdin=message)
-    port, pop3s_port = free_port(), free_port()
+    port, pop3s_port, imap_port, imaps_port, lmtp_port = (free_port() for _ in range(5))
     log = root / "server.log"
     command = [
         *TWISTD,
@@ -114,13 +117,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f"--base={base}",
         *(f"--pop3=tcp:{port}:interface={address}" for address in ADDRESSES),
         f"--pop3s=tcp:{pop3s_port}:interface=127.0.0.1",
+        *(f"--imap4=tcp:{imap_port}:interface={address}" for address in ADDRESSES),
+        f"--imaps=tcp:{imaps_port}:interface=127.0.0.1",
+        f"--lmtp=tcp:{lmtp_port}:interface=127.0.0.1",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         for address in ADDRESSES:
             wait_for_port(address, port, process, log)
-        wait_for_port("127.0.0.1", pop3s_port, process, log)
-        yield Server(base, port, log, pop3s_port)
+        for extra in (pop3s_port, imap_port, imaps_port, lmtp_port):
+            wait_for_port("127.0.0.1", extra, process, log)
+        yield Server(base, port, log, pop3s_port, imap_port, imaps_port, lmtp_port)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
