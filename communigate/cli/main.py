@@ -24,7 +24,7 @@ from communigate.cli.arguments import (
     base_directory,
 )
 from communigate.cred import passwords
-from communigate.portal import rights
+from communigate.portal import acl, rights
 from communigate.portal.delivery import DeliveryError, deliver
 from communigate.portal.router import (
     Router,
@@ -36,6 +36,7 @@ from communigate.store import certificates, settingsformat
 from communigate.store.directory import DirectoryError
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
+from communigate.store.mailstore import MailboxError, MailStore, canonical_name
 
 
 def _directory(args: argparse.Namespace) -> FileDirectory:
@@ -248,6 +249,36 @@ def cmd_rights(args: argparse.Namespace, directory: FileDirectory) -> None:
     print(f"{full} in {target}: {', '.join(held) or '(none)'}")
 
 
+def cmd_acl(args: argparse.Namespace, directory: FileDirectory) -> None:
+    full = address(args.owner, directory)
+    found = directory.find_object(full.domain, full.local)
+    if found is None or found.kind.value != "account":
+        raise CommandFailed(f"unknown account {full}")
+    store = MailStore(directory.account_path(full.domain, full.local))
+    try:
+        name = canonical_name(args.mailbox)
+        if not store.exists(name) and name != "INBOX":
+            raise CommandFailed(f"no mailbox {name} in {full}")
+        if name == "INBOX":
+            store.mailbox(name).create()
+        entries = store.acl(name)
+        if args.action in ("set", "delete"):
+            if not args.identifier:
+                raise CommandFailed(f"acl {args.action} needs an identifier")
+            identifier = acl.check_identifier(args.identifier)
+            if args.action == "delete":
+                entries.pop(identifier, None)
+            else:
+                entries[identifier] = acl.normalise_rights(args.rights or "")
+                if not entries[identifier]:
+                    del entries[identifier]
+            store.set_acl(name, entries)
+    except (MailboxError, acl.ACLError) as error:
+        raise CommandFailed(str(error)) from None
+    for identifier, granted in entries.items():
+        print(f"{identifier} {granted}")
+
+
 def cmd_deliver(args: argparse.Namespace, directory: FileDirectory) -> None:
     full = address(args.address, directory)
     message = sys.stdin.buffer.read()
@@ -270,6 +301,7 @@ COMMANDS = {
     "router": cmd_router,
     "deliver": cmd_deliver,
     "rights": cmd_rights,
+    "acl": cmd_acl,
 }
 
 
@@ -323,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--domain", help="the domain the rights apply to (default: the account's own)"
     )
 
+    acl_parser = sub.add_parser("acl", help="show or change a mailbox's access control list")
+    acl_parser.add_argument("action", choices=["show", "set", "delete"])
+    acl_parser.add_argument("owner", metavar="OWNER@DOMAIN")
+    acl_parser.add_argument("mailbox", metavar="MAILBOX")
+    acl_parser.add_argument("identifier", nargs="?", metavar="IDENTIFIER")
+    acl_parser.add_argument("rights", nargs="?", metavar="RIGHTS", help="e.g. lrs")
+
     deliver_parser = sub.add_parser("deliver", help="deliver a message from stdin")
     deliver_parser.add_argument("address", metavar="NAME@DOMAIN")
     return top
@@ -334,6 +373,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # argparse does not take positionals after an option (``--password P
     # Key=Value``); such leftovers are more settings.
+    if extra and args.command == "acl":
+        # "-john" is an ACL identifier, not an option.
+        positional = [args.identifier, args.rights]
+        filled = [value for value in positional if value is not None] + extra
+        if len(filled) > 2:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.identifier, args.rights = ([*filled, None, None])[:2]
+        extra = []
     if extra:
         if not hasattr(args, "settings") or any(item.startswith("-") for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

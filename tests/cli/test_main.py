@@ -239,3 +239,19 @@ def test_certificates(base: Path, tmp_path: Path) -> None:
     )
     installed = base / "Domains" / "client1.com" / "Settings" / "certificate.pem"
     assert installed.read_bytes() == cert_pem
+
+
+def test_acl(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """acl set/show/delete on a mailbox; bad identifiers and rights refused."""
+    assert run(base, "acl", "set", "postmaster", "INBOX", "anyone@", "lrs") == 0
+    assert run(base, "acl", "set", "postmaster", "INBOX", "-john", "rs") == 0
+    capsys.readouterr()
+    assert run(base, "acl", "show", "postmaster", "INBOX") == 0
+    assert capsys.readouterr().out == "anyone@ lrs\n-john rs\n"
+    assert run(base, "acl", "delete", "postmaster", "INBOX", "-john") == 0
+    assert run(base, "acl", "set", "postmaster", "INBOX", "x", "lrz") == 1
+    assert run(base, "acl", "set", "postmaster", "Missing", "x", "l") == 1
+    assert run(base, "acl", "show", "nobody@company.com", "INBOX") == 1
+    capsys.readouterr()
+    assert run(base, "acl", "show", "postmaster", "INBOX") == 0
+    assert capsys.readouterr().out == "anyone@ lrs\n"

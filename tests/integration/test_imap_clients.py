@@ -419,3 +419,30 @@ def test_starttls_injection(server: Server) -> None:
     tls.sendall(b"c NOOP\r\n")
     assert tls.recv(100).startswith(b"c OK")
     tls.close()
+
+
+def test_certificate_chosen_by_sni(server: Server, tmp_path: Path) -> None:
+    """A domain's own certificate is served to clients naming it by SNI; the
+    Main Domain's is the default."""
+    from communigate.store.certificates import self_signed
+
+    cert, key = self_signed("client1.com")
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(key)
+    admin(
+        server.base,
+        "domain",
+        "certificate",
+        "client1.com",
+        "--cert",
+        str(tmp_path / "c.pem"),
+        "--key",
+        str(tmp_path / "k.pem"),
+    )
+    for name, ca in (("client1.com", tmp_path / "c.pem"), ("company.com", server.ca)):
+        context = ssl.create_default_context(cafile=str(ca))
+        with socket.create_connection(("127.0.0.1", server.imaps_port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=name) as tls:
+                subject = dict(item[0] for item in tls.getpeercert()["subject"])
+                assert subject["commonName"] == name
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")

@@ -174,6 +174,9 @@ class MessageCommands(SessionBase):
             attributes.append(fetch.Attribute("FLAGS"))
         self.updates(expunges=False)
         gone = False
+        # Responses are written in batches: one write per message costs more
+        # than building the response when thousands are fetched.
+        batch: list[bytes] = []
         for number, info in selected.select(numbers, uid):
             if marks_seen and "\\Seen" not in info.flags:
                 changed = selected.mailbox.set_flags(info, info.flags | {"\\Seen"})
@@ -186,7 +189,11 @@ class MessageCommands(SessionBase):
             except FileNotFoundError:
                 gone = True
                 continue
-            self.send(b"* %d FETCH %s" % (number, data))
+            batch.append(b"* %d FETCH %s\r\n" % (number, data))
+            if len(batch) >= 256:
+                self.write(b"".join(batch))
+                batch.clear()
+        self.write(b"".join(batch))
         if gone:
             self.tagged(tag, "NO", "some messages were expunged by another session")
         else:
@@ -269,9 +276,7 @@ class MessageCommands(SessionBase):
         mailbox = target.mailbox
         for _, info in chosen:
             kept = frozenset(flag for flag in info.flags if self.flag_allowed(flag, rights))
-            new_uid = selected.mailbox.copy_to(
-                MessageInfo(info.uid, info.size, info.path, info.dot_free, kept), mailbox
-            )
+            new_uid = selected.mailbox.copy_to(info._replace(flags=kept), mailbox)
             if new_uid is not None:
                 source_uids.append(info.uid)
                 target_uids.append(new_uid)

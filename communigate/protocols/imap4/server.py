@@ -151,8 +151,12 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
 
     def send(self, line: bytes) -> None:
         """Write one response line (CRLF added)."""
-        if self.transport is not None:
-            self.transport.write(line + b"\r\n")
+        self.write(line + b"\r\n")
+
+    def write(self, data: bytes) -> None:
+        """Write bytes as they are."""
+        if self.transport is not None and data:
+            self.transport.write(data)
 
     def close(self) -> None:
         """Close once what was written is sent."""

@@ -42,6 +42,7 @@ class SessionBase:
     selected: SelectedMailbox | None
     state: State
     send: Callable[[bytes], None]
+    write: Callable[[bytes], None]
     tagged: Callable[[str, str, str], None]
     updates: Callable[..., None]
     text: Callable[[Argument], bytes]
