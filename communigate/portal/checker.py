@@ -176,7 +176,8 @@ class AccountChecker:
         failure: LoginFailure | None,
     ) -> None:
         self.log.info(
-            "{protocol} {mechanism} login {login!r} from {remote} as {account}: {result}",
+            "{protocol} {mechanism} login {login!r} from {remote} as {account}: {result}"
+            + (" ({reason})" if failure else ""),
             protocol=connection.protocol,
             mechanism=mechanism,
             remote=connection.remote_host,

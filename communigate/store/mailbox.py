@@ -323,14 +323,25 @@ class Mailbox:
         return target.append(data, info.flags, when)
 
     def remove(self, infos: Iterable[MessageInfo]) -> None:
-        """Expunge messages; ones another session removed already are fine."""
+        """Expunge messages by UID.  A message another session re-flagged
+        (renamed) is found again by its UID; one already removed is fine."""
         folders = set()
+        moved = set()
         for info in infos:
             try:
                 os.unlink(info.path)
             except FileNotFoundError:
+                moved.add(info.uid)
                 continue
             folders.add(os.path.dirname(info.path))
+        if moved:
+            for current in self.messages():
+                if current.uid in moved:
+                    try:
+                        os.unlink(current.path)
+                    except FileNotFoundError:
+                        continue
+                    folders.add(os.path.dirname(current.path))
         for folder in folders:
             fsync_directory(Path(folder))
 

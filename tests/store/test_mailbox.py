@@ -53,3 +53,24 @@ def test_crlf() -> None:
     """Line ends become CRLF; a missing final line end is added."""
     assert to_crlf(b"a\nb\r\nc") == b"a\r\nb\r\nc\r\n"
     assert to_crlf(b"") == b""
+
+
+def test_remove_finds_a_reflagged_message(tmp_path: Path) -> None:
+    """A message renamed by a flag change elsewhere is still removed by UID."""
+    box = Mailbox(tmp_path / "box")
+    box.deliver(b"x")
+    stale = box.messages()
+    box.set_flags(stale[0], {"\\Seen"})
+    box.remove(stale)
+    assert box.messages() == []
+
+
+def test_flags_and_keywords_persist(tmp_path: Path) -> None:
+    """Flags and keywords are kept in file names and survive a re-read."""
+    box = Mailbox(tmp_path / "box")
+    uid = box.append(b"Subject: x\r\n\r\n", ["\\Seen", "$Label", "\\Flagged"], 1_000_000_000.0)
+    (info,) = Mailbox(tmp_path / "box").messages()
+    assert info.uid == uid and info.flags == {"\\Seen", "$Label", "\\Flagged"}
+    assert not info.recent and int(info.internal_date) == 1_000_000_000
+    box.deliver(b"new one")
+    assert [item.recent for item in box.messages()] == [False, True]
