@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -33,7 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.pop3 import DOVECOT_CONF, TWISTD, free_port, wait_for
+from benchmarks.pop3 import DOVECOT_CONF
+from benchmarks.servers import (
+    Base,
+    communigate,
+    free_port,
+    raise_file_limit,
+    wait_for,
+)
 
 USERS = [f"user{number}" for number in range(20)]
 
@@ -52,67 +58,16 @@ def private_kib(pids: list[int]) -> int:
     return total
 
 
-def raise_file_limit() -> None:
-    """Let the server hold many idle connections."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 @contextmanager
-def communigate(root: Path, big: int) -> Iterator[tuple[int, list[int]]]:
-    base = root / "base"
-    cli = [sys.executable, "-m", "communigate.cli.main", "--base", str(base)]
-    subprocess.run(
-        [*cli, "init", "--main-domain", "bench.test", "--postmaster-password", "x"],
-        check=True,
-        capture_output=True,
-    )
+def communigate_server(root: Path, big: int) -> Iterator[tuple[int, list[int]]]:
+    base = Base(root)
     for user in USERS:
-        subprocess.run(
-            [*cli, "account", "create", f"{user}@bench.test", "--password", "secret"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                *cli,
-                "account",
-                "create",
-                f"b{user}@bench.test",
-                "--password",
-                "secret",
-                "PasswordEncryption=UB-crpt",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    subprocess.run(
-        [*cli, "account", "create", "big@bench.test", "--password", "secret"],
-        check=True,
-        capture_output=True,
-    )
-    fill_big(base / "Accounts" / "big.macnt" / "INBOX.mdir", big)
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *TWISTD,
-            "-n",
-            "--pidfile=",
-            f"--logfile={root / 'server.log'}",
-            "communigate",
-            f"--base={base}",
-            f"--imap4=tcp:{port}:interface=127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=raise_file_limit,
-    )
-    try:
-        wait_for(port, process)
-        yield port, [process.pid]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        base.account(user)
+        base.account(f"b{user}", "PasswordEncryption=UB-crpt")
+    base.account("big")
+    fill_big(base.path / "Accounts" / "big.macnt" / "INBOX.mdir", big)
+    with communigate(root, base, "imap4") as (port, pid):
+        yield port, [pid]
 
 
 def fill_big(folder: Path, count: int) -> None:
@@ -344,7 +299,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="imap-bench-") as tmp:
         root = Path(tmp)
         step("setting up communigate")
-        with communigate(root, args.big) as (port, pids):
+        with communigate_server(root, args.big) as (port, pids):
             ours = results["communigate"] = {}
             step("logins")
             rate = asyncio.run(logins_per_second(port, args.clients, args.logins, args.seconds))

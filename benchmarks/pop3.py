@@ -30,27 +30,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.servers import Base, communigate, free_port, wait_for
+
 USERS = [f"user{number}" for number in range(20)]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("server exited early")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
 
 
 def message_of(size_mb: int, dotted: bool = False) -> bytes:
@@ -64,43 +48,13 @@ def message_of(size_mb: int, dotted: bool = False) -> bytes:
 
 @contextmanager
 def communigate_server(root: Path, big: list[bytes]) -> Iterator[int]:
-    base = root / "base"
-    cli = [sys.executable, "-m", "communigate.cli.main", "--base", str(base)]
-    subprocess.run(
-        [*cli, "init", "--main-domain", "bench.test", "--postmaster-password", "x"],
-        check=True,
-        capture_output=True,
-    )
+    base = Base(root)
     for user in USERS:
-        subprocess.run(
-            [*cli, "account", "create", f"{user}@bench.test", "--password", "secret"],
-            check=True,
-            capture_output=True,
-        )
+        base.account(user)
     for message in big:
-        subprocess.run(
-            [*cli, "deliver", "user0@bench.test"], input=message, check=True, capture_output=True
-        )
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *TWISTD,
-            "-n",
-            "--pidfile=",
-            f"--logfile={root / 'server.log'}",
-            "communigate",
-            f"--base={base}",
-            f"--pop3=tcp:{port}:interface=127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(port, process)
+        base.run("deliver", "user0@bench.test", stdin=message)
+    with communigate(root, base, "pop3") as (port, _pid):
         yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
 
 
 DOVECOT_CONF = """\

@@ -148,3 +148,66 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+def curl_tls(server: Server, url: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    """curl as info@company.com, verifying TLS against the Main Domain's
+    certificate; company.com resolves to 127.0.0.1 on every server port."""
+    resolve = []
+    for port in (server.port, server.pop3s_port, server.imap_port, server.imaps_port):
+        resolve += ["--resolve", f"company.com:{port}:127.0.0.1"]
+    return subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "20",
+            "--cacert",
+            str(server.ca),
+            *resolve,
+            url,
+            "--user",
+            "info:pw-company.com",
+            *extra,
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def fetchmail(tmp_path: Path, protocol: str, port: int, name: str, keep: bool) -> bytes:
+    """Fetch every message of ``name@company.com`` (password ``pw``) with
+    fetchmail over a plain connection; the messages as delivered to its MDA."""
+    out = tmp_path / "fetched.mbox"
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(
+        f"poll 127.0.0.1 service {port} proto {protocol} auth password\n"
+        f'  user "{name}" there with password "pw" is "root" here\n'
+        '  sslproto ""\n'
+        f"  mda \"/bin/sh -c 'cat >> {out}'\"\n"
+        f"  {'keep' if keep else 'nokeep'} fetchall\n"
+    )
+    rc.chmod(0o600)
+    result = subprocess.run(
+        [
+            "fetchmail",
+            "--nosyslog",
+            "--nodetach",
+            "-f",
+            str(rc),
+            "--idfile",
+            str(tmp_path / "fetchids"),
+            "--pidfile",
+            str(tmp_path / "fetchmail.pid"),
+        ],
+        capture_output=True,
+        check=False,
+        timeout=60,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    data = out.read_bytes()
+    out.unlink()
+    return data

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Server, admin, marker
+from tests.integration.conftest import Server, admin, curl_tls, fetchmail, marker
 
 pytestmark = pytest.mark.integration
 # imaplib does not know RFC 4314's LISTRIGHTS; tell it which states allow it.
@@ -44,31 +44,6 @@ def lmtp(server: Server, recipients: list[str], message: bytes) -> dict[str, tup
         client.quit()
 
 
-def curl(server: Server, url: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [
-            "curl",
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "20",
-            "--cacert",
-            str(server.ca),
-            "--resolve",
-            f"company.com:{server.imap_port}:127.0.0.1",
-            "--resolve",
-            f"company.com:{server.imaps_port}:127.0.0.1",
-            url,
-            "--user",
-            "info:pw-company.com",
-            *extra,
-        ],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_curl_imap_imaps_and_starttls(server: Server) -> None:
     """curl reads the marker over imap://, imaps:// and STARTTLS with the CA."""
     for url, extra in (
@@ -76,7 +51,7 @@ def test_curl_imap_imaps_and_starttls(server: Server) -> None:
         (f"imaps://company.com:{server.imaps_port}/INBOX;UID=1", ()),
         (f"imap://company.com:{server.imap_port}/INBOX;UID=1", ("--ssl-reqd",)),
     ):
-        result = curl(server, url, "--login-options", "AUTH=PLAIN", *extra)
+        result = curl_tls(server, url, "--login-options", "AUTH=PLAIN", *extra)
         assert result.returncode == 0, (url, result.stderr)
         assert marker("company.com").encode() in result.stdout
 
@@ -182,35 +157,8 @@ def test_fetchmail_imap(server: Server, tmp_path: Path, settle: float) -> None:
     """fetchmail over IMAP retrieves and (without keep) removes."""
     account(server, "fetchimap")
     admin(server.base, "deliver", "fetchimap@company.com", stdin=b"Subject: f\r\n\r\nimap-body\r\n")
-    out = tmp_path / "out.mbox"
-    rc = tmp_path / "rc"
-    rc.write_text(
-        f"poll 127.0.0.1 service {server.imap_port} proto imap auth password\n"
-        f'  user "fetchimap" there with password "pw" is "root" here\n'
-        '  sslproto ""\n'
-        f"  mda \"/bin/sh -c 'cat >> {out}'\"\n  nokeep fetchall\n"
-    )
-    rc.chmod(0o600)
     time.sleep(settle)
-    result = subprocess.run(
-        [
-            "fetchmail",
-            "--nosyslog",
-            "--nodetach",
-            "-f",
-            str(rc),
-            "--idfile",
-            str(tmp_path / "ids"),
-            "--pidfile",
-            str(tmp_path / "pid"),
-        ],
-        capture_output=True,
-        timeout=60,
-        check=False,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    assert b"imap-body" in out.read_bytes()
+    assert b"imap-body" in fetchmail(tmp_path, "imap", server.imap_port, "fetchimap", keep=False)
     client = imap(server, "fetchimap", "pw")
     assert client.select("INBOX")[1] == [b"0"]
     client.logout()

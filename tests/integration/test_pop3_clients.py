@@ -12,7 +12,7 @@ import pytest
 
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox
-from tests.integration.conftest import Server, admin, marker
+from tests.integration.conftest import Server, admin, fetchmail, marker
 
 pytestmark = pytest.mark.integration
 
@@ -185,49 +185,14 @@ def test_poplib_top_uidl_dele(server: Server, settle: float) -> None:
     assert [info.uid for info in remaining] == [2, 3]
 
 
-def run_fetchmail(server: Server, tmp_path: Path, name: str, keep: bool) -> bytes:
-    """Fetch every message of ``name`` with fetchmail into a file."""
-    out = tmp_path / "fetched.mbox"
-    rc = tmp_path / "fetchmailrc"
-    rc.write_text(
-        f"poll 127.0.0.1 service {server.port} proto pop3 auth password\n"
-        f'  user "{name}" there with password "pw" is "root" here\n'
-        # No STLS yet: tell fetchmail not to try it.
-        '  sslproto ""\n'
-        f"  mda \"/bin/sh -c 'cat >> {out}'\"\n"
-        f"  {'keep' if keep else 'nokeep'} fetchall\n"
-    )
-    rc.chmod(0o600)
-    result = subprocess.run(
-        [
-            "fetchmail",
-            "--nosyslog",
-            "--nodetach",
-            "-f",
-            str(rc),
-            "--idfile",
-            str(tmp_path / "fetchids"),
-            "--pidfile",
-            str(tmp_path / "fetchmail.pid"),
-        ],
-        capture_output=True,
-        check=False,
-        timeout=60,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    return out.read_bytes()
-
-
 def test_fetchmail_keep_and_nokeep(server: Server, tmp_path: Path, settle: float) -> None:
     """fetchmail --keep leaves the messages; without it they are removed."""
     fill(server, "fetcher", 2)
     time.sleep(settle)
-    fetched = run_fetchmail(server, tmp_path, "fetcher", keep=True)
+    fetched = fetchmail(tmp_path, "pop3", server.port, "fetcher", keep=True)
     assert b"body 0" in fetched and b"body 1" in fetched
     assert len(inbox(server, "company.com", "fetcher").messages()) == 2
-    (tmp_path / "fetched.mbox").unlink()
-    fetched = run_fetchmail(server, tmp_path, "fetcher", keep=False)
+    fetched = fetchmail(tmp_path, "pop3", server.port, "fetcher", keep=False)
     assert b"body 0" in fetched and b"body 1" in fetched
     assert inbox(server, "company.com", "fetcher").messages() == []
 

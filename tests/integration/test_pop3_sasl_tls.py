@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.conftest import Server, marker
+from tests.integration.conftest import Server, curl_tls, marker
 
 pytestmark = pytest.mark.integration
 
@@ -46,31 +46,6 @@ def test_pop3test_wrong_password(server: Server, mechanism: str) -> None:
     """A wrong password fails with every mechanism."""
     out = pop3test(server, "127.0.0.2", mechanism, "info", "not-the-password")
     assert "Authenticated." not in out and "Authentication failed" in out
-
-
-def curl_tls(server: Server, url: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [
-            "curl",
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "20",
-            "--cacert",
-            str(server.ca),
-            "--resolve",
-            f"company.com:{server.port}:127.0.0.1",
-            "--resolve",
-            f"company.com:{server.pop3s_port}:127.0.0.1",
-            url,
-            "--user",
-            "info:pw-company.com",
-            *extra,
-        ],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def test_curl_pop3s(server: Server) -> None:
