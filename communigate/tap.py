@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from twisted.application import internet
 from twisted.application.service import IService, MultiService, Service
 from twisted.cred.portal import Portal
 from twisted.python import usage
@@ -21,16 +22,18 @@ from communigate.cred.checkers.internal import InternalPassword
 from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
+from communigate.portal.tftpfiles import TFTPFiles
 from communigate.protocols.access import LoginService, salt_key
 from communigate.protocols.imap4.server import IMAP4Factory
-from communigate.protocols.listeners import add_listeners
+from communigate.protocols.listeners import add_listeners, parse_udp
 from communigate.protocols.lmtp.server import LMTPFactory
 from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
+from communigate.protocols.tftp.server import TFTPServer
 from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 
-LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp")
+LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp")
 
 
 class Options(usage.Options):
@@ -61,6 +64,7 @@ class Options(usage.Options):
         ],
         ["threads", None, 4, "Threads for password hashing and other blocking work.", int],
         ["pop3-timeout", None, IDLE_TIMEOUT, "Seconds a POP3 session may stay idle.", int],
+        ["tftp-per-address", None, 8, "TFTP transfers one client address may run at once.", int],
         [
             "max-message",
             None,
@@ -96,6 +100,10 @@ class Options(usage.Options):
         """LMTP listener for an MTA, e.g. tcp:24:interface=127.0.0.1 or
         unix:/run/communigate/lmtp (repeatable; no login: keep it local)."""
         self["lmtp"].append(description)
+
+    def opt_tftp(self, description: str) -> None:
+        """TFTP listener, udp:PORT[:interface=ADDR], e.g. udp:69 (repeatable)."""
+        self["tftp"].append(description)
 
     def postOptions(self) -> None:
         """Without any listener option, listen on the standard ports."""
@@ -164,4 +172,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     add_listeners(top, "imaps", options["imaps"], imaps, reactor, tls)
     lmtp = LMTPFactory(directory, reactor, service.hostname, limit)
     add_listeners(top, "lmtp", options["lmtp"], lmtp, reactor)
+    files = TFTPFiles(directory)
+    for description in options["tftp"]:
+        port, interface = parse_udp(description)
+        server = TFTPServer(files, reactor, interface, options["tftp-per-address"])
+        udp = internet.UDPServer(port, server, interface=interface)
+        udp.setName(f"tftp:{description}")
+        udp.setServiceParent(top)
     return top

@@ -302,6 +302,7 @@ COMMANDS = {
     "deliver": cmd_deliver,
     "rights": cmd_rights,
     "acl": cmd_acl,
+    "files": objects.cmd_files,
 }
 
 
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     account.add_argument("--password", help="set with the account's PasswordEncryption")
 
     objects.add_parsers(sub)
+    objects.add_files_parser(sub)
 
     router = sub.add_parser("router", help="show or change the Router table")
     router.add_argument("action", choices=["show", "set", "add", "remove"])
@@ -373,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # argparse does not take positionals after an option (``--password P
     # Key=Value``); such leftovers are more settings.
-    if extra and args.command == "acl":
+    if extra and args.command in ("acl", "files"):
         # "-john" is an ACL identifier, not an option.
         positional = [args.identifier, args.rights]
         filled = [value for value in positional if value is not None] + extra

@@ -6,9 +6,11 @@ import argparse
 from typing import Any
 
 from communigate.cli.arguments import CommandFailed, address
+from communigate.portal.acl import ACLError, Identity, check_identifier
 from communigate.store import settingsformat
 from communigate.store.directory import DirectoryError, ObjectKind, check_object_name
 from communigate.store.files import FileDirectory
+from communigate.store.filestorage import FileStorage, StorageError, normalise
 
 
 def add_parsers(sub: Any) -> None:
@@ -29,6 +31,54 @@ def add_parsers(sub: Any) -> None:
     forwarder.add_argument("action", choices=["create", "delete", "list"])
     forwarder.add_argument("name", nargs="?", metavar="NAME@DOMAIN | DOMAIN")
     forwarder.add_argument("target", nargs="?", metavar="ADDRESS")
+
+
+def add_files_parser(sub: Any) -> None:
+    """The ``files`` subcommand: File Storage access rights."""
+    files = sub.add_parser("files", help="File Storage: per-directory rights and privacy")
+    files.add_argument("action", choices=["show", "set", "private", "public"])
+    files.add_argument("owner", metavar="OWNER@DOMAIN")
+    files.add_argument("path", nargs="?", default="/", metavar="DIRECTORY")
+    files.add_argument("identifier", nargs="?", metavar="IDENTIFIER")
+    files.add_argument("rights", nargs="?", metavar="RIGHTS", help="r, rw, or '' to remove")
+
+
+def cmd_files(args: argparse.Namespace, directory: FileDirectory) -> None:
+    """Show or change who may read and write a directory of a File Storage."""
+    domain, name = _split(directory, args.owner, "files")
+    found = directory.find_object(domain, name)
+    if found is None or found.kind is not ObjectKind.ACCOUNT:
+        raise CommandFailed(f"unknown account {name}@{domain}")
+    storage = FileStorage(directory.account_path(domain, name), Identity(domain, name))
+    try:
+        path = normalise(args.path)
+        entries = storage.access()
+        stored = entries.get(path)
+        entry: dict[str, settingsformat.Value] = dict(stored) if isinstance(stored, dict) else {}
+        if args.action in ("private", "public"):
+            entry["Private"] = "YES" if args.action == "private" else "NO"
+            storage.set_access(path, entry)
+        elif args.action == "set":
+            if not args.identifier:
+                raise CommandFailed("files set needs an identifier and rights")
+            rights = args.rights or ""
+            if any(letter not in "rw" for letter in rights):
+                raise CommandFailed("file rights are r and w")
+            current = entry.get("Access")
+            access: dict[str, settingsformat.Value] = (
+                dict(current) if isinstance(current, dict) else {}
+            )
+            identifier = check_identifier(args.identifier)
+            if rights:
+                access[identifier] = "".join(letter for letter in "rw" if letter in rights)
+            else:
+                access.pop(identifier, None)
+            entry["Access"] = access
+            storage.set_access(path, entry)
+    except (StorageError, ACLError) as error:
+        raise CommandFailed(str(error)) from None
+    for directory_path, settings in sorted(storage.access().items()):
+        print(f"{directory_path} {settingsformat.dumps(settings)}")
 
 
 def _split(directory: FileDirectory, text: str | None, what: str) -> tuple[str, str]:

@@ -32,3 +32,17 @@ def add_listeners(
         service = strports.service(description, factory, reactor=reactor)
         service.setName(f"{protocol}:{description}")
         service.setServiceParent(parent)
+
+
+def parse_udp(description: str) -> tuple[int, str]:
+    """``udp:PORT[:interface=ADDR]`` → (port, interface); raises ValueError."""
+    parts = description.split(":")
+    if len(parts) < 2 or parts[0] != "udp" or not parts[1].isdigit():
+        raise ValueError(f"not a UDP listener description: {description!r}")
+    interface = ""
+    for extra in parts[2:]:
+        key, _, value = extra.partition("=")
+        if key != "interface":
+            raise ValueError(f"unknown UDP listener option {key!r}")
+        interface = value
+    return int(parts[1]), interface

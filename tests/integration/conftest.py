@@ -41,6 +41,13 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+def free_udp_port() -> int:
+    """A UDP port free on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def communigate(base: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     """Run the administration command as an administrator would."""
     command = [sys.executable, "-m", "communigate.cli.main", "--base", str(base), *args]
@@ -69,6 +76,7 @@ class Server:
     imap_port: int
     imaps_port: int
     lmtp_port: int
+    tftp_port: int
 
     @property
     def ca(self) -> Path:
@@ -107,6 +115,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         message = f"Subject: {marker(domain)}\r\n\r\n{marker(domain)}\r\n".encode()
         admin(base, "deliver", f"info@{domain}", stdin=message)
     port, pop3s_port, imap_port, imaps_port, lmtp_port = (free_port() for _ in range(5))
+    tftp_port = free_udp_port()
     log = root / "server.log"
     command = [
         *TWISTD,
@@ -120,6 +129,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         *(f"--imap4=tcp:{imap_port}:interface={address}" for address in ADDRESSES),
         f"--imaps=tcp:{imaps_port}:interface=127.0.0.1",
         f"--lmtp=tcp:{lmtp_port}:interface=127.0.0.1",
+        f"--tftp=udp:{tftp_port}:interface=127.0.0.1",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
@@ -127,7 +137,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             wait_for_port(address, port, process, log)
         for extra in (pop3s_port, imap_port, imaps_port, lmtp_port):
             wait_for_port("127.0.0.1", extra, process, log)
-        yield Server(base, port, log, pop3s_port, imap_port, imaps_port, lmtp_port)
+        yield Server(base, port, log, pop3s_port, imap_port, imaps_port, lmtp_port, tftp_port)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

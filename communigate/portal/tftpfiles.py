@@ -1,0 +1,118 @@
+"""Which File Storage file a TFTP name means, and whether TFTP may use it
+(spec §9).
+
+* ``name`` or ``dir/name``: a file of the Default Storage account (server
+  setting ``TFTPDefaultStorage``, an account of the Main Domain; none by
+  default, so plain names are refused until it is set);
+* ``/name`` (no other slash): a Default Storage file too;
+* ``/john/dir/name`` and ``~john/dir/name``: a file of john in the Main
+  Domain; ``~john@d.dom/dir/name``: of john in d.dom.
+
+TFTP has no login: everything runs on behalf of the Main Domain account
+``tftpuser``.  A file can be read when its directory is not private (the
+storage is the account's web site) or ``tftpuser`` was granted ``r``; written
+only where ``tftpuser`` was granted ``w``.  The target account must have the
+``WebSite`` service.  Refusals carry the TFTP error code to send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from communigate.portal.accounts import access_modes
+from communigate.portal.acl import Identity
+from communigate.protocols.tftp import packets
+from communigate.store.directory import IDirectory, ObjectKind
+from communigate.store.filestorage import FileStorage, StorageError, normalise, parse_size
+
+TFTP_USER = "tftpuser"
+
+
+class Refused(Exception):
+    """The request cannot be served; ``code`` is the TFTP error code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved TFTP file."""
+
+    storage: FileStorage
+    path: str
+    local: Path
+    limit: int | None
+
+
+class TFTPFiles:
+    """Maps TFTP names to File Storage files and checks tftpuser's rights."""
+
+    def __init__(self, directory: IDirectory) -> None:
+        self.directory = directory
+
+    def _split(self, name: str) -> tuple[str, str, str]:
+        main = self.directory.main_domain()
+        if name.startswith("~"):
+            owner, _, rest = name[1:].partition("/")
+            account, _, domain = owner.partition("@")
+            return account, domain or main, rest
+        if name.startswith("/"):
+            first, _, rest = name[1:].partition("/")
+            if rest:
+                return first, main, rest
+            name = first
+        default = self.directory.server_settings().get("TFTPDefaultStorage")
+        if not isinstance(default, str) or not default:
+            raise Refused(packets.FILE_NOT_FOUND, "no Default Storage account is configured")
+        return default, main, name
+
+    def resolve(self, name: str, write: bool) -> Target:
+        """The file a request names, if TFTP may read (or write) it."""
+        account, domain, path = self._split(name)
+        try:
+            path = normalise(path)
+        except StorageError as error:
+            raise Refused(packets.ACCESS_VIOLATION, str(error)) from None
+        record = self.directory.domain(domain.lower())
+        found = self.directory.find_object(record.name, account.lower()) if record else None
+        if record is None or found is None or found.kind is not ObjectKind.ACCOUNT:
+            raise Refused(packets.NO_SUCH_USER, f"no account {account}@{domain}")
+        settings = self.directory.account_settings(record.name, found.name)
+        modes = access_modes(settings.get("AccessModes", "All"))
+        if modes is not None and "website" not in modes:
+            raise Refused(packets.ACCESS_VIOLATION, "the account's File Storage is not shared")
+        storage = FileStorage(
+            self.directory.account_path(record.name, found.name), Identity(record.name, found.name)
+        )
+        try:
+            local = storage.local(path)
+        except StorageError as error:
+            raise Refused(packets.ACCESS_VIOLATION, str(error)) from None
+        folder = str(Path(path).parent)
+        rights = self._rights(storage, folder)
+        needed = "w" if write else "r"
+        if needed not in rights:
+            raise Refused(packets.ACCESS_VIOLATION, "access denied")
+        if write:
+            if not local.parent.is_dir():
+                raise Refused(packets.FILE_NOT_FOUND, "no such directory")
+            quota = parse_size(settings.get("MaxWebSize"))
+            limit = None
+            if quota is not None:
+                existing = local.stat().st_size if local.is_file() else 0
+                limit = max(0, quota - storage.usage() + existing)
+            return Target(storage, path, local, limit)
+        if not local.is_file():
+            raise Refused(packets.FILE_NOT_FOUND, "file not found")
+        return Target(storage, path, local, None)
+
+    def _rights(self, storage: FileStorage, folder: str) -> str:
+        main = self.directory.main_domain()
+        found = self.directory.find_object(main, TFTP_USER)
+        rights = set(storage.rights(folder, None))
+        if found is not None and found.kind is ObjectKind.ACCOUNT:
+            rights |= set(storage.rights(folder, Identity(main, TFTP_USER)))
+        return "".join(sorted(rights))
