@@ -1,9 +1,10 @@
 """The TFTP server: a thin UDP adapter around :mod:`.transfer`.
 
 Requests arrive on the listening port; each transfer then runs on a port of
-its own (its transfer ID, RFC 1350 §4), bound to the listener's address.
-Datagrams from any other address or port get ``Unknown transfer ID`` and
-change nothing.  Uploads go to a temporary file renamed into place when the
+its own (its transfer ID, RFC 1350 §4), bound to the listener's address and
+connected to the client's (as tftpd-hpa does), so the kernel drops
+datagrams from any other address or port and sending needs no address
+checks.  Uploads go to a temporary file renamed into place when the
 last block arrives, so a broken upload leaves the old file.  Each client
 address may run at most ``max_per_address`` transfers at once.
 """
@@ -20,7 +21,7 @@ from twisted.logger import Logger
 
 from communigate.portal.tftpfiles import Refused, Target, TFTPFiles
 from communigate.protocols.tftp import packets
-from communigate.protocols.tftp.packets import Error, PacketError, Request, encode, parse
+from communigate.protocols.tftp.packets import Ack, Error, PacketError, Request, encode, parse
 from communigate.protocols.tftp.transfer import (
     Negotiated,
     ReadTransfer,
@@ -54,6 +55,7 @@ class TransferProtocol(DatagramProtocol):
         self.handle = handle
         self.commit = commit
         self.timer: Any = None
+        self.deadline = 0.0
         self.closing = False
         self.port: Any = None
 
@@ -64,6 +66,8 @@ class TransferProtocol(DatagramProtocol):
     def begin(self) -> None:
         """Send the first packets."""
         self.timer = None
+        assert self.transport is not None
+        self.transport.connect(*self.peer)
         self.send(self.transfer.start())
         self.after_step()
 
@@ -71,13 +75,19 @@ class TransferProtocol(DatagramProtocol):
         """Send datagrams to the peer."""
         assert self.transport is not None
         for datagram in datagrams:
-            self.transport.write(datagram, self.peer)
+            self.transport.write(datagram, None)
+
+    def connectionRefused(self) -> None:
+        """The client's port is gone (ICMP): end the transfer."""
+        self.transfer.error = "client port unreachable"
+        self.after_step()
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Only the peer's transfer ID counts."""
-        assert self.transport is not None
-        if addr != self.peer:
-            self.transport.write(encode(Error(packets.UNKNOWN_TID, "unknown transfer ID")), addr)
+        """A packet from the peer (the socket is connected to it)."""
+        if len(data) == 4 and data[1] == packets.ACK and data[0] == 0:
+            # The common case, an ACK, without building a packet object.
+            self.send(self.transfer.received(Ack(int.from_bytes(data[2:4], "big"))))
+            self.after_step()
             return
         try:
             packet = parse(data)
@@ -89,19 +99,29 @@ class TransferProtocol(DatagramProtocol):
         self.after_step()
 
     def after_step(self) -> None:
-        """Re-arm the timer, or finish."""
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
+        """Note the progress (the timer checks it lazily), or finish.
+
+        Moving a timer for every block costs more than the block itself, so
+        one timer runs and, when it fires, waits again if there was progress
+        in the meantime."""
         if self.transfer.finished:
+            if self.timer is not None and self.timer.active():
+                self.timer.cancel()
             self.finish()
             return
-        self.timer = self.reactor.callLater(self.transfer.next_timeout(), self.timed_out)
+        self.deadline = self.reactor.seconds() + self.transfer.next_timeout()
+        if self.timer is None or not self.timer.active():
+            self.timer = self.reactor.callLater(self.transfer.next_timeout(), self.timed_out)
 
     def timed_out(self) -> None:
-        """Resend or give up."""
+        """Resend or give up, unless there was progress since."""
         self.timer = None
         if self.closing:
             self.close()
+            return
+        remaining = self.deadline - self.reactor.seconds()
+        if remaining > 0:
+            self.timer = self.reactor.callLater(remaining, self.timed_out)
             return
         self.send(self.transfer.timed_out())
         self.after_step()

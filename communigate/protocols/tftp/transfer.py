@@ -14,12 +14,14 @@ block after that one.
 
 from __future__ import annotations
 
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from communigate.protocols.tftp import packets
 from communigate.protocols.tftp.packets import Ack, Data, Error, OptionAck, Packet, encode
 
+_DATA_HEADER = struct.Struct("!HH")
 DEFAULT_BLOCK = 512
 MAX_BLOCK = 65464
 MAX_WINDOW = 64
@@ -129,7 +131,7 @@ class ReadTransfer(Transfer):
         payload = self._read((number - 1) * size, size)
         if len(payload) < size:
             self.last = number
-        return encode(Data(number & 0xFFFF, payload))
+        return _DATA_HEADER.pack(packets.DATA, number & 0xFFFF) + payload
 
     def _window(self) -> list[bytes]:
         out: list[bytes] = []
