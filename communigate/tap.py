@@ -24,6 +24,7 @@ from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
 from communigate.portal.tftpfiles import TFTPFiles
 from communigate.protocols.access import LoginService, salt_key
+from communigate.protocols.ftp.server import FTPFactory
 from communigate.protocols.imap4.server import IMAP4Factory
 from communigate.protocols.listeners import add_listeners, parse_udp
 from communigate.protocols.lmtp.server import LMTPFactory
@@ -33,7 +34,7 @@ from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 
-LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp")
+LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp", "ftp", "ftps")
 
 
 class Options(usage.Options):
@@ -65,6 +66,12 @@ class Options(usage.Options):
         ["threads", None, 4, "Threads for password hashing and other blocking work.", int],
         ["pop3-timeout", None, IDLE_TIMEOUT, "Seconds a POP3 session may stay idle.", int],
         ["tftp-per-address", None, 8, "TFTP transfers one client address may run at once.", int],
+        [
+            "passive-ports",
+            None,
+            "0-0",
+            "FTP passive port range LOW-HIGH (0-0: any free port).",
+        ],
         [
             "max-message",
             None,
@@ -100,6 +107,14 @@ class Options(usage.Options):
         """LMTP listener for an MTA, e.g. tcp:24:interface=127.0.0.1 or
         unix:/run/communigate/lmtp (repeatable; no login: keep it local)."""
         self["lmtp"].append(description)
+
+    def opt_ftp(self, description: str) -> None:
+        """FTP listener with AUTH TLS, e.g. tcp:21 (repeatable)."""
+        self["ftp"].append(description)
+
+    def opt_ftps(self, description: str) -> None:
+        """FTP listener with implicit TLS, e.g. tcp:990 (repeatable)."""
+        self["ftps"].append(description)
 
     def opt_tftp(self, description: str) -> None:
         """TFTP listener, udp:PORT[:interface=ADDR], e.g. udp:69 (repeatable)."""
@@ -172,6 +187,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     add_listeners(top, "imaps", options["imaps"], imaps, reactor, tls)
     lmtp = LMTPFactory(directory, reactor, service.hostname, limit)
     add_listeners(top, "lmtp", options["lmtp"], lmtp, reactor)
+    low, _, high = str(options["passive-ports"]).partition("-")
+    passive = range(int(low), int(high or low) + 1)
+    ftp = FTPFactory(service, tls, passive_ports=passive)
+    add_listeners(top, "ftp", options["ftp"], ftp, reactor)
+    ftps = FTPFactory(service, tls, implicit_tls=True, passive_ports=passive)
+    add_listeners(top, "ftps", options["ftps"], ftps, reactor, tls)
     files = TFTPFiles(directory)
     for description in options["tftp"]:
         port, interface = parse_udp(description)

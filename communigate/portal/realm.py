@@ -6,9 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.portal import IRealm
+from twisted.protocols.ftp import IFTPShell
 from zope.interface import implementer
 
 from communigate.portal.avatars import IIMAPAccount, IMAPAccount, IPOP3Maildrop, POP3Maildrop
+from communigate.protocols.ftp.shell import StorageShell
 from communigate.store.directory import IDirectory
 from communigate.store.mailbox import INBOX, Mailbox
 
@@ -36,6 +38,8 @@ class AccountRealm:
                 mailbox = Mailbox.of_account(self.directory.account_path(domain, name))
                 mailbox.create()
                 return interface, POP3Maildrop(f"{name}@{domain}", mailbox), _no_logout
+            if interface is IFTPShell:
+                return interface, StorageShell(self.directory, domain, name), _no_logout
             if interface is IIMAPAccount:
                 account = IMAPAccount(self.directory, domain, name)
                 account.store.mailbox(INBOX).create()
