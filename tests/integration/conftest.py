@@ -77,6 +77,7 @@ class Server:
     imaps_port: int
     lmtp_port: int
     tftp_port: int
+    ftp_port: int
 
     @property
     def ca(self) -> Path:
@@ -116,6 +117,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         admin(base, "deliver", f"info@{domain}", stdin=message)
     port, pop3s_port, imap_port, imaps_port, lmtp_port = (free_port() for _ in range(5))
     tftp_port = free_udp_port()
+    ftp_port = free_port()
     log = root / "server.log"
     command = [
         *TWISTD,
@@ -130,14 +132,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f"--imaps=tcp:{imaps_port}:interface=127.0.0.1",
         f"--lmtp=tcp:{lmtp_port}:interface=127.0.0.1",
         f"--tftp=udp:{tftp_port}:interface=127.0.0.1",
+        *(f"--ftp=tcp:{ftp_port}:interface={address}" for address in ADDRESSES),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         for address in ADDRESSES:
             wait_for_port(address, port, process, log)
-        for extra in (pop3s_port, imap_port, imaps_port, lmtp_port):
+        for extra in (pop3s_port, imap_port, imaps_port, lmtp_port, ftp_port):
             wait_for_port("127.0.0.1", extra, process, log)
-        yield Server(base, port, log, pop3s_port, imap_port, imaps_port, lmtp_port, tftp_port)
+        yield Server(
+            base, port, log, pop3s_port, imap_port, imaps_port, lmtp_port, tftp_port, ftp_port
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -164,7 +169,13 @@ def curl_tls(server: Server, url: str, *extra: str) -> subprocess.CompletedProce
     """curl as info@company.com, verifying TLS against the Main Domain's
     certificate; company.com resolves to 127.0.0.1 on every server port."""
     resolve = []
-    for port in (server.port, server.pop3s_port, server.imap_port, server.imaps_port):
+    for port in (
+        server.port,
+        server.pop3s_port,
+        server.imap_port,
+        server.imaps_port,
+        server.ftp_port,
+    ):
         resolve += ["--resolve", f"company.com:{port}:127.0.0.1"]
     return subprocess.run(
         [

@@ -12,6 +12,7 @@ connection's address and accept only the client's address.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -38,6 +39,9 @@ class _Reply(ftp.FTPCmdError):
     def response(self) -> str:
         """The reply line."""
         return f"{str(ftp.RESPONSE[self.errorCode]).split(' ', 1)[0]} {self.text}"
+
+
+_TELNET = re.compile(rb"\xff[\xf0-\xff]")
 
 
 def _refuse(code: str, text: str) -> Any:
@@ -75,6 +79,8 @@ class FTPServer(ftp.FTP):
 
     factory: FTPFactory
     shell: Any
+    #: RFC 2640 names: UTF-8 on the control and data connections.
+    _encoding = "utf-8"
     secure = False
     protected = False
 
@@ -82,6 +88,16 @@ class FTPServer(ftp.FTP):
     def service(self) -> LoginService:
         """The login service."""
         return self.factory.service
+
+    def lineReceived(self, line: bytes) -> Any:
+        """Drop Telnet IAC sequences (sent before ABOR) and read names that
+        are not UTF-8 as Latin-1, instead of failing on them."""
+        line = _TELNET.sub(b"", line)
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            line = line.decode("latin-1").encode("utf-8")
+        return super().lineReceived(line)
 
     def connectionMade(self) -> None:
         """Note whether the link is TLS from the start."""
@@ -176,7 +192,10 @@ class FTPServer(ftp.FTP):
             if getattr(addr, "host", None) != client:
                 self.log.info("FTP data connection from {host} refused", host=addr.host)
                 return None
-            return build(addr)
+            data = build(addr)
+            if data is not None:
+                data._encoding = "utf-8"
+            return data
 
         factory.buildProtocol = checked
         if self.protected and self.factory.tls is not None:
@@ -275,7 +294,7 @@ class FTPServer(ftp.FTP):
         def send(entries: list[Any]) -> Any:
             self.reply(ftp.DATA_CNX_ALREADY_OPEN_START_XFR)
             for name, values in entries:
-                line = self._facts(self._encodeName(name), dict(zip(keys, values, strict=False)))
+                line = self._facts(name, dict(zip(keys, values, strict=False)))
                 self.dtpInstance.sendLine(line.encode("utf-8"))
             self.dtpInstance.transport.loseConnection()
             return (ftp.TXFR_COMPLETE_OK,)
