@@ -149,3 +149,22 @@ def test_port_to_other_address_refused(server: Server, ftp_account: Path) -> Non
             stream.write(line + b"\r\n")
             stream.flush()
             assert stream.readline().startswith(b"504 ")
+
+
+def test_secure_method_required(server: Server, ftp_account: Path) -> None:
+    """USER/PASS is refused on a clear control connection for an account
+    with Secure Method Required, and accepted after AUTH TLS."""
+    admin(
+        server.base,
+        "account",
+        "create",
+        "strict@company.com",
+        "--password",
+        "pw",
+        "RequireAPOP=YES",
+    )
+    time.sleep(1.1)
+    url = f"ftp://company.com:{server.ftp_port}/"
+    assert curl(server, f"ftp://127.0.0.1:{server.ftp_port}/", "strict:pw").returncode == 67
+    result = curl_tls(server, url, "--ssl-reqd", "--user", "strict:pw")
+    assert result.returncode == 0, result.stderr
