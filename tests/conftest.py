@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.task import Clock
 
 from communigate.cred import passwords
 from communigate.store.files import FileDirectory
@@ -81,3 +82,10 @@ def directory(template_base: Path, tmp_path: Path, clock: ManualClock) -> FileDi
 def bcrypt_password(password: str) -> str:
     """A stored UB-crpt password."""
     return passwords.encode(password, "UB-crpt")
+
+
+class SyncClockReactor(Clock):
+    """A Clock that also runs "thread" callbacks at once."""
+
+    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        f(*a, **kw)

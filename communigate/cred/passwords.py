@@ -124,6 +124,17 @@ def verify(stored: str, password: bytes) -> bool:
         return False
 
 
-def dummy_verify(password: bytes) -> None:
-    """Spend about the time of a failed bcrypt check (no timing oracle)."""
-    _crypt_context.dummy_verify()
+_DUMMY_HASHES: dict[str, str] = {}
+
+
+def dummy_verify(encryption: str) -> bool:
+    """Spend the time of a failed check of a password stored under
+    ``encryption`` (blocking; no timing oracle for unknown accounts)."""
+    canonical = canonical_encryption(encryption)
+    if canonical == "clear":
+        return False
+    stored = _DUMMY_HASHES.get(canonical)
+    if stored is None:
+        stored = _DUMMY_HASHES[canonical] = encode("not the password", canonical)
+    verify(stored, b"x")
+    return False

@@ -24,24 +24,29 @@ from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from communigate.cred import passwords
 from communigate.cred.credentials import ConnectionInfo, IClearSecretCredentials
 from communigate.cred.errors import (
+    WRONG_PASSWORD_TEXT,
+    AccountLocked,
     ImpersonationRefused,
     LoginFailure,
     SecureMethodRequired,
     TemporaryFailure,
+    UnknownAccount,
     WrongPassword,
 )
 from communigate.cred.interfaces import IPasswordSource
 from communigate.cred.sasl.registry import clear_text_allowed
 from communigate.portal.accounts import Account, AccountResolver
+from communigate.portal.policy import LoginThrottle
 from communigate.portal.rights import Rights
 from communigate.store.settingsformat import as_bool
 
@@ -67,24 +72,67 @@ class AccountChecker:
         self.rights = Rights(resolver.directory)
         self._reactor = reactor
         self._threadpool = threadpool
+        clock = getattr(reactor, "seconds", None)
+        self.throttle = LoginThrottle(clock) if clock else LoginThrottle()
 
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         """The full account name as bytes, or a LoginFailure."""
+        return self._attempt(credentials)
+
+    @inlineCallbacks
+    def _attempt(self, credentials: Any) -> Any:
         connection = getattr(credentials, "connection", _UNKNOWN_CONNECTION)
         mechanism = getattr(credentials, "mechanism", "USER")
         login = credentials.username.decode("utf-8", "replace")
+        account: Account | None = None
         try:
-            account = self.resolver.resolve(login, connection)
+            try:
+                account = self.resolver.resolve(login, connection)
+            except UnknownAccount:
+                # Cost what a wrong password costs, so timing tells nothing.
+                yield self._equal_work(connection)
+                raise
             self.resolver.check_service(account, connection.protocol)
             if IUsernamePassword.providedBy(credentials):
                 self._check_clear_text(account, connection)
+            if self.throttle.locked(account.full_name, account.settings):
+                yield self._equal_work(connection)
+                raise AccountLocked("FailedLoginFlow exhausted", WRONG_PASSWORD_TEXT)
+            verified = yield self._check(account, credentials)
+            avatar = self._impersonate(verified, credentials)
         except LoginFailure as failure:
-            self._log(connection, login, None, mechanism, failure)
-            return fail(failure)
-        result: Deferred[Any] = self._check(account, credentials)
-        result.addCallback(self._impersonate, credentials)
-        result.addBoth(self._logged, connection, login, account, mechanism)
-        return result
+            wrong = account.full_name if isinstance(failure, WrongPassword) and account else None
+            self.throttle.failed(wrong, connection.remote_host)
+            self._log(connection, login, account, mechanism, failure)
+            delay = self.throttle.delay(
+                connection.remote_host, self.resolver.directory.server_settings()
+            )
+            if delay and hasattr(self._reactor, "callLater"):
+                yield deferLater(self._reactor, delay)
+            raise
+        except Exception:
+            self.log.failure("login check failed for {login!r}", login=login)
+            raise TemporaryFailure("internal error") from None
+        assert account is not None
+        self.throttle.succeeded(account.full_name)
+        self._log(connection, login, account, mechanism, None)
+        return avatar
+
+    def _equal_work(self, connection: ConnectionInfo) -> Deferred[Any]:
+        """A failed verification of the scheme the connection's domain
+        stores passwords in (none for clear text)."""
+        directory = self.resolver.directory
+        encryption: Any = "clear"
+        record = directory.domain(self.resolver.connection_domain(connection))
+        for layer in (
+            directory.server_settings().get("AccountDefaults"),
+            record.settings.get("AccountDefaults") if record else None,
+        ):
+            if isinstance(layer, dict) and isinstance(layer.get("PasswordEncryption"), str):
+                encryption = layer["PasswordEncryption"]
+        if str(encryption).lower() == "clear":
+            return succeed(None)
+        return self._run(passwords.dummy_verify, str(encryption))
 
     def _check_clear_text(self, account: Account, connection: ConnectionInfo) -> None:
         if connection.secure:
@@ -145,27 +193,6 @@ class AccountChecker:
             "{account} impersonates {target}", account=account.full_name, target=target.full_name
         )
         return target.full_name.encode("utf-8")
-
-    def _logged(
-        self,
-        result: Any,
-        connection: ConnectionInfo,
-        login: str,
-        account: Account,
-        mechanism: str,
-    ) -> Any:
-        if isinstance(result, Failure):
-            error = result.value
-            if isinstance(error, LoginFailure):
-                self._log(connection, login, account, mechanism, error)
-            else:
-                self.log.failure(
-                    "login check failed for {account}", result, account=account.full_name
-                )
-                return fail(TemporaryFailure("internal error"))
-        else:
-            self._log(connection, login, account, mechanism, None)
-        return result
 
     def _log(
         self,

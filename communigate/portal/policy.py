@@ -1,0 +1,104 @@
+"""Login policy against guessing: account lockout and per-address slowing.
+
+* ``FailedLoginFlow = (count, period)`` (account setting, CommuniGate's
+  name; off unless set): after ``count`` failed logins within ``period``,
+  in any protocol, the account refuses logins until ``period`` has passed
+  since those failures.  The refusal has exactly the wrong-password reply.
+* Failures are also counted per client address (server setting
+  ``FailedLoginsPerAddress = (count, period)``, default ``(10, 1m)``): past
+  ``count`` within ``period``, every further failure from that address is
+  answered later, 0.5 s more for each, up to 10 s, so one address guessing
+  many accounts slows down while users elsewhere are not affected.  The
+  server's own (loopback) addresses are not slowed: local tools and
+  monitoring log in from there.
+
+Counters live in memory (one server process serves every protocol).  Pure
+code with an injected clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from communigate.cred.sasl.registry import is_loopback
+from communigate.store.settingsformat import Value, as_seconds, as_string_list
+
+DEFAULT_PER_ADDRESS = (10, 60)
+STEP_DELAY = 0.5
+MAX_DELAY = 10.0
+MAX_TRACKED = 100_000
+
+
+def flow(value: Value) -> tuple[int, int] | None:
+    """Read ``(count, period)``; None when absent or malformed."""
+    items = as_string_list(value) if isinstance(value, list) else []
+    if len(items) != 2 or not items[0].isdigit():
+        return None
+    try:
+        return int(items[0]), as_seconds(items[1])
+    except ValueError:
+        return None
+
+
+class _Window:
+    """Failure times within a sliding period."""
+
+    __slots__ = ("times",)
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+
+    def prune(self, now: float, period: float) -> int:
+        while self.times and self.times[0] <= now - period:
+            self.times.popleft()
+        return len(self.times)
+
+
+class LoginThrottle:
+    """Failure counters per account and per client address."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._accounts: dict[str, _Window] = {}
+        self._addresses: dict[str, _Window] = {}
+
+    @staticmethod
+    def _window(table: dict[str, _Window], key: str) -> _Window:
+        window = table.get(key)
+        if window is None:
+            if len(table) >= MAX_TRACKED:
+                table.clear()
+            window = table[key] = _Window()
+        return window
+
+    def locked(self, account: str, settings: Mapping[str, Value]) -> bool:
+        """Whether the account's FailedLoginFlow is exhausted."""
+        limit = flow(settings.get("FailedLoginFlow"))
+        window = self._accounts.get(account)
+        if limit is None or window is None:
+            return False
+        count, period = limit
+        return window.prune(self.clock(), period) >= count
+
+    def failed(self, account: str | None, address: str | None) -> None:
+        """Count a failed login."""
+        now = self.clock()
+        if account:
+            self._window(self._accounts, account).times.append(now)
+        if address:
+            self._window(self._addresses, address).times.append(now)
+
+    def succeeded(self, account: str) -> None:
+        """A successful login clears the account's failures."""
+        self._accounts.pop(account, None)
+
+    def delay(self, address: str | None, server: Mapping[str, Value]) -> float:
+        """Seconds to hold back a failure reply to this address."""
+        window = self._addresses.get(address or "")
+        if window is None or is_loopback(address):
+            return 0.0
+        count, period = flow(server.get("FailedLoginsPerAddress")) or DEFAULT_PER_ADDRESS
+        excess = window.prune(self.clock(), period) - count
+        return 0.0 if excess <= 0 else min(MAX_DELAY, STEP_DELAY * excess)
