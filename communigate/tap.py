@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from communigate.cli.arguments import DEFAULT_BASE, base_directory
+from communigate.cred.checkers.external import ExternalHelper, ExternalPassword
 from communigate.cred.checkers.internal import InternalPassword
 from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
@@ -144,6 +145,18 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
+class HelperService(Service):
+    """Sends QUIT to the External Authentication helper at shutdown."""
+
+    def __init__(self, helper: ExternalHelper) -> None:
+        self.helper = helper
+
+    def stopService(self) -> None:
+        """Stop the helper."""
+        super().stopService()
+        self.helper.stop()
+
+
 def open_directory(options: Options) -> FileDirectory:
     """The base directory, initialised on first start."""
     directory = FileDirectory(base_directory(options["base"]))
@@ -170,7 +183,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     ThreadPoolService(pool).setServiceParent(top)
 
     resolver = AccountResolver(directory)
-    checker = AccountChecker(resolver, [InternalPassword(reactor, pool)], reactor, pool)
+    helper = ExternalHelper(reactor, directory.base)
+    HelperService(helper).setServiceParent(top)
+    sources = [InternalPassword(reactor, pool), ExternalPassword(helper, directory)]
+    checker = AccountChecker(resolver, sources, reactor, pool)
     portal = Portal(AccountRealm(directory), [checker])
     tls = DomainContexts(directory)
     service = LoginService(portal, resolver, tls, salt_key(directory.base))
