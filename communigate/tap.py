@@ -20,6 +20,7 @@ from twisted.python.threadpool import ThreadPool
 from communigate.cli.arguments import DEFAULT_BASE, base_directory
 from communigate.cred.checkers.external import ExternalHelper, ExternalPassword
 from communigate.cred.checkers.internal import InternalPassword
+from communigate.cred.checkers.system import SystemPassword
 from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
@@ -185,7 +186,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     resolver = AccountResolver(directory)
     helper = ExternalHelper(reactor, directory.base)
     HelperService(helper).setServiceParent(top)
-    sources = [InternalPassword(reactor, pool), ExternalPassword(helper, directory)]
+    sources = [
+        InternalPassword(reactor, pool),
+        SystemPassword(reactor, pool, directory),
+        ExternalPassword(helper, directory),
+    ]
     checker = AccountChecker(resolver, sources, reactor, pool)
     portal = Portal(AccountRealm(directory), [checker])
     tls = DomainContexts(directory)
