@@ -21,6 +21,7 @@ class LoginFailure(UnauthorizedLogin):
     kind = "failed"
     default_reply = WRONG_PASSWORD_TEXT
     temporary = False
+    fatal = False
 
     def __init__(self, reason: str = "", reply: str | None = None) -> None:
         super().__init__(reason or self.kind)
@@ -66,6 +67,15 @@ class ImpersonationRefused(LoginFailure):
 
     kind = "impersonation-refused"
     default_reply = "not authorized to log in as that account"
+
+
+class ClientAddressRefused(LoginFailure):
+    """Logins from addresses that are not Client IP Addresses are prohibited;
+    the protocol closes the connection after this reply."""
+
+    kind = "address-refused"
+    default_reply = "logins from your address are not allowed"
+    fatal = True
 
 
 class TemporaryFailure(LoginFailure):

@@ -36,6 +36,7 @@ from communigate.cred.credentials import ConnectionInfo, IClearSecretCredentials
 from communigate.cred.errors import (
     WRONG_PASSWORD_TEXT,
     AccountLocked,
+    ClientAddressRefused,
     ImpersonationRefused,
     LoginFailure,
     SecureMethodRequired,
@@ -44,11 +45,12 @@ from communigate.cred.errors import (
     WrongPassword,
 )
 from communigate.cred.interfaces import IPasswordSource
-from communigate.cred.sasl.registry import clear_text_allowed
+from communigate.cred.sasl.registry import clear_text_allowed, is_loopback
 from communigate.portal.accounts import Account, AccountResolver
 from communigate.portal.policy import LoginThrottle
 from communigate.portal.rights import Rights
-from communigate.store.settingsformat import as_bool
+from communigate.protocols.guard import address_in
+from communigate.store.settingsformat import as_bool, as_string_list
 
 _UNKNOWN_CONNECTION = ConnectionInfo("unknown")
 
@@ -86,6 +88,7 @@ class AccountChecker:
         login = credentials.username.decode("utf-8", "replace")
         account: Account | None = None
         try:
+            self._check_client_address(connection)
             try:
                 account = self.resolver.resolve(login, connection)
             except UnknownAccount:
@@ -133,6 +136,18 @@ class AccountChecker:
         if str(encryption).lower() == "clear":
             return succeed(None)
         return self._run(passwords.dummy_verify, str(encryption))
+
+    def _check_client_address(self, connection: ConnectionInfo) -> None:
+        """Server settings ``ClientIPs`` and ``NonClientLogins=Prohibit``
+        (spec §7): then only client addresses and the server itself may log in."""
+        settings = self.resolver.directory.server_settings()
+        if str(settings.get("NonClientLogins", "Allow")).lower() != "prohibit":
+            return
+        remote = connection.remote_host
+        if remote is None or is_loopback(remote) or remote == connection.local_host:
+            return
+        if not address_in(remote, as_string_list(settings.get("ClientIPs"))):
+            raise ClientAddressRefused(f"{remote} is not a client address")
 
     def _check_clear_text(self, account: Account, connection: ConnectionInfo) -> None:
         if connection.secure:

@@ -15,6 +15,9 @@ from twisted.application.service import IServiceCollection
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from communigate.protocols.guard import GuardedFactory
+from communigate.store.directory import IDirectory
+
 
 def add_listeners(
     parent: IServiceCollection,
@@ -23,11 +26,15 @@ def add_listeners(
     factory: IProtocolFactory,
     reactor: Any,
     tls: Any = None,
+    directory: IDirectory | None = None,
 ) -> None:
     """Add one listening service per description to ``parent``; with a
-    ``tls`` context factory every connection is TLS from the first byte."""
+    ``tls`` context factory every connection is TLS from the first byte;
+    with a directory, its listener lists are checked at accept time."""
     if tls is not None:
         factory = TLSMemoryBIOFactory(tls, False, factory)
+    if directory is not None:
+        factory = GuardedFactory(factory, protocol, directory)
     for description in descriptions:
         service = strports.service(description, factory, reactor=reactor)
         service.setName(f"{protocol}:{description}")

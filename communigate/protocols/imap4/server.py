@@ -391,7 +391,7 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         code = "UNAVAILABLE" if error.temporary else "AUTHENTICATIONFAILED"
         self.tagged(tag, "NO", f"[{code}] {error.reply}")
         self.login_failures += 1
-        if self.login_failures >= MAX_LOGIN_FAILURES:
+        if error.fatal or self.login_failures >= MAX_LOGIN_FAILURES:
             self.send(b"* BYE too many failed logins")
             self.close()
 

@@ -61,8 +61,11 @@ class MessageSender:
         # Twisted's TCP transport hands the kernel at most SEND_LIMIT bytes
         # (128 KiB) per reactor turn; letting it offer a whole chunk halves
         # the turns for large messages (measured: benchmarks/pop3.py).
-        if getattr(self._consumer, "SEND_LIMIT", CHUNK) < CHUNK:
-            self._consumer.SEND_LIMIT = CHUNK
+        transport = self._consumer
+        if hasattr(transport, "wrappedProtocol"):  # behind the listener's guard
+            transport = transport.transport
+        if getattr(transport, "SEND_LIMIT", CHUNK) < CHUNK:
+            transport.SEND_LIMIT = CHUNK
         self._consumer.registerProducer(self, False)
 
     def resumeProducing(self) -> None:
@@ -343,7 +346,7 @@ class POP3Server(Protocol, TimeoutMixin):
         code = "SYS/TEMP" if error.temporary else "AUTH"
         self.send(err(f"[{code}] {error.reply}"))
         self.login_failures += 1
-        if self.login_failures >= MAX_LOGIN_FAILURES:
+        if error.fatal or self.login_failures >= MAX_LOGIN_FAILURES:
             self.close()
             self.queue.clear()
 

@@ -1,0 +1,152 @@
+"""Client addresses and listener lists from a real non-local address: the
+test makes a network namespace with a veth pair (root only) and removes it.
+
+Every 127.x address is the server itself, so a client in the namespace
+(10.231.7.2) talks to the server on the host side of the pair (10.231.7.1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TWISTD, admin, free_port, wait_for_port
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root"
+    ),
+]
+
+NAMESPACE = "cgtest-client"
+HOST, CLIENT = "10.231.7.1", "10.231.7.2"
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def namespace() -> Iterator[str]:
+    subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True, check=False)
+    subprocess.run(["ip", "link", "del", "cgv0"], capture_output=True, check=False)
+    ip("netns", "add", NAMESPACE)
+    try:
+        ip("link", "add", "cgv0", "type", "veth", "peer", "name", "cgv1")
+        ip("link", "set", "cgv1", "netns", NAMESPACE)
+        ip("addr", "add", f"{HOST}/24", "dev", "cgv0")
+        ip("link", "set", "cgv0", "up")
+        ip("netns", "exec", NAMESPACE, "ip", "addr", "add", f"{CLIENT}/24", "dev", "cgv1")
+        ip("netns", "exec", NAMESPACE, "ip", "link", "set", "cgv1", "up")
+        ip("netns", "exec", NAMESPACE, "ip", "link", "set", "lo", "up")
+        yield NAMESPACE
+    finally:
+        subprocess.run(["ip", "link", "del", "cgv0"], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def remote_server(
+    namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, int, int]]:
+    root = tmp_path_factory.mktemp("remote")
+    base = root / "base"
+    admin(base, "init", "--main-domain", "company.com", "--postmaster-password", "pm")
+    admin(base, "domain", "settings", "company.com", "ClearTextLogin=Always")
+    admin(base, "account", "create", "info@company.com", "--password", "pw")
+    pop3, imap = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            *TWISTD,
+            "--nodaemon",
+            "--pidfile=",
+            f"--logfile={root / 'server.log'}",
+            "communigate",
+            f"--base={base}",
+            f"--pop3=tcp:{pop3}:interface={HOST}",
+            f"--imap4=tcp:{imap}:interface={HOST}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(HOST, pop3, process, root / "server.log")
+        yield base, pop3, imap
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+CLIENT_SCRIPT = """
+import imaplib, poplib, socket, sys
+kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    if kind == "pop3":
+        c = poplib.POP3(host, port, timeout=5); c.user("info"); c.pass_("pw"); c.quit()
+    elif kind == "imap":
+        c = imaplib.IMAP4(host, port, timeout=5); c.login("info", "pw"); c.logout()
+    else:
+        s = socket.create_connection((host, port), timeout=5)
+        data = s.recv(100)
+        print("greeting" if data else "closed"); sys.exit(0)
+    print("ok")
+except Exception as error:
+    print("refused", type(error).__name__, error)
+"""
+
+
+def from_client(kind: str, port: int) -> str:
+    result = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            NAMESPACE,
+            sys.executable,
+            "-c",
+            CLIENT_SCRIPT,
+            kind,
+            HOST,
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.stdout.strip() or result.stderr.strip()
+
+
+def test_client_addresses_prohibit(remote_server: tuple[Path, int, int]) -> None:
+    """With NonClientLogins=Prohibit, a listed client address logs in over
+    POP3 and IMAP and an unlisted one is refused."""
+    base, pop3, imap = remote_server
+    admin(base, "server", "settings", "NonClientLogins=Prohibit", "ClientIPs=(10.231.7.0/24)")
+    time.sleep(1.1)
+    assert from_client("pop3", pop3) == "ok"
+    assert from_client("imap", imap) == "ok"
+    admin(base, "server", "settings", "ClientIPs=(192.0.2.0/24, !10.231.7.2)")
+    time.sleep(1.1)
+    pop = from_client("pop3", pop3)
+    assert pop.startswith("refused") and "not allowed" in pop
+    assert from_client("imap", imap).startswith("refused")
+    admin(base, "server", "settings", "NonClientLogins=", "ClientIPs=")
+
+
+def test_deny_list_closes_before_greeting(remote_server: tuple[Path, int, int]) -> None:
+    """A Deny entry closes the connection before any greeting."""
+    base, pop3, _ = remote_server
+    assert from_client("raw", pop3) == "greeting"
+    admin(base, "server", "settings", "Listeners={pop3={Deny=(10.231.7.2);};}")
+    time.sleep(1.1)
+    assert from_client("raw", pop3) == "closed"
+    admin(base, "server", "settings", "Listeners=")
