@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -268,3 +271,26 @@ class ExternalPassword:
     def clear_secret(self, account: Any) -> str | None:
         """The helper never reveals passwords."""
         return None
+
+
+@implementer(ICredentialsChecker)
+class ExternalChecker:
+    """A plain twisted.cred checker asking a helper about user and password."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, reactor: Any, program: str, base: Path = Path(".")) -> None:
+        self.helper = ExternalHelper(reactor, base)
+        self.settings = HelperSettings(True, program, 10.0, 5.0)
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+        """The user name when the helper answers OK."""
+        self.helper.configure(self.settings)
+        user = credentials.username.decode("utf-8", "replace")
+
+        def decide(accepted: bool) -> bytes:
+            if not accepted:
+                raise UnauthorizedLogin("the helper refused")
+            return bytes(credentials.username)
+
+        return self.helper.verify(user, credentials.password).addCallback(decide)

@@ -15,6 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import pam
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -66,3 +69,34 @@ class SystemPassword:
     def clear_secret(self, account: Any) -> str | None:
         """OS passwords are never available in clear."""
         return None
+
+
+@implementer(ICredentialsChecker)
+class PAMChecker:
+    """A plain twisted.cred checker: a user name and its OS password."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, reactor: Any, threadpool: ThreadPool, service: str) -> None:
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self.service = service
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+        """The user name when PAM accepts the password."""
+        user = credentials.username.decode("utf-8", "replace")
+        result = deferToThreadPool(
+            self._reactor,
+            self._threadpool,
+            _authenticate,
+            user,
+            credentials.password,
+            self.service,
+        )
+
+        def decide(accepted: bool) -> bytes:
+            if not accepted:
+                raise UnauthorizedLogin("PAM refused")
+            return bytes(credentials.username)
+
+        return result.addCallback(decide)
