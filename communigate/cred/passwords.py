@@ -138,3 +138,14 @@ def dummy_verify(encryption: str) -> bool:
         stored = _DUMMY_HASHES[canonical] = encode("not the password", canonical)
     verify(stored, b"x")
     return False
+
+
+def weaker_than(stored: str, encryption: str) -> bool:
+    """Whether a stored password is weaker than ``encryption`` would store
+    it (clear < Unix crypt and digests < bcrypt)."""
+    target = canonical_encryption(encryption)
+    if target == "clear" or not stored:
+        return False
+    if target == "UB-crpt":
+        return not stored.startswith(("$2a$", "$2b$", "$2y$", "{CRYPT}$2"))
+    return not is_one_way(stored)

@@ -179,6 +179,8 @@ class AccountChecker:
                     matched = yield self._run(credentials.check, secret)
                 else:
                     matched = yield source.verify(account, credentials.password)
+                    if matched and source.name == "internal":
+                        yield self._maybe_rehash(account, credentials.password)
             except TemporaryFailure as failure:
                 temporary = failure
                 continue
@@ -192,6 +194,33 @@ class AccountChecker:
                 f"{account.full_name} has none that can serve it"
             )
         raise WrongPassword(f"no password source accepted {account.full_name}")
+
+    def _maybe_rehash(self, account: Account, password: bytes) -> Deferred[Any]:
+        """With server setting ``RehashPasswords=YES`` (off by default), a
+        password stored weaker than the account's ``PasswordEncryption`` is
+        stored again under it after a successful login."""
+        directory = self.resolver.directory
+        stored = account.settings.get("Password")
+        encryption = str(account.settings.get("PasswordEncryption", "clear"))
+        update = getattr(directory, "update_account_settings", None)
+        if (
+            update is None
+            or not as_bool(directory.server_settings().get("RehashPasswords"))
+            or not isinstance(stored, str)
+            or not passwords.weaker_than(stored, encryption)
+        ):
+            return succeed(None)
+        clear = password.decode("utf-8", "replace")
+
+        def store(encoded: str) -> None:
+            update(account.domain, account.name, {"Password": encoded})
+            self.log.info(
+                "password of {account} re-hashed as {scheme}",
+                account=account.full_name,
+                scheme=encryption,
+            )
+
+        return self._run(passwords.encode, clear, encryption).addCallback(store)
 
     def _impersonate(self, account: Account, credentials: Any) -> bytes:
         authzid = getattr(credentials, "authzid", None)

@@ -106,3 +106,18 @@ def test_throttle_forgets_old_failures() -> None:
     now[0] = 11
     assert not throttle.locked("a@b", {"FailedLoginFlow": ["3", "10s"]})
     assert throttle.delay("192.0.2.1", {}) == 0.0
+
+
+def test_rehash_on_login(directory: FileDirectory) -> None:
+    """RehashPasswords=YES stores a clear password as bcrypt at the next
+    successful login when PasswordEncryption asks for it; off by default."""
+    directory.update_domain_settings("company.com", {"ClearTextLogin": "Always"})
+    directory.update_account_settings("company.com", "info", {"PasswordEncryption": "UB-crpt"})
+    checker, _, _ = make(directory)
+    attempt(checker, "info", "pw-company.com")
+    assert directory.raw_account_settings("company.com", "info")["Password"] == "pw-company.com"
+    directory.update_server_settings({"RehashPasswords": "YES"})
+    assert attempt(checker, "info", "pw-company.com") == b"info@company.com"
+    stored = directory.raw_account_settings("company.com", "info")["Password"]
+    assert isinstance(stored, str) and stored.startswith("$2b$")
+    assert attempt(checker, "info", "pw-company.com") == b"info@company.com"
