@@ -36,10 +36,12 @@ class WrongPassword(LoginFailure):
 
 
 class UnknownAccount(LoginFailure):
-    """The name leads to no account (unknown, or not an account)."""
+    """The name leads to no account (unknown, or not an account).
+    ``address`` is set when it names nothing in a local domain."""
 
     kind = "unknown-account"
     default_reply = UNKNOWN_ACCOUNT_TEXT
+    address: str | None = None
 
 
 class AccountLocked(LoginFailure):

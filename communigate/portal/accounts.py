@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from communigate.cred.credentials import ConnectionInfo
 from communigate.cred.errors import WRONG_PASSWORD_TEXT, ServiceDisabled, UnknownAccount
 from communigate.portal.names import BadLoginName, full_name
-from communigate.portal.router import LocalAccount, RouteKind, Router
+from communigate.portal.router import LocalAccount, RouteKind, Router, Unknown
 from communigate.store.directory import DirectoryError, IDirectory
 from communigate.store.settingsformat import Value, as_bool, as_string_list
 
@@ -88,7 +88,10 @@ class AccountResolver:
             raise self.unknown(str(error)) from None
         route = self.router.route(address, RouteKind.ACCESS)
         if not isinstance(route, LocalAccount):
-            raise self.unknown(f"{address} routes to {route}")
+            failure = self.unknown(f"{address} routes to {route}")
+            if isinstance(route, Unknown):
+                failure.address = str(route.address)
+            raise failure
         try:
             settings = self.directory.account_settings(route.domain, route.name)
         except DirectoryError as error:

@@ -91,10 +91,12 @@ class AccountChecker:
             self._check_client_address(connection)
             try:
                 account = self.resolver.resolve(login, connection)
-            except UnknownAccount:
-                # Cost what a wrong password costs, so timing tells nothing.
-                yield self._equal_work(connection)
-                raise
+            except UnknownAccount as unknown:
+                account = yield self._consult_external(unknown, login, connection)
+                if account is None:
+                    # Cost what a wrong password costs, so timing tells nothing.
+                    yield self._equal_work(connection)
+                    raise
             self.resolver.check_service(account, connection.protocol)
             if IUsernamePassword.providedBy(credentials):
                 self._check_clear_text(account, connection)
@@ -120,6 +122,30 @@ class AccountChecker:
         self.throttle.succeeded(account.full_name)
         self._log(connection, login, account, mechanism, None)
         return avatar
+
+    @inlineCallbacks
+    def _consult_external(
+        self, unknown: UnknownAccount, login: str, connection: ConnectionInfo
+    ) -> Any:
+        """Domain setting ``ConsultExternalForUnknown=YES``: the External
+        helper may create an unknown account (``NEW``); then it is used."""
+        if unknown.address is None:
+            return None
+        record = self.resolver.directory.domain(unknown.address.rpartition("@")[2])
+        if record is None or not as_bool(record.settings.get("ConsultExternalForUnknown")):
+            return None
+        for source in self.sources:
+            consult = getattr(source, "consult_unknown", None)
+            if consult is None:
+                continue
+            try:
+                created = yield consult(unknown.address)
+            except TemporaryFailure:
+                return None
+            if created:
+                self.log.info("EXTAUTH created {address}", address=unknown.address)
+                return self.resolver.resolve(login, connection)
+        return None
 
     def _equal_work(self, connection: ConnectionInfo) -> Deferred[Any]:
         """A failed verification of the scheme the connection's domain

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import imaplib
 import poplib
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ HELPER = Path(__file__).parent / "helpers" / "extauth.sh"
 
 
 def use_helper(server: Server, mode: str, marker: Path, restart: str = "1s") -> None:
-    program = f"{HELPER} {mode} {marker}"
+    program = f"{HELPER} {mode} {marker} {sys.executable}"
     admin(
         server.base,
         "server",
@@ -98,3 +99,14 @@ def test_crashing_helper(server: Server, external_account: str, tmp_path: Path) 
     use_helper(server, "crash-once", tmp_path / "m")
     assert pop_login(server, external_account, "ext-secret") == "ok"
     assert (tmp_path / "m").exists()
+
+
+def test_new_for_unknown_accounts(server: Server, tmp_path: Path) -> None:
+    """With ConsultExternalForUnknown, an unknown name is offered to the
+    helper (NEW); it creates the account and the login goes on."""
+    use_helper(server, "creator", tmp_path / "m")
+    admin(server.base, "domain", "settings", "client2.com", "ConsultExternalForUnknown=YES")
+    time.sleep(1.1)
+    assert pop_login(server, "newcomer@client2.com", "ext-secret") == "ok"
+    assert (server.base / "Domains" / "client2.com" / "newcomer.macnt").is_dir()
+    admin(server.base, "domain", "settings", "client2.com", "ConsultExternalForUnknown=")

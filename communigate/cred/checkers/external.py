@@ -197,20 +197,27 @@ class ExternalHelper:
 
     def verify(self, user: str, password: bytes, mode: str = "plain") -> Deferred[bool]:
         """Ask the helper; True for OK, False for ERROR."""
-        if self.process is None and self.restarting is None:
-            return fail(TemporaryFailure("External helper not running"))
-        number = self._next()
         command = b"VRFY (%s) %s %s" % (
             mode.encode("ascii"),
             quote(user.encode("utf-8")),
             quote(password),
         )
+        return self._request(command)
+
+    def _request(self, command: bytes) -> Deferred[bool]:
+        if self.process is None and self.restarting is None:
+            return fail(TemporaryFailure("External helper not running"))
+        number = self._next()
         result: Deferred[bool] = Deferred()
         assert self.settings is not None
         timer = self.reactor.callLater(self.settings.timeout, self._timed_out, number)
         self.pending[number] = (result, command, timer)
         self.write(number, command)
         return result
+
+    def new(self, address: str) -> Deferred[bool]:
+        """``NEW user@domain``: may the helper create this unknown account?"""
+        return self._request(b"NEW " + quote(address.encode("utf-8")))
 
     def _timed_out(self, number: int) -> None:
         self.log.info("EXTAUTH request {number} timed out; stopping the helper", number=number)
@@ -271,6 +278,11 @@ class ExternalPassword:
     def clear_secret(self, account: Any) -> str | None:
         """The helper never reveals passwords."""
         return None
+
+    def consult_unknown(self, address: str) -> Deferred[bool]:
+        """Ask the helper to create an unknown account (``NEW``)."""
+        self.helper.configure(HelperSettings.read(self.directory.server_settings()))
+        return self.helper.new(address)
 
 
 @implementer(ICredentialsChecker)
