@@ -150,3 +150,55 @@ def test_deny_list_closes_before_greeting(remote_server: tuple[Path, int, int]) 
     time.sleep(1.1)
     assert from_client("raw", pop3) == "closed"
     admin(base, "server", "settings", "Listeners=")
+
+
+GUESS_SCRIPT = """
+import imaplib, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+times = []
+for number in range(count):
+    client = imaplib.IMAP4(host, port, timeout=30)
+    start = time.monotonic()
+    try:
+        client.login(f"guess{number}", "wrong")
+    except imaplib.IMAP4.error:
+        pass
+    times.append(time.monotonic() - start)
+    client.shutdown()
+print(" ".join(f"{value:.2f}" for value in times))
+"""
+
+
+def test_guessing_address_is_slowed(remote_server: tuple[Path, int, int]) -> None:
+    """An address guessing many accounts is slowed down; a user elsewhere
+    (loopback here) is answered at once and nothing is locked."""
+    base, _, imap = remote_server
+    admin(base, "server", "settings", "FailedLoginsPerAddress=(5,1m)")
+    admin(base, "account", "settings", "info@company.com", "FailedLoginFlow=(3,1m)")
+    time.sleep(1.1)
+    result = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            NAMESPACE,
+            sys.executable,
+            "-c",
+            GUESS_SCRIPT,
+            HOST,
+            str(imap),
+            "9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    times = [float(value) for value in result.stdout.split()]
+    assert len(times) == 9, result.stderr
+    # Earlier refusals from this address count too, so only the trend is
+    # fixed: answered at once at first, then later and later.
+    assert times[0] < 0.5
+    assert times[-1] >= 1.5
+    assert all(later >= earlier - 0.2 for earlier, later in zip(times, times[1:], strict=False))
+    assert from_client("imap", imap) == "ok"  # the guessed names locked nothing
