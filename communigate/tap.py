@@ -31,12 +31,13 @@ from communigate.protocols.imap4.server import IMAP4Factory
 from communigate.protocols.listeners import add_listeners, parse_udp
 from communigate.protocols.lmtp.server import LMTPFactory
 from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
+from communigate.protocols.pwd import PWDFactory
 from communigate.protocols.tftp.server import TFTPServer
 from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 
-LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp", "ftp", "ftps")
+LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp", "ftp", "ftps", "pwd")
 
 
 class Options(usage.Options):
@@ -118,6 +119,10 @@ class Options(usage.Options):
         """FTP listener with implicit TLS, e.g. tcp:990 (repeatable)."""
         self["ftps"].append(description)
 
+    def opt_pwd(self, description: str) -> None:
+        """Password service listener, e.g. tcp:106 (repeatable)."""
+        self["pwd"].append(description)
+
     def opt_tftp(self, description: str) -> None:
         """TFTP listener, udp:PORT[:interface=ADDR], e.g. udp:69 (repeatable)."""
         self["tftp"].append(description)
@@ -192,7 +197,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ExternalPassword(helper, directory),
     ]
     checker = AccountChecker(resolver, sources, reactor, pool)
-    portal = Portal(AccountRealm(directory), [checker])
+    portal = Portal(AccountRealm(directory, reactor, pool), [checker])
     tls = DomainContexts(directory)
     service = LoginService(portal, resolver, tls, salt_key(directory.base))
 
@@ -214,6 +219,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     add_listeners(top, "ftp", options["ftp"], ftp, reactor, None, directory)
     ftps = FTPFactory(service, tls, implicit_tls=True, passive_ports=passive)
     add_listeners(top, "ftps", options["ftps"], ftps, reactor, tls, directory)
+    add_listeners(
+        top, "pwd", options["pwd"], PWDFactory(service, reactor), reactor, None, directory
+    )
     files = TFTPFiles(directory)
     for description in options["tftp"]:
         port, interface = parse_udp(description)

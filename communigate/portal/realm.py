@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from communigate.portal.avatars import IIMAPAccount, IMAPAccount, IPOP3Maildrop, POP3Maildrop
 from communigate.protocols.ftp.shell import StorageShell
+from communigate.protocols.pwd import IPasswordChange, PasswordChange
 from communigate.store.directory import IDirectory
 from communigate.store.mailbox import INBOX, Mailbox
 
@@ -23,8 +24,10 @@ def _no_logout() -> None:
 class AccountRealm:
     """Opens accounts of the directory for the protocols."""
 
-    def __init__(self, directory: IDirectory) -> None:
+    def __init__(self, directory: IDirectory, reactor: Any = None, pool: Any = None) -> None:
         self.directory = directory
+        self._reactor = reactor
+        self._pool = pool
 
     def requestAvatar(
         self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
@@ -38,6 +41,9 @@ class AccountRealm:
                 mailbox = Mailbox.of_account(self.directory.account_path(domain, name))
                 mailbox.create()
                 return interface, POP3Maildrop(f"{name}@{domain}", mailbox), _no_logout
+            if interface is IPasswordChange:
+                change = PasswordChange(self.directory, domain, name, self._reactor, self._pool)  # type: ignore[arg-type]
+                return interface, change, _no_logout
             if interface is IFTPShell:
                 return interface, StorageShell(self.directory, domain, name), _no_logout
             if interface is IIMAPAccount:

@@ -78,6 +78,7 @@ class Server:
     lmtp_port: int
     tftp_port: int
     ftp_port: int
+    pwd_port: int
 
     @property
     def ca(self) -> Path:
@@ -117,7 +118,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         admin(base, "deliver", f"info@{domain}", stdin=message)
     port, pop3s_port, imap_port, imaps_port, lmtp_port = (free_port() for _ in range(5))
     tftp_port = free_udp_port()
-    ftp_port = free_port()
+    ftp_port, pwd_port = free_port(), free_port()
     log = root / "server.log"
     command = [
         *TWISTD,
@@ -133,15 +134,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f"--lmtp=tcp:{lmtp_port}:interface=127.0.0.1",
         f"--tftp=udp:{tftp_port}:interface=127.0.0.1",
         *(f"--ftp=tcp:{ftp_port}:interface={address}" for address in ADDRESSES),
+        f"--pwd=tcp:{pwd_port}:interface=127.0.0.1",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         for address in ADDRESSES:
             wait_for_port(address, port, process, log)
-        for extra in (pop3s_port, imap_port, imaps_port, lmtp_port, ftp_port):
+        for extra in (pop3s_port, imap_port, imaps_port, lmtp_port, ftp_port, pwd_port):
             wait_for_port("127.0.0.1", extra, process, log)
         yield Server(
-            base, port, log, pop3s_port, imap_port, imaps_port, lmtp_port, tftp_port, ftp_port
+            base,
+            port,
+            log,
+            pop3s_port,
+            imap_port,
+            imaps_port,
+            lmtp_port,
+            tftp_port,
+            ftp_port,
+            pwd_port,
         )
     finally:
         process.send_signal(signal.SIGTERM)

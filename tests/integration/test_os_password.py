@@ -5,6 +5,7 @@ from __future__ import annotations
 import imaplib
 import os
 import poplib
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -79,3 +80,35 @@ def test_os_user_name_mapping(server: Server, os_user: str) -> None:
     )
     time.sleep(1.1)
     assert pop_ok(server, "mapped", OS_PASSWORD)
+
+
+def test_migration_to_a_communigate_password(server: Server, os_user: str) -> None:
+    """After logging in with the OS password, the user sets a CommuniGate
+    password over PWD (NEWPASS); it then works without the OS password."""
+    admin(
+        server.base,
+        "account",
+        "create",
+        "migrant@company.com",
+        "UseSysPassword=YES",
+        f"OSUserName={os_user}",
+        "PasswordEncryption=UB-crpt",
+    )
+    time.sleep(1.1)
+    with socket.create_connection(("127.0.0.1", server.pwd_port), timeout=10) as conn:
+        stream = conn.makefile("rwb")
+        assert stream.readline().startswith(b"200 ")
+        for command, expected in (
+            (b"USER migrant", b"300"),
+            (b"PASS " + OS_PASSWORD.encode(), b"200"),
+            (b"NEWPASS Own-Password-1", b"200"),
+            (b"QUIT", b"200"),
+        ):
+            stream.write(command + b"\r\n")
+            stream.flush()
+            assert stream.readline().startswith(expected), command
+    admin(server.base, "account", "settings", "migrant@company.com", "UseSysPassword=NO")
+    time.sleep(1.1)
+    assert pop_ok(server, "migrant", "Own-Password-1")
+    stored = (server.base / "Accounts" / "migrant.macnt" / "account.settings").read_text()
+    assert "Own-Password-1" not in stored and "$2b$" in stored

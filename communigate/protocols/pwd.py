@@ -1,0 +1,193 @@
+"""The password service (PWD, TCP port 106; spec §9), for changing passwords.
+
+Dialogue as CommuniGate's::
+
+    200 <domain> CommuniGate password server ready <timestamp@host>
+    USER name            300 please send the PASS
+    PASS password        200 login OK
+    NEWPASS new          200 password changed   (needs PWDAllowed)
+    QUIT                 200 bye
+
+Login goes through the one portal, so an account that logged in with its
+OS or External password may set a CommuniGate password here (the migration
+path of spec §2); the new password is stored under the account's
+``PasswordEncryption``, hashed in the thread pool.  Clear-text rules are
+those of the other protocols.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
+
+from communigate.cred import passwords
+from communigate.cred.credentials import LoginPassword
+from communigate.cred.errors import LoginFailure
+from communigate.protocols.access import LoginService
+from communigate.protocols.lines import LineSplitter, LineTooLong
+from communigate.store.directory import IDirectoryAdmin
+from communigate.store.settingsformat import as_bool
+
+IDLE_TIMEOUT = 300
+MAX_LINE = 1024
+
+
+class IPasswordChange(Interface):
+    """An account whose CommuniGate password may be changed."""
+
+    account = Attribute("name@domain")
+
+    def change(password: bytes) -> object:
+        """A Deferred firing when the new password is stored; fails with
+        PermissionError when ``PWDAllowed`` is off."""
+
+
+@implementer(IPasswordChange)
+class PasswordChange:
+    """Stores a new password under the account's PasswordEncryption."""
+
+    def __init__(
+        self, directory: IDirectoryAdmin, domain: str, name: str, reactor: Any, pool: Any
+    ) -> None:
+        self.directory = directory
+        self.domain, self.name = domain, name
+        self.account = f"{name}@{domain}"
+        self._reactor, self._pool = reactor, pool
+
+    def change(self, password: bytes) -> Any:
+        """Hash in the pool, then write the account settings."""
+        settings = self.directory.account_settings(self.domain, self.name)  # type: ignore[attr-defined]
+        if not as_bool(settings.get("PWDAllowed", "YES")):
+            raise PermissionError("password changes are not allowed for this account")
+        encryption = str(settings.get("PasswordEncryption", "clear"))
+        clear = password.decode("utf-8", "replace")
+        result = deferToThreadPool(self._reactor, self._pool, passwords.encode, clear, encryption)
+        return result.addCallback(
+            lambda stored: self.directory.update_account_settings(
+                self.domain, self.name, {"Password": stored}
+            )
+        )
+
+
+class PWDServer(Protocol, TimeoutMixin):
+    """One PWD session."""
+
+    log = Logger()
+    factory: PWDFactory
+
+    def __init__(self) -> None:
+        self.lines = LineSplitter(MAX_LINE)
+        self.user: bytes | None = None
+        self.avatar: Any = None
+        self.busy = False
+
+    def connectionMade(self) -> None:
+        """Greet."""
+        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
+        self.setTimeout(IDLE_TIMEOUT)
+        self.connection = self.factory.service.connection(self.transport, "pwd", False)
+        domain = self.factory.service.domain(self.connection)
+        self.reply(200, f"{domain} CommuniGate password server ready")
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Stop the timer."""
+        self.setTimeout(None)
+
+    def timeoutConnection(self) -> None:
+        """Close an idle session."""
+        self.reply(500, "idle timeout")
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def reply(self, code: int, text: str) -> None:
+        """One reply line."""
+        if self.transport is not None:
+            self.transport.write(f"{code} {text}\r\n".encode("utf-8", "replace"))
+
+    def dataReceived(self, data: bytes) -> None:
+        """One command at a time."""
+        self.resetTimeout()
+        for event in self.lines.feed(data):
+            if self.busy:
+                self.reply(500, "one command at a time")
+            elif isinstance(event, LineTooLong):
+                self.reply(500, "line too long")
+            else:
+                self.command(event)
+
+    def command(self, line: bytes) -> None:
+        """Dispatch."""
+        verb, _, argument = line.partition(b" ")
+        name = verb.upper()
+        if name == b"USER" and argument and self.avatar is None:
+            self.user = argument.strip()
+            self.reply(300, "please send the PASS")
+        elif name == b"PASS" and self.user is not None and self.avatar is None:
+            self.login(argument)
+        elif name == b"NEWPASS" and self.avatar is not None and argument:
+            self.newpass(argument)
+        elif name == b"QUIT":
+            self.reply(200, "bye")
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self.reply(500, "unknown command or wrong sequence")
+
+    def login(self, password: bytes) -> None:
+        """PASS through the portal."""
+        assert self.user is not None
+        credentials = LoginPassword(self.user, password, self.connection, None, "USER")
+        self.user = None
+        self.busy = True
+
+        def accepted(result: tuple[Any, Any, Any]) -> None:
+            self.avatar = result[1]
+            self.reply(200, "login OK")
+
+        def refused(failure: Failure) -> None:
+            error = failure.value
+            self.reply(500, error.reply if isinstance(error, LoginFailure) else "login failed")
+
+        def done(_: Any) -> None:
+            self.busy = False
+
+        self.factory.service.login(credentials, IPasswordChange).addCallbacks(
+            accepted, refused
+        ).addBoth(done)
+
+    def newpass(self, password: bytes) -> None:
+        """Store the new CommuniGate password."""
+        try:
+            result = self.avatar.change(password)
+        except PermissionError as error:
+            self.reply(500, str(error))
+            return
+        self.busy = True
+
+        def stored(_: Any) -> None:
+            self.log.info("PWD password of {account} changed", account=self.avatar.account)
+            self.reply(200, "password changed")
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("PWD password change failed", failure)
+            self.reply(500, "password not changed")
+
+        def done(_: Any) -> None:
+            self.busy = False
+
+        result.addCallbacks(stored, failed).addBoth(done)
+
+
+class PWDFactory(Factory):
+    """Builds PWD sessions."""
+
+    protocol = PWDServer  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, service: LoginService, reactor: Any) -> None:
+        self.service = service
+        self.reactor = reactor
