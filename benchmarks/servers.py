@@ -23,6 +23,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    """A free UDP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def wait_for(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
     """Wait until a server accepts connections (or fail)."""
     deadline = time.monotonic() + seconds
@@ -62,8 +69,10 @@ class Base:
 
 @contextmanager
 def communigate(root: Path, base: Base, protocol: str) -> Iterator[tuple[int, int]]:
-    """The server with one listener for ``protocol``; (port, pid)."""
-    port = free_port()
+    """The server with one listener for ``protocol``; (port, pid).  TFTP
+    listens on UDP, the others on TCP."""
+    udp = protocol == "tftp"
+    port = free_udp_port() if udp else free_port()
     process = subprocess.Popen(
         [
             *TWISTD,
@@ -72,14 +81,17 @@ def communigate(root: Path, base: Base, protocol: str) -> Iterator[tuple[int, in
             f"--logfile={root / 'server.log'}",
             "communigate",
             f"--base={base.path}",
-            f"--{protocol}=tcp:{port}:interface=127.0.0.1",
+            f"--{protocol}={'udp' if udp else 'tcp'}:{port}:interface=127.0.0.1",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=raise_file_limit,
     )
     try:
-        wait_for(port, process)
+        if udp:
+            time.sleep(3)  # nothing to connect to: give twistd time to bind
+        else:
+            wait_for(port, process)
         yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)

@@ -13,7 +13,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,14 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.servers import TWISTD, Base
+from benchmarks.servers import Base, communigate, free_udp_port
 from tests.integration import tftpclient
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def curl_rate(port: int, name: str, size: int, repeats: int) -> float:
@@ -89,22 +82,7 @@ def main() -> None:
         storage = base.path / "Accounts" / "devices.macnt" / "account.web"
         storage.mkdir(parents=True, exist_ok=True)
         (storage / "big.bin").write_bytes(payload)
-        port = free_udp_port()
-        process = subprocess.Popen(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                f"--logfile={root / 'server.log'}",
-                "communigate",
-                f"--base={base.path}",
-                f"--tftp=udp:{port}:interface=127.0.0.1",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(3)
+        with communigate(root, base, "tftp") as (port, _pid):
             rows.append(
                 (
                     "communigate",
@@ -112,9 +90,6 @@ def main() -> None:
                     f"{window_rate(port, 'big.bin', size, args.repeats):.1f}",
                 )
             )
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
         daemon = shutil.which("in.tftpd") or "/usr/sbin/in.tftpd"
         if os.path.exists(daemon):
             folder = root / "tftpboot"

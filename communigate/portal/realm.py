@@ -33,6 +33,7 @@ class AccountRealm:
         self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
     ) -> tuple[Any, Any, Callable[[], None]]:
         """An avatar for the first interface this realm can serve."""
+        # IRealm's contract: NotImplementedError when no avatar can be given.
         if not isinstance(avatarId, bytes):
             raise NotImplementedError("anonymous access is not served")
         name, _, domain = avatarId.decode("utf-8").rpartition("@")
