@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
@@ -31,6 +30,7 @@ from communigate.cred.credentials import LoginPassword
 from communigate.cred.errors import LoginFailure
 from communigate.protocols.access import LoginService
 from communigate.protocols.lines import LineSplitter, LineTooLong
+from communigate.protocols.replies import CodedReplyServer
 from communigate.store.directory import IDirectoryAdmin
 from communigate.store.settingsformat import as_bool
 
@@ -75,10 +75,12 @@ class PasswordChange:
         )
 
 
-class PWDServer(Protocol, TimeoutMixin):
+class PWDServer(CodedReplyServer):
     """One PWD session."""
 
     log = Logger()
+    idle_timeout = IDLE_TIMEOUT
+    timeout_code = 500
     factory: PWDFactory
 
     def __init__(self) -> None:
@@ -87,27 +89,11 @@ class PWDServer(Protocol, TimeoutMixin):
         self.avatar: Any = None
         self.busy = False
 
-    def connectionMade(self) -> None:
-        """Greet."""
-        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
-        self.setTimeout(IDLE_TIMEOUT)
+    def greet(self) -> None:
+        """The PWD greeting, naming the connection's domain."""
         self.connection = self.factory.service.connection(self.transport, "pwd", False)
         domain = self.factory.service.domain(self.connection)
         self.reply(200, f"{domain} CommuniGate password server ready")
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        """Stop the timer."""
-        self.setTimeout(None)
-
-    def timeoutConnection(self) -> None:
-        """Close an idle session."""
-        self.reply(500, "idle timeout")
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def reply(self, code: int, text: str) -> None:
-        """One reply line."""
-        if self.transport is not None:
-            self.transport.write(f"{code} {text}\r\n".encode("utf-8", "replace"))
 
     def dataReceived(self, data: bytes) -> None:
         """One command at a time."""

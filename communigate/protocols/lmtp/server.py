@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
-from twisted.python.failure import Failure
 
 from communigate.portal.delivery import DeliveryError, deliver_to, resolve_recipients
 from communigate.portal.names import BadLoginName, FullName
 from communigate.portal.router import LocalAccount, Router
 from communigate.protocols.lines import LineSplitter, LineTooLong
+from communigate.protocols.replies import CodedReplyServer
 from communigate.store.directory import IDirectory
 
 MAX_LINE = 1000 * 64
@@ -37,10 +36,12 @@ def _address(argument: bytes, keyword: bytes) -> str | None:
     return rest[1 : rest.index(b">")].decode("utf-8", "replace")
 
 
-class LMTPServer(Protocol, TimeoutMixin):
+class LMTPServer(CodedReplyServer):
     """One LMTP session."""
 
     log = Logger()
+    idle_timeout = IDLE_TIMEOUT
+    timeout_code = 421
     factory: LMTPFactory
 
     def __init__(self) -> None:
@@ -52,24 +53,9 @@ class LMTPServer(Protocol, TimeoutMixin):
         self.size = 0
         self.too_big = False
 
-    def connectionMade(self) -> None:
-        """Greet."""
-        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
-        self.setTimeout(IDLE_TIMEOUT)
+    def greet(self) -> None:
+        """The LMTP greeting."""
         self.reply(220, f"{self.factory.hostname} LMTP ready")
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        """Stop the timer."""
-        self.setTimeout(None)
-
-    def timeoutConnection(self) -> None:
-        """Close an idle session."""
-        self.reply(421, "idle timeout")
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def reply(self, code: int, text: str) -> None:
-        """One reply line."""
-        self.transport.write(f"{code} {text}\r\n".encode("utf-8", "replace"))  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         """Lines: commands, or message text after DATA."""
