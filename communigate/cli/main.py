@@ -24,7 +24,7 @@ from communigate.cli.arguments import (
     base_directory,
 )
 from communigate.cred import passwords
-from communigate.portal import acl, rights
+from communigate.portal import rights
 from communigate.portal.delivery import DeliveryError, deliver
 from communigate.portal.router import (
     Router,
@@ -32,7 +32,7 @@ from communigate.portal.router import (
     parse_record,
     parse_table,
 )
-from communigate.store import certificates, settingsformat
+from communigate.store import acl, certificates, settingsformat
 from communigate.store.directory import DirectoryError
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise

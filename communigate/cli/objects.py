@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from communigate.cli.arguments import CommandFailed, address
-from communigate.portal.acl import ACLError, Identity, check_identifier
 from communigate.store import settingsformat
+from communigate.store.acl import ACLError, Identity, check_identifier
 from communigate.store.directory import DirectoryError, ObjectKind, check_object_name
 from communigate.store.files import FileDirectory
 from communigate.store.filestorage import FileStorage, StorageError, normalise

@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from zope.interface import Attribute, Interface, implementer
 
-from communigate.portal.acl import ALL_RIGHTS, Identity, effective_rights
+from communigate.store.acl import ALL_RIGHTS, Identity, effective_rights
 from communigate.store.directory import IDirectory, ObjectKind
 from communigate.store.mailbox import Mailbox, MessageInfo
 from communigate.store.mailstore import MailboxError, MailStore, canonical_name

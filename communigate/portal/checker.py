@@ -47,9 +47,9 @@ from communigate.cred.errors import (
 from communigate.cred.interfaces import IPasswordSource
 from communigate.cred.sasl.registry import clear_text_allowed, is_loopback
 from communigate.portal.accounts import Account, AccountResolver
+from communigate.portal.addresses import address_in
 from communigate.portal.policy import LoginThrottle
 from communigate.portal.rights import Rights
-from communigate.protocols.guard import address_in
 from communigate.store.settingsformat import as_bool, as_string_list
 
 _UNKNOWN_CONNECTION = ConnectionInfo("unknown")

@@ -10,8 +10,8 @@ from twisted.protocols.ftp import IFTPShell
 from zope.interface import implementer
 
 from communigate.portal.avatars import IIMAPAccount, IMAPAccount, IPOP3Maildrop, POP3Maildrop
+from communigate.portal.passwordchange import IPasswordChange, PasswordChange
 from communigate.protocols.ftp.shell import StorageShell
-from communigate.protocols.pwd import IPasswordChange, PasswordChange
 from communigate.store.directory import IDirectory
 from communigate.store.mailbox import INBOX, Mailbox
 

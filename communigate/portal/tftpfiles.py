@@ -12,29 +12,38 @@ TFTP has no login: everything runs on behalf of the Main Domain account
 ``tftpuser``.  A file can be read when its directory is not private (the
 storage is the account's web site) or ``tftpuser`` was granted ``r``; written
 only where ``tftpuser`` was granted ``w``.  The target account must have the
-``WebSite`` service.  Refusals carry the TFTP error code to send.
+``WebSite`` service.  Refusals say why in protocol-neutral terms
+(:class:`Reason`); the TFTP server turns that into its error code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from communigate.portal.accounts import access_modes
-from communigate.portal.acl import Identity
-from communigate.protocols.tftp import packets
+from communigate.store.acl import Identity
 from communigate.store.directory import IDirectory, ObjectKind
 from communigate.store.filestorage import FileStorage, StorageError, normalise, parse_size
 
 TFTP_USER = "tftpuser"
 
 
-class Refused(Exception):
-    """The request cannot be served; ``code`` is the TFTP error code."""
+class Reason(Enum):
+    """Why a request was refused."""
 
-    def __init__(self, code: int, message: str) -> None:
+    NOT_FOUND = "not found"
+    ACCESS_DENIED = "access denied"
+    NO_SUCH_USER = "no such user"
+
+
+class Refused(Exception):
+    """The request cannot be served, for ``reason``."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ class TFTPFiles:
             name = first
         default = self.directory.server_settings().get("TFTPDefaultStorage")
         if not isinstance(default, str) or not default:
-            raise Refused(packets.FILE_NOT_FOUND, "no Default Storage account is configured")
+            raise Refused(Reason.NOT_FOUND, "no Default Storage account is configured")
         return default, main, name
 
     def resolve(self, name: str, write: bool) -> Target:
@@ -75,30 +84,30 @@ class TFTPFiles:
         try:
             path = normalise(path)
         except StorageError as error:
-            raise Refused(packets.ACCESS_VIOLATION, str(error)) from None
+            raise Refused(Reason.ACCESS_DENIED, str(error)) from None
         record = self.directory.domain(domain.lower())
         found = self.directory.find_object(record.name, account.lower()) if record else None
         if record is None or found is None or found.kind is not ObjectKind.ACCOUNT:
-            raise Refused(packets.NO_SUCH_USER, f"no account {account}@{domain}")
+            raise Refused(Reason.NO_SUCH_USER, f"no account {account}@{domain}")
         settings = self.directory.account_settings(record.name, found.name)
         modes = access_modes(settings.get("AccessModes", "All"))
         if modes is not None and "website" not in modes:
-            raise Refused(packets.ACCESS_VIOLATION, "the account's File Storage is not shared")
+            raise Refused(Reason.ACCESS_DENIED, "the account's File Storage is not shared")
         storage = FileStorage(
             self.directory.account_path(record.name, found.name), Identity(record.name, found.name)
         )
         try:
             local = storage.local(path)
         except StorageError as error:
-            raise Refused(packets.ACCESS_VIOLATION, str(error)) from None
+            raise Refused(Reason.ACCESS_DENIED, str(error)) from None
         folder = str(Path(path).parent)
         rights = self._rights(storage, folder)
         needed = "w" if write else "r"
         if needed not in rights:
-            raise Refused(packets.ACCESS_VIOLATION, "access denied")
+            raise Refused(Reason.ACCESS_DENIED, "access denied")
         if write:
             if not local.parent.is_dir():
-                raise Refused(packets.FILE_NOT_FOUND, "no such directory")
+                raise Refused(Reason.NOT_FOUND, "no such directory")
             quota = parse_size(settings.get("MaxWebSize"))
             limit = None
             if quota is not None:
@@ -106,7 +115,7 @@ class TFTPFiles:
                 limit = max(0, quota - storage.usage() + existing)
             return Target(storage, path, local, limit)
         if not local.is_file():
-            raise Refused(packets.FILE_NOT_FOUND, "file not found")
+            raise Refused(Reason.NOT_FOUND, "file not found")
         return Target(storage, path, local, None)
 
     def _rights(self, storage: FileStorage, folder: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from ipaddress import ip_address, ip_network
 from typing import Any
 
 from twisted.internet.main import CONNECTION_DONE
@@ -24,31 +23,12 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
+from communigate.portal.addresses import address_in
 from communigate.store.directory import IDirectory
 from communigate.store.settingsformat import Value, as_string_list
 
 DEFAULT_PER_ADDRESS = 50
 _DONE = Failure(CONNECTION_DONE)
-
-
-def address_in(host: str, entries: list[str]) -> bool:
-    """Whether ``host`` matches the list (addresses, networks, ``!`` to
-    exclude; the first match decides)."""
-    try:
-        address = ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    address = mapped or address
-    for entry in entries:
-        negated = entry.startswith("!")
-        try:
-            network = ip_network(entry.lstrip("!").strip(), strict=False)
-        except ValueError:
-            continue
-        if address.version == network.version and address in network:
-            return not negated
-    return False
 
 
 class _Counted(ProtocolWrapper):

@@ -20,59 +20,18 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.protocol import Factory
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface, implementer
 
-from communigate.cred import passwords
 from communigate.cred.credentials import LoginPassword
 from communigate.cred.errors import LoginFailure
+from communigate.portal.passwordchange import IPasswordChange
 from communigate.protocols.access import LoginService
 from communigate.protocols.lines import LineSplitter, LineTooLong
 from communigate.protocols.replies import CodedReplyServer
-from communigate.store.directory import IDirectoryAdmin
-from communigate.store.settingsformat import as_bool
 
 IDLE_TIMEOUT = 300
 MAX_LINE = 1024
-
-
-class IPasswordChange(Interface):
-    """An account whose CommuniGate password may be changed."""
-
-    account = Attribute("name@domain")
-
-    def change(password: bytes) -> object:
-        """A Deferred firing when the new password is stored; fails with
-        PermissionError when ``PWDAllowed`` is off."""
-
-
-@implementer(IPasswordChange)
-class PasswordChange:
-    """Stores a new password under the account's PasswordEncryption."""
-
-    def __init__(
-        self, directory: IDirectoryAdmin, domain: str, name: str, reactor: Any, pool: Any
-    ) -> None:
-        self.directory = directory
-        self.domain, self.name = domain, name
-        self.account = f"{name}@{domain}"
-        self._reactor, self._pool = reactor, pool
-
-    def change(self, password: bytes) -> Any:
-        """Hash in the pool, then write the account settings."""
-        settings = self.directory.account_settings(self.domain, self.name)  # type: ignore[attr-defined]
-        if not as_bool(settings.get("PWDAllowed", "YES")):
-            raise PermissionError("password changes are not allowed for this account")
-        encryption = str(settings.get("PasswordEncryption", "clear"))
-        clear = password.decode("utf-8", "replace")
-        result = deferToThreadPool(self._reactor, self._pool, passwords.encode, clear, encryption)
-        return result.addCallback(
-            lambda stored: self.directory.update_account_settings(
-                self.domain, self.name, {"Password": stored}
-            )
-        )
 
 
 class PWDServer(CodedReplyServer):

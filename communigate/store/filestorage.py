@@ -30,8 +30,8 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 
-from communigate.portal.acl import Identity, matches
 from communigate.store import settingsformat
+from communigate.store.acl import Identity, matches
 from communigate.store.atomic import write_atomic
 from communigate.store.settingsformat import Value
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from email.utils import parsedate_to_datetime
 
-from communigate.portal.acl import ALL_RIGHTS, ACLError, check_identifier, normalise_rights
 from communigate.portal.avatars import MailboxLocation
 from communigate.protocols.imap4.reader import Argument
 from communigate.protocols.imap4.selected import SelectedMailbox
 from communigate.protocols.imap4.states import AUTHENTICATED, CommandFailed, SessionBase, State
 from communigate.protocols.imap4.syntax import astring, flag_list
+from communigate.store.acl import ALL_RIGHTS, ACLError, check_identifier, normalise_rights
 from communigate.store.mailbox import INBOX
 from communigate.store.mailstore import MailboxError
 

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from communigate.portal.tftpfiles import Refused, Target, TFTPFiles
+from communigate.portal.tftpfiles import Reason, Refused, Target, TFTPFiles
 from communigate.protocols.tftp import packets
 from communigate.protocols.tftp.packets import Ack, Error, PacketError, Request, encode, parse
 from communigate.protocols.tftp.transfer import (
@@ -31,6 +31,13 @@ from communigate.protocols.tftp.transfer import (
 
 #: After the last ACK of an upload, stay a while to repeat it if it was lost.
 DALLY = 2.0
+
+#: The RFC 1350 §5 error code for each reason a request can be refused.
+ERROR_CODES = {
+    Reason.NOT_FOUND: packets.FILE_NOT_FOUND,
+    Reason.ACCESS_DENIED: packets.ACCESS_VIOLATION,
+    Reason.NO_SUCH_USER: packets.NO_SUCH_USER,
+}
 
 
 class TransferProtocol(DatagramProtocol):
@@ -206,7 +213,7 @@ class TFTPServer(DatagramProtocol):
                 peer=addr[0],
                 reason=str(refusal),
             )
-            self.refuse(addr, refusal.code, str(refusal))
+            self.refuse(addr, ERROR_CODES[refusal.reason], str(refusal))
             return
         protocol = (
             self._upload(packet, target, addr) if write else self._download(packet, target, addr)

@@ -1,11 +1,14 @@
-"""The TFTP transfer adapter with a Clock: time-outs, resends, the end."""
+"""The TFTP adapters: refusals on the listening port; transfers with a Clock
+(time-outs, resends, the end)."""
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.task import Clock
 
+from communigate.portal.tftpfiles import Reason, Refused, Target, TFTPFiles
 from communigate.protocols.tftp.packets import Ack, Data, encode, parse
-from communigate.protocols.tftp.server import TransferProtocol
+from communigate.protocols.tftp.server import TFTPServer, TransferProtocol
 from communigate.protocols.tftp.transfer import Negotiated, ReadTransfer
 
 
@@ -28,6 +31,29 @@ class FakePort:
 
     def stopListening(self) -> None:
         self.stopped = True
+
+
+class RefusingFiles(TFTPFiles):
+    """Refuses every name for one reason."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+
+    def resolve(self, name: str, write: bool) -> Target:
+        raise Refused(self.reason, f"refused {name}")
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [(Reason.NOT_FOUND, 1), (Reason.ACCESS_DENIED, 2), (Reason.NO_SUCH_USER, 7)],
+)
+def test_refusal_error_codes(reason: Reason, code: int) -> None:
+    """Each refusal reason is answered with its RFC 1350 error code and the message."""
+    server = TFTPServer(RefusingFiles(reason), Clock())
+    transport = FakeUDP()
+    server.transport = transport  # type: ignore[assignment]
+    server.datagramReceived(b"\x00\x01f.txt\x00octet\x00", ("127.0.0.1", 5000))
+    assert transport.sent == [b"\x00\x05\x00" + bytes([code]) + b"refused f.txt\x00"]
 
 
 def start(data: bytes) -> tuple[TransferProtocol, FakeUDP, Clock, list[str]]:

@@ -1,0 +1,56 @@
+"""The password-change avatar: what the PWD service (spec §9) may do to an
+account once it has logged in.
+
+The new password is stored under the account's ``PasswordEncryption``,
+hashed in the thread pool, and only while the account's ``PWDAllowed`` is on
+(the default).  Logging in with an OS or External password and setting a
+CommuniGate password here is the migration path of spec §2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import Attribute, Interface, implementer
+
+from communigate.cred import passwords
+from communigate.store.directory import IDirectoryAdmin
+from communigate.store.settingsformat import as_bool
+
+
+class IPasswordChange(Interface):
+    """An account whose CommuniGate password may be changed."""
+
+    account = Attribute("name@domain")
+
+    def change(password: bytes) -> object:
+        """A Deferred firing when the new password is stored; fails with
+        PermissionError when ``PWDAllowed`` is off."""
+
+
+@implementer(IPasswordChange)
+class PasswordChange:
+    """Stores a new password under the account's PasswordEncryption."""
+
+    def __init__(
+        self, directory: IDirectoryAdmin, domain: str, name: str, reactor: Any, pool: Any
+    ) -> None:
+        self.directory = directory
+        self.domain, self.name = domain, name
+        self.account = f"{name}@{domain}"
+        self._reactor, self._pool = reactor, pool
+
+    def change(self, password: bytes) -> Any:
+        """Hash in the pool, then write the account settings."""
+        settings = self.directory.account_settings(self.domain, self.name)  # type: ignore[attr-defined]
+        if not as_bool(settings.get("PWDAllowed", "YES")):
+            raise PermissionError("password changes are not allowed for this account")
+        encryption = str(settings.get("PasswordEncryption", "clear"))
+        clear = password.decode("utf-8", "replace")
+        result = deferToThreadPool(self._reactor, self._pool, passwords.encode, clear, encryption)
+        return result.addCallback(
+            lambda stored: self.directory.update_account_settings(
+                self.domain, self.name, {"Password": stored}
+            )
+        )
