@@ -14,7 +14,10 @@ from typing import Any
 from twisted.application import internet
 from twisted.application.service import IService, MultiService, Service
 from twisted.cred.portal import Portal
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from communigate.cli.arguments import DEFAULT_BASE, base_directory
@@ -36,6 +39,7 @@ from communigate.protocols.tftp.server import TFTPServer
 from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
+from communigate.store.uploads import remove_stale_everywhere
 
 LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp", "ftp", "ftps", "pwd")
 
@@ -151,6 +155,31 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
+class StaleUploadsService(Service):
+    """Removes uploads a crashed server left half-written, at start, in
+    the thread pool (the File Storage never saw them)."""
+
+    log = Logger()
+
+    def __init__(self, directory: FileDirectory, reactor: Any, pool: ThreadPool) -> None:
+        self.directory = directory
+        self.reactor = reactor
+        self.pool = pool
+
+    def startService(self) -> None:
+        """Sweep every account's temporary upload folder once."""
+        super().startService()
+        swept = deferToThreadPool(self.reactor, self.pool, remove_stale_everywhere, self.directory)
+        swept.addCallbacks(self._swept, self._failed)
+
+    def _swept(self, count: int) -> None:
+        if count:
+            self.log.info("removed {count} unfinished uploads left by an earlier run", count=count)
+
+    def _failed(self, failure: Failure) -> None:
+        self.log.failure("could not remove unfinished uploads", failure)
+
+
 class HelperService(Service):
     """Sends QUIT to the External Authentication helper at shutdown."""
 
@@ -215,9 +244,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     add_listeners(top, "lmtp", options["lmtp"], lmtp, reactor, None, directory)
     low, _, high = str(options["passive-ports"]).partition("-")
     passive = range(int(low), int(high or low) + 1)
-    ftp = FTPFactory(service, tls, passive_ports=passive)
+    StaleUploadsService(directory, reactor, pool).setServiceParent(top)
+    ftp = FTPFactory(service, reactor, tls, passive_ports=passive, pool=pool)
     add_listeners(top, "ftp", options["ftp"], ftp, reactor, None, directory)
-    ftps = FTPFactory(service, tls, implicit_tls=True, passive_ports=passive)
+    ftps = FTPFactory(service, reactor, tls, implicit_tls=True, passive_ports=passive, pool=pool)
     add_listeners(top, "ftps", options["ftps"], ftps, reactor, tls, directory)
     add_listeners(
         top, "pwd", options["pwd"], PWDFactory(service, reactor), reactor, None, directory

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.portal import IRealm
-from twisted.protocols.ftp import IFTPShell
 from zope.interface import implementer
 
 from communigate.portal.avatars import IIMAPAccount, IMAPAccount, IPOP3Maildrop, POP3Maildrop
+from communigate.portal.filesession import FileSession, IFileSession
 from communigate.portal.passwordchange import IPasswordChange, PasswordChange
-from communigate.protocols.ftp.shell import StorageShell
 from communigate.store.directory import IDirectory
 from communigate.store.mailbox import INBOX, Mailbox
 
@@ -45,8 +44,8 @@ class AccountRealm:
             if interface is IPasswordChange:
                 change = PasswordChange(self.directory, domain, name, self._reactor, self._pool)  # type: ignore[arg-type]
                 return interface, change, _no_logout
-            if interface is IFTPShell:
-                return interface, StorageShell(self.directory, domain, name), _no_logout
+            if interface is IFileSession:
+                return interface, FileSession(self.directory, domain, name), _no_logout
             if interface is IIMAPAccount:
                 account = IMAPAccount(self.directory, domain, name)
                 account.store.mailbox(INBOX).create()

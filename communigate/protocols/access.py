@@ -70,6 +70,11 @@ class LoginService:
         """The domain a bare login name belongs to on this connection."""
         return self.resolver.connection_domain(connection)
 
+    def known_domain(self, name: str) -> str | None:
+        """The real name of a domain (or domain alias), None if unknown."""
+        record = self.resolver.directory.domain(name.lower())
+        return record.name if record else None
+
     def domain_settings(self, connection: ConnectionInfo) -> Mapping[str, Value]:
         """The settings of the connection's domain."""
         record = self.resolver.directory.domain(self.domain(connection))

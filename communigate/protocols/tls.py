@@ -11,7 +11,7 @@ the next handshake.  Only TLS 1.2 and newer are offered.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory
@@ -79,3 +79,34 @@ def server_name(transport: Any) -> str | None:
     getter = getattr(connection, "get_servername", None)
     name = getter() if getter else None
     return name.decode("ascii", "replace").lower() if name else None
+
+
+class _Clearable(Protocol):
+    def clear(self) -> Any: ...
+
+
+def switch_to_tls(transport: Any, contexts: Any, *pending: _Clearable) -> None:
+    """Start TLS on a connection after the "go ahead" reply was written.
+
+    Everything received in plaintext and not yet executed (``pending``:
+    the line buffer, the command queue) is dropped first: a command
+    pipelined behind STARTTLS/STLS/AUTH TLS must never run as if it had
+    come over TLS (the classic STARTTLS injection).
+    """
+    for buffer in pending:
+        buffer.clear()
+    transport.startTLS(contexts)
+
+
+@implementer(IOpenSSLContextFactory)
+class PreferredDomain:
+    """The certificate of one domain (chosen before the handshake, as FTP
+    HOST does), still switching by SNI when the client sends a name."""
+
+    def __init__(self, contexts: DomainContexts, domain: str) -> None:
+        self.contexts = contexts
+        self.domain = domain
+
+    def getContext(self) -> SSL.Context:
+        """The domain's context, else the Main Domain's."""
+        return self.contexts.context_for(self.domain) or self.contexts.getContext()

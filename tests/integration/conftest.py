@@ -79,6 +79,9 @@ class Server:
     tftp_port: int
     ftp_port: int
     pwd_port: int
+    ftps_port: int
+    #: The twistd process, once started.
+    pid: int = 0
 
     @property
     def ca(self) -> Path:
@@ -87,6 +90,14 @@ class Server:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def file_storage(server: Server, domain: str, name: str) -> Path:
+    """The File Storage folder of ``name@domain`` (the Main Domain's
+    accounts live in ``Accounts/``, the others' in ``Domains/<domain>/``)."""
+    if domain == DOMAINS[0]:
+        return server.base / "Accounts" / f"{name}.macnt" / "account.web"
+    return server.base / "Domains" / domain / f"{name}.macnt" / "account.web"
 
 
 def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -102,9 +113,81 @@ def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], log: P
     raise RuntimeError("server did not start:\n" + log.read_text(errors="replace"))
 
 
+def plan_server(base: Path, log: Path) -> Server:
+    """A server for an initialised ``base`` on free ports, not yet started."""
+    port, pop3s_port, imap_port, imaps_port, lmtp_port = (free_port() for _ in range(5))
+    tftp_port = free_udp_port()
+    ftp_port, pwd_port, ftps_port = free_port(), free_port(), free_port()
+    return Server(
+        base,
+        port,
+        log,
+        pop3s_port,
+        imap_port,
+        imaps_port,
+        lmtp_port,
+        tftp_port,
+        ftp_port,
+        pwd_port,
+        ftps_port,
+    )
+
+
+def start_server(server: Server) -> subprocess.Popen[bytes]:
+    """Start ``twistd communigate`` for ``server`` as an administrator
+    would; returns once every TCP listener accepts (``server.pid`` is set)."""
+    command = [
+        *TWISTD,
+        "--nodaemon",
+        "--pidfile=",
+        f"--logfile={server.log}",
+        "communigate",
+        f"--base={server.base}",
+        *(f"--pop3=tcp:{server.port}:interface={address}" for address in ADDRESSES),
+        f"--pop3s=tcp:{server.pop3s_port}:interface=127.0.0.1",
+        *(f"--imap4=tcp:{server.imap_port}:interface={address}" for address in ADDRESSES),
+        f"--imaps=tcp:{server.imaps_port}:interface=127.0.0.1",
+        f"--lmtp=tcp:{server.lmtp_port}:interface=127.0.0.1",
+        f"--tftp=udp:{server.tftp_port}:interface=127.0.0.1",
+        *(f"--ftp=tcp:{server.ftp_port}:interface={address}" for address in ADDRESSES),
+        f"--ftps=tcp:{server.ftps_port}:interface=127.0.0.1",
+        f"--pwd=tcp:{server.pwd_port}:interface=127.0.0.1",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for address in ADDRESSES:
+            wait_for_port(address, server.port, process, server.log)
+            wait_for_port(address, server.ftp_port, process, server.log)
+        for extra in (
+            server.pop3s_port,
+            server.imap_port,
+            server.imaps_port,
+            server.lmtp_port,
+            server.pwd_port,
+            server.ftps_port,
+        ):
+            wait_for_port("127.0.0.1", extra, process, server.log)
+    except BaseException:
+        stop_server(process)
+        raise
+    server.pid = process.pid
+    return process
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the server has not stopped within 10 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The seed's three domains served over POP3 on 127.0.0.1 and 127.0.0.2."""
+    """The seed's three domains served on 127.0.0.1 and 127.0.0.2; the log
+    ends with no traceback and no unhandled error."""
     root = tmp_path_factory.mktemp("server")
     base = root / "base"
     admin(base, "init", "--main-domain", "company.com", "--postmaster-password", "pm")
@@ -116,52 +199,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         admin(base, "account", "create", f"info@{domain}", "--password", f"pw-{domain}")
         message = f"Subject: {marker(domain)}\r\n\r\n{marker(domain)}\r\n".encode()
         admin(base, "deliver", f"info@{domain}", stdin=message)
-    port, pop3s_port, imap_port, imaps_port, lmtp_port = (free_port() for _ in range(5))
-    tftp_port = free_udp_port()
-    ftp_port, pwd_port = free_port(), free_port()
     log = root / "server.log"
-    command = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logfile={log}",
-        "communigate",
-        f"--base={base}",
-        *(f"--pop3=tcp:{port}:interface={address}" for address in ADDRESSES),
-        f"--pop3s=tcp:{pop3s_port}:interface=127.0.0.1",
-        *(f"--imap4=tcp:{imap_port}:interface={address}" for address in ADDRESSES),
-        f"--imaps=tcp:{imaps_port}:interface=127.0.0.1",
-        f"--lmtp=tcp:{lmtp_port}:interface=127.0.0.1",
-        f"--tftp=udp:{tftp_port}:interface=127.0.0.1",
-        *(f"--ftp=tcp:{ftp_port}:interface={address}" for address in ADDRESSES),
-        f"--pwd=tcp:{pwd_port}:interface=127.0.0.1",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    server = plan_server(base, log)
+    process = start_server(server)
     try:
-        for address in ADDRESSES:
-            wait_for_port(address, port, process, log)
-        for extra in (pop3s_port, imap_port, imaps_port, lmtp_port, ftp_port, pwd_port):
-            wait_for_port("127.0.0.1", extra, process, log)
-        yield Server(
-            base,
-            port,
-            log,
-            pop3s_port,
-            imap_port,
-            imaps_port,
-            lmtp_port,
-            tftp_port,
-            ftp_port,
-            pwd_port,
-        )
+        yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert "Traceback" not in log.read_text(errors="replace")
+        stop_server(process)
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text
+    assert "Unhandled Error" not in text
+
+
+@pytest.fixture(scope="session")
+def ftp_account(server: Server) -> Path:
+    """ftpuser@company.com (password pw), ftpuser@client1.com (pw1) and
+    owner@client1.com with a file; the File Storage of ftpuser@company.com."""
+    admin(server.base, "account", "create", "ftpuser@company.com", "--password", "pw")
+    admin(server.base, "account", "create", "ftpuser@client1.com", "--password", "pw1")
+    admin(server.base, "account", "create", "owner@client1.com", "--password", "x")
+    storage = file_storage(server, "client1.com", "owner")
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / "shared.txt").write_text("from owner")
+    time.sleep(1.1)
+    return file_storage(server, "company.com", "ftpuser")
 
 
 @pytest.fixture
@@ -186,6 +247,7 @@ def curl_tls(server: Server, url: str, *extra: str) -> subprocess.CompletedProce
         server.imap_port,
         server.imaps_port,
         server.ftp_port,
+        server.ftps_port,
     ):
         resolve += ["--resolve", f"company.com:{port}:127.0.0.1"]
     return subprocess.run(

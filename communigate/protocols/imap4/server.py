@@ -50,6 +50,7 @@ from communigate.protocols.imap4.states import (
     State,
 )
 from communigate.protocols.saslexchange import SASLExchange
+from communigate.protocols.tls import switch_to_tls
 
 #: RFC 3501 §5.4: at least 30 minutes once logged in.
 IDLE_TIMEOUT = 30 * 60
@@ -304,10 +305,7 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         if self.factory.tls is None or self.secure:
             raise CommandFailed("STARTTLS is not available", "BAD")
         self.tagged(tag, "OK", "begin TLS negotiation now")
-        self.queue.clear()
-        self.reader.clear()
-        assert self.transport is not None
-        self.transport.startTLS(self.factory.tls)  # type: ignore[attr-defined]
+        switch_to_tls(self.transport, self.factory.tls, self.queue, self.reader)
         self.secure = True
         self.connection = self.service.connection(self.transport, "imap4", True)
 

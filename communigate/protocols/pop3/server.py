@@ -34,6 +34,7 @@ from communigate.protocols.multiline import DotStuffer, stuff_all
 from communigate.protocols.pop3 import parser
 from communigate.protocols.pop3.parser import Command, CommandError, State, err, ok
 from communigate.protocols.saslexchange import SASLExchange
+from communigate.protocols.tls import switch_to_tls
 from communigate.store.mailbox import MessageInfo
 from communigate.store.settingsformat import as_string_list
 
@@ -309,12 +310,8 @@ class POP3Server(Protocol, TimeoutMixin):
         if not self.can_starttls():
             raise CommandError("STLS is not available")
         self.send(ok("begin TLS negotiation"))
-        # Commands pipelined after STLS in clear text must not run inside TLS.
-        self.queue.clear()
-        self.lines.clear()
         self.user = None
-        assert self.transport is not None
-        self.transport.startTLS(self.factory.tls)  # type: ignore[attr-defined]
+        switch_to_tls(self.transport, self.factory.tls, self.queue, self.lines)
         self.secure = True
         self.connection = self.service.connection(self.transport, "pop3", True)
 
