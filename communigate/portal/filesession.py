@@ -28,7 +28,13 @@ from zope.interface import Attribute, Interface, implementer
 
 from communigate.portal.avatars import IMAPAccount
 from communigate.store.acl import Identity
-from communigate.store.directory import IDirectory, ObjectKind
+from communigate.store.directory import (
+    DirectoryError,
+    IDirectory,
+    ObjectKind,
+    check_domain_name,
+    check_object_name,
+)
 from communigate.store.filestorage import FileStorage, StorageError, parse_size
 from communigate.store.uploads import Upload
 
@@ -74,6 +80,18 @@ _ERRNO = {
 def from_os_error(error: OSError) -> FileError:
     """The problem an OSError means (anything unexpected: DENIED)."""
     return FileError(_ERRNO.get(error.errno or 0, Problem.DENIED))
+
+
+def _kind(local: Path) -> str | None:
+    """``"dir"``, ``"file"`` (anything else) or None when nothing is there;
+    FileError for a name the file system refuses (too long...)."""
+    try:
+        mode = local.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        raise from_os_error(error) from None
+    return "dir" if (mode & 0o170000) == 0o040000 else "file"
 
 
 @dataclass(frozen=True)
@@ -150,7 +168,13 @@ class FileSession:
         if not path or not path[0].startswith("~"):
             return self.own, path
         owner, _, domain = path[0][1:].lower().partition("@")
-        record = self.directory.domain(domain or self.identity.domain) if owner else None
+        try:
+            check_object_name(owner)
+            if domain:
+                check_domain_name(domain)
+        except DirectoryError:
+            raise FileError(Problem.NOT_FOUND) from None
+        record = self.directory.domain(domain or self.identity.domain)
         found = self.directory.find_object(record.name, owner) if record else None
         if record is None or found is None or found.kind is not ObjectKind.ACCOUNT:
             raise FileError(Problem.NOT_FOUND)
@@ -190,10 +214,9 @@ class FileSession:
     def check_directory(self, path: Segments) -> None:
         """CWD: a directory with ``r``."""
         place = self._place(path, "r", itself=True)
-        if not place.local.is_dir():
-            raise FileError(
-                Problem.NOT_FOUND if not place.local.exists() else Problem.NOT_DIRECTORY
-            )
+        kind = _kind(place.local)
+        if kind != "dir":
+            raise FileError(Problem.NOT_FOUND if kind is None else Problem.NOT_DIRECTORY)
 
     def listing(self, path: Segments) -> list[Entry]:
         """A directory's entries (``r`` on it), or a file's own entry."""
@@ -202,7 +225,7 @@ class FileSession:
             local = storage.local("/".join(inner))
         except StorageError:
             raise FileError(Problem.NOT_FOUND) from None
-        if local.is_dir():
+        if _kind(local) == "dir":
             place = self._place(path, "r", itself=True)
             if place.storage is self.own and not inner:
                 storage.create()
@@ -265,7 +288,7 @@ class FileSession:
     def remove_file(self, path: Segments) -> None:
         """DELE: a file, ``w`` where it is."""
         place = self._changeable(path)
-        if place.local.is_dir():
+        if _kind(place.local) == "dir":
             raise FileError(Problem.IS_DIRECTORY)
         try:
             place.local.unlink()
@@ -273,28 +296,35 @@ class FileSession:
             raise from_os_error(error) from None
 
     def rename(self, source: Segments, target: Segments) -> None:
-        """RNFR/RNTO within one storage, ``w`` on both sides."""
+        """RNFR/RNTO within one storage: ``r`` and ``w`` where the source
+        is, ``w`` where it goes.  A directory takes its privacy and rights
+        entries along, so renaming never exposes what they closed."""
         old = self._changeable(source)
+        self._place(source, "r")
         new = self._changeable(target)
         if old.storage.root != new.storage.root:
             raise FileError(Problem.DENIED, "files cannot move between storages")
         if not os.path.lexists(old.local):
             raise FileError(Problem.NOT_FOUND)
+        moving_folder = _kind(old.local) == "dir"
         try:
             os.rename(old.local, new.local)
         except OSError as error:
             raise from_os_error(error) from None
+        if moving_folder:
+            old.storage.move_access(old.inner, new.inner)
 
     def open_upload(self, path: Segments, offset: int = 0, append: bool = False) -> Upload:
         """STOR (from a REST offset) or APPE: ``w`` where the file is; the
         target's folder must exist and the target must not be a folder."""
         place = self._changeable(path)
         local = place.local
-        if local.is_dir():
+        kind = _kind(local)
+        if kind == "dir":
             raise FileError(Problem.IS_DIRECTORY)
-        if not local.parent.is_dir():
+        if _kind(local.parent) != "dir":
             raise FileError(Problem.NOT_FOUND)
-        existing = local.stat().st_size if local.is_file() else 0
+        existing = local.stat().st_size if kind == "file" else 0
         keep = existing if append else min(offset, existing)
         storage = place.storage
         owner = storage.owner

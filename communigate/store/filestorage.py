@@ -110,6 +110,20 @@ class FileStorage:
         text = settingsformat.dumps_dictionary(settings)
         write_atomic(self.account_path / ACCESS_FILE, text.encode("utf-8"))
 
+    def move_access(self, old: str, new: str) -> None:
+        """A directory was renamed: its entries and those below it follow."""
+        source, target = normalise(old), normalise(new)
+        settings = self.access()
+        moved = {}
+        for key, value in settings.items():
+            if key == source or key.startswith(source + "/"):
+                moved[target + key[len(source) :]] = value
+            else:
+                moved[key] = value
+        if moved != settings:
+            text = settingsformat.dumps_dictionary(moved)
+            write_atomic(self.account_path / ACCESS_FILE, text.encode("utf-8"))
+
     def _entries(self, path: str) -> list[dict[str, Value]]:
         """Settings of the directory and its ancestors, nearest first."""
         settings = self.access()

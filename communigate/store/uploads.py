@@ -148,10 +148,11 @@ def remove_stale(account_path: Path) -> int:
     for name in names:
         host, _, rest = name.partition(".")
         pid_text = rest.partition(".")[0]
-        if host != _HOST or not pid_text.isdigit():
+        if host != _HOST or not (pid_text.isascii() and pid_text.isdigit()):
             continue
         pid = int(pid_text)
-        if pid != os.getpid() and _alive(pid):
+        # Linux pids stay below 2**22; a larger one is no process of ours.
+        if pid != os.getpid() and pid < 2**22 and _alive(pid):
             continue
         try:
             (folder / name).unlink()

@@ -252,6 +252,7 @@ class PassivePort:
         self.port: Any = None
         self.number = 0
         self.arrived: _Event | None = None
+        self.timer: Any = None
 
     def listen(self, host: str, ports: range | None) -> int:
         """Listen on ``host``; a port from ``ports`` (None: any)."""
@@ -276,7 +277,7 @@ class PassivePort:
             self.close()
             return waiting.wait_opened()
         arrived = _Event()
-        timer = self.reactor.callLater(CONNECT_TIMEOUT, self._timed_out, arrived)
+        self.timer = self.reactor.callLater(CONNECT_TIMEOUT, self._timed_out, arrived)
         original = self.factory.buildProtocol
 
         def built(addr: Any) -> Any:
@@ -284,8 +285,6 @@ class PassivePort:
             if protocol is not None:
                 self.factory.buildProtocol = original  # type: ignore[method-assign]
                 self.close()
-                if timer.active():
-                    timer.cancel()
                 protocol.wait_opened().addBoth(arrived.happen)
             return protocol
 
@@ -299,6 +298,9 @@ class PassivePort:
 
     def close(self) -> None:
         """Stop listening (an accepted connection is not affected)."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
         if self.port is not None:
             self.port.stopListening()
             self.port = None

@@ -161,7 +161,8 @@ class Command:
         return f"Command({self.keyword!r}, {shown!r})"
 
 
-_TELNET = re.compile(rb"\xff[\xf0-\xfe]|\xff\xff")
+#: IAC IAC (a data 0xFF), IAC WILL/WONT/DO/DONT option, IAC command.
+_TELNET = re.compile(rb"\xff\xff|\xff[\xfb-\xfe].|\xff[\xf0-\xfa]", re.DOTALL)
 _TELNET_COMMANDS = bytes(range(0xF0, 0x100))
 
 
@@ -184,10 +185,11 @@ def parse(line: bytes, state: State) -> Command:
     """Parse and check one command line (without CR LF) for ``state``."""
     text = decode(line)
     keyword, _, argument = text.lstrip(" ").partition(" ")
-    keyword = keyword.upper()
-    spec = COMMANDS.get(keyword)
-    if spec is None or not keyword.isascii():
+    # ASCII first: "ſtor".upper() is "STOR".
+    spec = COMMANDS.get(keyword.upper()) if keyword.isascii() else None
+    if spec is None:
         raise CommandError(500, "unknown command")
+    keyword = keyword.upper()
     if spec.argument is Argument.NONE and argument.strip():
         raise CommandError(501, f"{keyword} takes no argument")
     if spec.argument is Argument.REQUIRED and not argument.strip():
@@ -239,10 +241,15 @@ def help_lines() -> list[str]:
 # -- addresses ------------------------------------------------------------------
 
 
+def _number(text: str) -> bool:
+    """ASCII digits only (``"²".isdigit()`` is true)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_port(argument: str) -> tuple[str, int]:
     """RFC 959 PORT ``h1,h2,h3,h4,p1,p2`` → (address, port)."""
     parts = argument.strip().split(",")
-    if len(parts) != 6 or not all(part.strip().isdigit() for part in parts):
+    if len(parts) != 6 or not all(_number(part.strip()) for part in parts):
         raise CommandError(501, "PORT needs h1,h2,h3,h4,p1,p2")
     numbers = [int(part) for part in parts]
     if any(number > 255 for number in numbers):
@@ -257,16 +264,16 @@ def parse_eprt(argument: str) -> tuple[str, int]:
     """RFC 2428 §2 EPRT ``|1|a.b.c.d|port|`` or ``|2|::1|port|``."""
     text = argument.strip()
     fields = text[1:].split(text[:1]) if len(text) > 1 else []
-    if len(fields) != 4 or fields[3] != "" or not fields[2].isdigit():
+    if len(fields) != 4 or fields[3] != "" or not _number(fields[2]):
         raise CommandError(501, "EPRT needs |protocol|address|port|")
     family, host, port = fields[0], fields[1], int(fields[2])
+    wanted = {"1": IPv4Address, "2": IPv6Address}.get(family)
+    if wanted is None:
+        raise CommandError(522, "network protocol not supported, use (1,2)")
     try:
         address = ip_address(host)
     except ValueError:
         raise CommandError(501, "EPRT needs a numeric address") from None
-    wanted = {"1": IPv4Address, "2": IPv6Address}.get(family)
-    if wanted is None:
-        raise CommandError(522, "network protocol not supported, use (1,2)")
     if not isinstance(address, wanted) or not 0 < port < 65536:
         raise CommandError(501, "EPRT address or port is not valid")
     return str(address), port
@@ -286,7 +293,7 @@ def epsv_reply(port: int) -> bytes:
 def parse_rest(argument: str) -> int:
     """RFC 3659 §5 REST offset."""
     text = argument.strip()
-    if not text.isdigit() or len(text) > 19:
+    if not _number(text) or len(text) > 19:
         raise CommandError(501, "REST needs a byte offset")
     return int(text)
 

@@ -119,6 +119,9 @@ class FTPServer(TransferCommands, FileCommands):
         """Run queued commands until one has to wait."""
         while self.queue and not self.busy and self.connected:
             event = self.queue.popleft()
+            # RNTO must come right after RNFR (RFC 959 §4.1.3): any other
+            # line, even a refused one, forgets the RNFR.
+            self.renaming, self.rename_from = self.rename_from, None
             if isinstance(event, LineTooLong):
                 self.protocol_error(500, f"command line too long (at most {event.limit} octets)")
                 continue
@@ -134,8 +137,6 @@ class FTPServer(TransferCommands, FileCommands):
 
     def run(self, command: parser.Command) -> None:
         """Run one command; a Deferred result holds the queue until it fires."""
-        # RNTO must come right after RNFR (RFC 959 §4.1.3).
-        self.renaming, self.rename_from = self.rename_from, None
         handler = getattr(self, f"ftp_{command.keyword}")
         try:
             result = handler(command.argument)

@@ -235,10 +235,9 @@ class TransferCommands(FTPSession):
         self._drop_data()
         self.send(reply(225, "no transfer to abort"))
 
-    def _listing(self, argument: str, render: Callable[[list[Any]], bytes]) -> Deferred[None]:
+    def _listing(self, path: Segments, render: Callable[[list[Any]], bytes]) -> Deferred[None]:
         self._need_data()
-        entries = self._session().listing(self._path(parser.list_argument(argument)))
-        body = render(entries)
+        body = render(self._session().listing(path))
 
         def run(protocol: DataProtocol) -> Deferred[str]:
             assert protocol.transport is not None
@@ -250,21 +249,23 @@ class TransferCommands(FTPSession):
 
     def ftp_LIST(self, argument: str) -> Deferred[None]:
         """``ls -l`` style listing."""
-        return self._listing(argument, lambda entries: listing.list_lines(entries, time.time()))
+        path = self._path(parser.list_argument(argument))
+        return self._listing(path, lambda entries: listing.list_lines(entries, time.time()))
 
     def ftp_NLST(self, argument: str) -> Deferred[None]:
         """Names only; the argument is optional (RFC 959)."""
-        return self._listing(argument, listing.name_lines)
+        return self._listing(self._path(parser.list_argument(argument)), listing.name_lines)
 
     def ftp_MLSD(self, argument: str) -> Deferred[None]:
         """RFC 3659 §7: facts of a directory's entries."""
+        path = self._path(argument)
         try:
-            self._session().check_directory(self._path(argument))
+            self._session().check_directory(path)
         except FileError as error:
             if error.problem is Problem.NOT_DIRECTORY:
                 raise CommandError(501, "not a directory") from None
             raise
-        return self._listing(argument, listing.mlsd_lines)
+        return self._listing(path, listing.mlsd_lines)
 
     def ftp_RETR(self, argument: str) -> Deferred[None]:
         """Download from the REST offset."""
