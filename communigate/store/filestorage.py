@@ -76,8 +76,10 @@ class FileStorage:
         self.owner = owner
 
     def create(self) -> None:
-        """Make the storage folder if it is missing."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Make the storage folder if it is missing.  Never the account's
+        folder: only account creation makes that (a deleted account must
+        not come back through a session that was open)."""
+        self.root.mkdir(exist_ok=True)
 
     def local(self, path: str) -> Path:
         """The file system path of a storage path, never outside the root."""
