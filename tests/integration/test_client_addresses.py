@@ -2,13 +2,17 @@
 test makes a network namespace with a veth pair (root only) and removes it.
 
 Every 127.x address is the server itself, so a client in the namespace
-(10.231.7.2) talks to the server on the host side of the pair (10.231.7.1).
+(``CLIENT``) talks to the server on the host side of the pair (``HOST``).
+The namespace, the veth names and the /24 are chosen per run, so two runs
+at once never meet.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,8 +32,13 @@ pytestmark = [
     ),
 ]
 
-NAMESPACE = "cgtest-client"
-HOST, CLIENT = "10.231.7.1", "10.231.7.2"
+_RUN = secrets.token_hex(3)
+NAMESPACE = f"cgtest-{_RUN}"
+#: veth ends (interface names are at most 15 bytes).
+OUTER, INNER = f"cg{_RUN}a", f"cg{_RUN}b"
+_NET = f"10.{random.randrange(200, 250)}.{random.randrange(1, 255)}"
+NETWORK = f"{_NET}.0/24"
+HOST, CLIENT = f"{_NET}.1", f"{_NET}.2"
 
 
 def ip(*args: str) -> None:
@@ -38,20 +47,18 @@ def ip(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def namespace() -> Iterator[str]:
-    subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True, check=False)
-    subprocess.run(["ip", "link", "del", "cgv0"], capture_output=True, check=False)
     ip("netns", "add", NAMESPACE)
     try:
-        ip("link", "add", "cgv0", "type", "veth", "peer", "name", "cgv1")
-        ip("link", "set", "cgv1", "netns", NAMESPACE)
-        ip("addr", "add", f"{HOST}/24", "dev", "cgv0")
-        ip("link", "set", "cgv0", "up")
-        ip("netns", "exec", NAMESPACE, "ip", "addr", "add", f"{CLIENT}/24", "dev", "cgv1")
-        ip("netns", "exec", NAMESPACE, "ip", "link", "set", "cgv1", "up")
+        ip("link", "add", OUTER, "type", "veth", "peer", "name", INNER)
+        ip("link", "set", INNER, "netns", NAMESPACE)
+        ip("addr", "add", f"{HOST}/24", "dev", OUTER)
+        ip("link", "set", OUTER, "up")
+        ip("netns", "exec", NAMESPACE, "ip", "addr", "add", f"{CLIENT}/24", "dev", INNER)
+        ip("netns", "exec", NAMESPACE, "ip", "link", "set", INNER, "up")
         ip("netns", "exec", NAMESPACE, "ip", "link", "set", "lo", "up")
         yield NAMESPACE
     finally:
-        subprocess.run(["ip", "link", "del", "cgv0"], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", OUTER], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True, check=False)
 
 
@@ -131,11 +138,11 @@ def test_client_addresses_prohibit(remote_server: tuple[Path, int, int]) -> None
     """With NonClientLogins=Prohibit, a listed client address logs in over
     POP3 and IMAP and an unlisted one is refused."""
     base, pop3, imap = remote_server
-    admin(base, "server", "settings", "NonClientLogins=Prohibit", "ClientIPs=(10.231.7.0/24)")
+    admin(base, "server", "settings", "NonClientLogins=Prohibit", f"ClientIPs=({NETWORK})")
     time.sleep(1.1)
     assert from_client("pop3", pop3) == "ok"
     assert from_client("imap", imap) == "ok"
-    admin(base, "server", "settings", "ClientIPs=(192.0.2.0/24, !10.231.7.2)")
+    admin(base, "server", "settings", f"ClientIPs=(192.0.2.0/24, !{CLIENT})")
     time.sleep(1.1)
     pop = from_client("pop3", pop3)
     assert pop.startswith("refused") and "not allowed" in pop
@@ -147,7 +154,7 @@ def test_deny_list_closes_before_greeting(remote_server: tuple[Path, int, int]) 
     """A Deny entry closes the connection before any greeting."""
     base, pop3, _ = remote_server
     assert from_client("raw", pop3) == "greeting"
-    admin(base, "server", "settings", "Listeners={pop3={Deny=(10.231.7.2);};}")
+    admin(base, "server", "settings", f"Listeners={{pop3={{Deny=({CLIENT});}};}}")
     time.sleep(1.1)
     assert from_client("raw", pop3) == "closed"
     admin(base, "server", "settings", "Listeners=")

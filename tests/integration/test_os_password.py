@@ -5,6 +5,7 @@ from __future__ import annotations
 import imaplib
 import os
 import poplib
+import secrets
 import socket
 import subprocess
 import time
@@ -19,13 +20,13 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="creating an OS user needs root"),
 ]
 
-OS_USER = "cgostest"
+#: Unique per run, so two runs at once never share the OS user.
+OS_USER = f"cgos{secrets.token_hex(4)}"
 OS_PASSWORD = "Os-Secret-42"
 
 
 @pytest.fixture(scope="module")
 def os_user() -> Iterator[str]:
-    subprocess.run(["userdel", OS_USER], capture_output=True, check=False)
     subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", OS_USER], check=True)
     subprocess.run(["chpasswd"], input=f"{OS_USER}:{OS_PASSWORD}\n", text=True, check=True)
     try:
