@@ -193,8 +193,13 @@ class FileDirectory:
         return self._settings_file(self.domain_folder(domain) / "Settings" / f"{kind}.settings")
 
     def find_object(self, domain: str, name: str) -> DirectoryObject | None:
-        """The account, alias, group or forwarder ``name`` in ``domain``."""
+        """The account, alias, group or forwarder ``name`` in ``domain``
+        (None for a name no object can have: nothing is looked up)."""
         if self.domain(domain) is None:
+            return None
+        try:
+            check_object_name(name)
+        except DirectoryError:
             return None
         if (self.account_path(domain, name) / "account.settings").is_file():
             return DirectoryObject(ObjectKind.ACCOUNT, domain, name)

@@ -18,6 +18,8 @@ from communigate.store.atomic import write_atomic
 from communigate.store.mailbox import INBOX, MAILBOX_SUFFIX, Mailbox
 
 MAX_NAME = 512
+#: The file system's limit for one folder name.
+MAX_PART = 255
 MAX_DEPTH = 32
 
 
@@ -26,7 +28,12 @@ class MailboxError(ValueError):
 
 
 def canonical_name(name: str) -> str:
-    """The stored form of a mailbox name (INBOX in upper case), or raise."""
+    """The stored form of a mailbox name (INBOX in upper case), or raise.
+
+    Each part becomes a folder ``<part>.mdir``, which must fit the file
+    system's 255-byte limit; names that are not valid Unicode (lone
+    surrogates from undecodable bytes) are refused.
+    """
     name = name.strip("/")
     parts = name.split("/")
     if (
@@ -36,7 +43,13 @@ def canonical_name(name: str) -> str:
         or any(part in ("", ".", "..") or part.startswith(".") for part in parts)
         or any(ord(char) < 32 or char in "\\*%" for char in name)
     ):
-        raise MailboxError(f"invalid mailbox name {name!r}")
+        raise MailboxError(f"invalid mailbox name {name[:80]!r}")
+    try:
+        too_long = any(len((part + MAILBOX_SUFFIX).encode("utf-8")) > MAX_PART for part in parts)
+    except UnicodeEncodeError:
+        raise MailboxError("invalid mailbox name: not valid Unicode") from None
+    if too_long:
+        raise MailboxError(f"invalid mailbox name: a part is longer than {MAX_PART} bytes")
     if parts[0].upper() == INBOX:
         parts[0] = INBOX
     return "/".join(parts)
@@ -99,14 +112,22 @@ class MailStore:
             raise MailboxError(f"mailbox {name} already exists")
         parts = name.split("/")
         parent_acl: dict[str, str] = {}
-        for depth in range(1, len(parts) + 1):
-            partial = "/".join(parts[:depth])
-            mailbox = self.mailbox(partial)
-            if not mailbox.exists():
-                mailbox.create()
-                if parent_acl:
-                    self.set_acl(partial, parent_acl)
-            parent_acl = self.acl(partial)
+        first_made: Mailbox | None = None
+        try:
+            for depth in range(1, len(parts) + 1):
+                partial = "/".join(parts[:depth])
+                mailbox = self.mailbox(partial)
+                if not mailbox.exists():
+                    mailbox.create()
+                    first_made = first_made or mailbox
+                    if parent_acl:
+                        self.set_acl(partial, parent_acl)
+                parent_acl = self.acl(partial)
+        except OSError as error:
+            # Nothing is created unless everything can be.
+            if first_made is not None:
+                shutil.rmtree(first_made.path, ignore_errors=True)
+            raise MailboxError(f"cannot create mailbox {name}: {error.strerror}") from None
         return self.mailbox(name)
 
     def delete(self, name: str) -> None:
