@@ -52,8 +52,9 @@ def print_settings(settings: object) -> None:
         sys.stdout.write(settingsformat.dumps_dictionary(settings))
 
 
-def read_password(args: argparse.Namespace) -> str:
-    """``--password``, else a prompt on a terminal, else one line of stdin."""
+def read_password(args: argparse.Namespace) -> str | bytes:
+    """``--password``, else a prompt on a terminal, else one line of stdin
+    (its bytes, so that a line that is not UTF-8 is refused, not altered)."""
     if args.password is not None:
         return str(args.password)
     if sys.stdin.isatty():
@@ -61,13 +62,18 @@ def read_password(args: argparse.Namespace) -> str:
         if getpass.getpass("Again: ") != first:
             raise CommandFailed("the passwords differ")
         return first
-    return sys.stdin.readline().rstrip("\r\n")
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        return sys.stdin.readline().rstrip("\r\n")
+    return bytes(stream.readline()).rstrip(b"\r\n")
 
 
 def encoded_password(
-    directory: FileDirectory, domain: str, own: dict[str, object], password: str
+    directory: FileDirectory, domain: str, own: dict[str, object], password: str | bytes
 ) -> str:
-    """Encode a new password under the account's effective PasswordEncryption."""
+    """Encode a new password under the account's effective PasswordEncryption;
+    an empty one, one that is not UTF-8 or one the scheme cannot take
+    (bcrypt: 72 bytes) is refused (:func:`passwords.check_new`)."""
     encryption = own.get("PasswordEncryption")
     if not isinstance(encryption, str):
         record = directory.domain(domain)
@@ -80,8 +86,8 @@ def encoded_password(
             if isinstance(layer, dict) and isinstance(layer.get("PasswordEncryption"), str):
                 encryption = str(layer["PasswordEncryption"])
     try:
-        return passwords.encode(password, encryption)
-    except passwords.UnknownEncryption as error:
+        return passwords.encode(passwords.check_new(password, encryption), encryption)
+    except (passwords.UnknownEncryption, passwords.UnacceptablePassword) as error:
         raise CommandFailed(str(error)) from None
 
 

@@ -18,9 +18,14 @@ def parse_assignments(arguments: Sequence[str]) -> dict[str, Value | None]:
 
     A value that starts with ``{`` or ``$`` under the key ``Password`` is
     taken as an imported hash when it is one, else stored as ``{PLAIN}``.
+    Arguments must be UTF-8 (settings files are).
     """
     changes: dict[str, Value | None] = {}
     for argument in arguments:
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueSyntaxError("arguments must be valid UTF-8") from None
         key, sep, text = argument.partition("=")
         key = key.strip()
         if not sep or not key or not key.replace("_", "").replace("-", "").isalnum():

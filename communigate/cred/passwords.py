@@ -25,6 +25,12 @@ stored value starts with               verified as
 anything else                          clear text
 =====================================  ===================================
 
+New passwords are checked once, by :func:`check_new`, wherever they are set
+(command line, PWD): an empty one, one that is not UTF-8, and one longer than
+bcrypt's 72 bytes under ``UB-crpt`` are refused with a one-line reason
+(``clear`` takes any length; ``U-crpt`` uses only the first 8 characters, as
+every Unix crypt does).  An empty password never matches, whatever is stored.
+
 The one-way forms cannot serve CRAM-MD5, DIGEST-MD5 or APOP, which need the
 clear secret.  Verifying a one-way hash is slow on purpose; callers run
 :func:`verify` in a thread pool (see :func:`is_one_way`).
@@ -63,8 +69,40 @@ _CLEAR_PREFIXES = ("{PLAIN}", "{CLEAR}")
 _LDAP_PREFIXES = ("{SHA}", "{SSHA}", "{MD5}", "{SMD5}", "{SSHA256}", "{SSHA512}")
 
 
+#: bcrypt uses at most this many bytes of a password (and bcrypt 5 refuses more).
+BCRYPT_MAX_BYTES = 72
+_BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$", "{CRYPT}$2")
+
+
 class UnknownEncryption(ValueError):
     """A ``PasswordEncryption`` value that is not one of :data:`ENCRYPTIONS`."""
+
+
+class UnacceptablePassword(ValueError):
+    """A new password that cannot be stored; the text says why, in one line."""
+
+
+def check_new(password: str | bytes, encryption: str) -> str:
+    """The new password as text, if it can be stored under ``encryption``;
+    else raise :class:`UnacceptablePassword` (or :class:`UnknownEncryption`)."""
+    encryption = canonical_encryption(encryption)
+    if isinstance(password, bytes):
+        try:
+            password = password.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnacceptablePassword("the new password is not valid UTF-8") from None
+    if not password:
+        raise UnacceptablePassword("empty passwords are not allowed")
+    try:
+        size = len(password.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UnacceptablePassword("the new password is not valid UTF-8") from None
+    if encryption == "UB-crpt" and size > BCRYPT_MAX_BYTES:
+        raise UnacceptablePassword(
+            f"the new password is {size} bytes; UB-crpt (bcrypt) takes at most "
+            f"{BCRYPT_MAX_BYTES} (use a shorter one, or PasswordEncryption clear)"
+        )
+    return password
 
 
 def canonical_encryption(name: str) -> str:
@@ -76,8 +114,10 @@ def canonical_encryption(name: str) -> str:
 
 
 def encode(password: str, encryption: str) -> str:
-    """The stored form of ``password`` under ``encryption`` (may block)."""
+    """The stored form of ``password`` under ``encryption`` (may block);
+    raises :class:`UnacceptablePassword` as :func:`check_new` does."""
     encryption = canonical_encryption(encryption)
+    password = check_new(password, encryption)
     if encryption == "U-crpt":
         return "{CRYPT}" + _crypt_context.handler("des_crypt").hash(password)
     if encryption == "UB-crpt":
@@ -106,12 +146,18 @@ def is_one_way(stored: str) -> bool:
     return stored.startswith("$") and _hash_context.identify(stored) is not None
 
 
+def is_bcrypt(stored: str) -> bool:
+    """Whether ``stored`` is a bcrypt hash (the slowest check there is)."""
+    return stored.startswith(_BCRYPT_PREFIXES)
+
+
 def verify(stored: str, password: bytes) -> bool:
-    """Whether ``password`` matches ``stored``; an empty stored value never does.
+    """Whether ``password`` matches ``stored``; an empty stored value never
+    does, nor an empty password (even against a hash of the empty string).
 
     Blocking for one-way forms.  Clear values compare in constant time.
     """
-    if not stored:
+    if not stored or not password:
         return False
     secret = clear_secret(stored)
     if secret is not None:
@@ -127,7 +173,7 @@ def verify(stored: str, password: bytes) -> bool:
 _DUMMY_HASHES: dict[str, str] = {}
 
 
-def dummy_verify(encryption: str) -> bool:
+def dummy_verify(encryption: str = "UB-crpt") -> bool:
     """Spend the time of a failed check of a password stored under
     ``encryption`` (blocking; no timing oracle for unknown accounts)."""
     canonical = canonical_encryption(encryption)
@@ -147,5 +193,5 @@ def weaker_than(stored: str, encryption: str) -> bool:
     if target == "clear" or not stored:
         return False
     if target == "UB-crpt":
-        return not stored.startswith(("$2a$", "$2b$", "$2y$", "{CRYPT}$2"))
+        return not is_bcrypt(stored)
     return not is_one_way(stored)

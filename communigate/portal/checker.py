@@ -13,8 +13,19 @@ them, and the log says so.
 With an authorization identity (``PLAIN`` with an authzid), the
 authenticating account opens another one only if it holds ``CanImpersonate``
 for the target's domain (spec §6).  The avatar ID is the opened account's
-full name.  Every outcome is logged as one event with fields (protocol,
-remote address, login name, account, mechanism, result); never a secret.
+full name.  An authorization identity that is no account is refused with
+the same text as one the account may not open, so it tells nothing about
+which accounts exist.  Every outcome is logged as one event with fields
+(protocol, remote address, login name, account, mechanism, result); never a
+secret.
+
+Failures cost the same, so that neither the work nor the reply time tells
+an unknown name from a wrong password: a failed check costs one bcrypt
+verification whatever the account stores (an unknown name, a locked
+account or a wrong password checked against anything but a bcrypt hash run
+a dummy one), and every failure is answered no earlier than
+``FailedLoginDelay`` after the attempt began (:mod:`.policy`).  An empty
+password never matches.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from communigate.cred.interfaces import IPasswordSource
 from communigate.cred.sasl.registry import clear_text_allowed, is_loopback
 from communigate.portal.accounts import Account, AccountResolver
 from communigate.portal.addresses import address_in
-from communigate.portal.policy import LoginThrottle
+from communigate.portal.policy import LoginThrottle, failure_delay
 from communigate.portal.rights import Rights
 from communigate.store.settingsformat import as_bool, as_string_list
 
@@ -81,12 +92,20 @@ class AccountChecker:
         """The full account name as bytes, or a LoginFailure."""
         return self._attempt(credentials)
 
+    def _now(self) -> float | None:
+        """The reactor's clock; None without one (no delays then)."""
+        seconds = getattr(self._reactor, "seconds", None)
+        return float(seconds()) if seconds is not None else None
+
     @inlineCallbacks
     def _attempt(self, credentials: Any) -> Any:
+        started = self._now()
         connection = getattr(credentials, "connection", _UNKNOWN_CONNECTION)
         mechanism = getattr(credentials, "mechanism", "USER")
         login = credentials.username.decode("utf-8", "replace")
         account: Account | None = None
+        # Whether this attempt has already cost one bcrypt verification.
+        costly: list[bool] = [False]
         try:
             self._check_client_address(connection)
             try:
@@ -94,34 +113,45 @@ class AccountChecker:
             except UnknownAccount as unknown:
                 account = yield self._consult_external(unknown, login, connection)
                 if account is None:
-                    # Cost what a wrong password costs, so timing tells nothing.
-                    yield self._equal_work(connection)
                     raise
             self.resolver.check_service(account, connection.protocol)
             if IUsernamePassword.providedBy(credentials):
                 self._check_clear_text(account, connection)
             if self.throttle.locked(account.full_name, account.settings):
-                yield self._equal_work(connection)
                 raise AccountLocked("FailedLoginFlow exhausted", WRONG_PASSWORD_TEXT)
-            verified = yield self._check(account, credentials)
+            verified = yield self._check(account, credentials, costly)
             avatar = self._impersonate(verified, credentials)
         except LoginFailure as failure:
             wrong = account.full_name if isinstance(failure, WrongPassword) and account else None
             self.throttle.failed(wrong, connection.remote_host)
             self._log(connection, login, account, mechanism, failure)
-            delay = self.throttle.delay(
-                connection.remote_host, self.resolver.directory.server_settings()
-            )
-            if delay and hasattr(self._reactor, "callLater"):
-                yield deferLater(self._reactor, delay)
+            if isinstance(failure, (UnknownAccount, AccountLocked, WrongPassword)):
+                if not costly[0]:
+                    yield self._dummy_check()
+            yield self._answer_later(started, connection)
             raise
         except Exception:
             self.log.failure("login check failed for {login!r}", login=login)
+            yield self._answer_later(started, connection)
             raise TemporaryFailure("internal error") from None
         assert account is not None
         self.throttle.succeeded(account.full_name)
         self._log(connection, login, account, mechanism, None)
         return avatar
+
+    def _answer_later(self, started: float | None, connection: ConnectionInfo) -> Deferred[Any]:
+        """Fires when a failure may be answered: ``FailedLoginDelay`` after
+        the attempt began, plus the per-address slowing.  A timer, so the
+        session waits and nothing else does."""
+        now = self._now()
+        if now is None or started is None or not hasattr(self._reactor, "callLater"):
+            return succeed(None)
+        server = self.resolver.directory.server_settings()
+        floor = max(0.0, started + failure_delay(server) - now)
+        delay = floor + self.throttle.delay(connection.remote_host, server)
+        if delay <= 0:
+            return succeed(None)
+        return deferLater(self._reactor, delay)
 
     @inlineCallbacks
     def _consult_external(
@@ -147,21 +177,12 @@ class AccountChecker:
                 return self.resolver.resolve(login, connection)
         return None
 
-    def _equal_work(self, connection: ConnectionInfo) -> Deferred[Any]:
-        """A failed verification of the scheme the connection's domain
-        stores passwords in (none for clear text)."""
-        directory = self.resolver.directory
-        encryption: Any = "clear"
-        record = directory.domain(self.resolver.connection_domain(connection))
-        for layer in (
-            directory.server_settings().get("AccountDefaults"),
-            record.settings.get("AccountDefaults") if record else None,
-        ):
-            if isinstance(layer, dict) and isinstance(layer.get("PasswordEncryption"), str):
-                encryption = layer["PasswordEncryption"]
-        if str(encryption).lower() == "clear":
-            return succeed(None)
-        return self._run(passwords.dummy_verify, str(encryption))
+    def _dummy_check(self) -> Deferred[Any]:
+        """One failed bcrypt verification, the cost of a wrong password on
+        a bcrypt account: spent where no such verification ran (an unknown
+        name, a locked account, a password stored any other way), whatever
+        the domain's PasswordEncryption, so the work tells nothing."""
+        return self._run(passwords.dummy_verify, "UB-crpt")
 
     def _check_client_address(self, connection: ConnectionInfo) -> None:
         """Server settings ``ClientIPs`` and ``NonClientLogins=Prohibit``
@@ -190,20 +211,28 @@ class AccountChecker:
         return deferToThreadPool(self._reactor, self._threadpool, function, *args)
 
     @inlineCallbacks
-    def _check(self, account: Account, credentials: Any) -> Any:
+    def _check(self, account: Account, credentials: Any, costly: list[bool]) -> Any:
+        """Ask the password sources; ``costly[0]`` becomes true once a
+        bcrypt hash was verified."""
         temporary: TemporaryFailure | None = None
         one_way = False
+        clear = not IClearSecretCredentials.providedBy(credentials)
+        if clear and not credentials.password:
+            raise WrongPassword(f"empty password for {account.full_name}")
         for source in self.sources:
             if not as_bool(account.settings.get(source.setting)):
                 continue
             try:
-                if IClearSecretCredentials.providedBy(credentials):
+                if not clear:
                     secret = source.clear_secret(account)
                     if secret is None:
                         one_way = True
                         continue
                     matched = yield self._run(credentials.check, secret)
                 else:
+                    stored = account.settings.get("Password")
+                    if source.name == "internal" and isinstance(stored, str):
+                        costly[0] = costly[0] or passwords.is_bcrypt(stored)
                     matched = yield source.verify(account, credentials.password)
                     if matched and source.name == "internal":
                         yield self._maybe_rehash(account, credentials.password)
@@ -236,7 +265,17 @@ class AccountChecker:
             or not passwords.weaker_than(stored, encryption)
         ):
             return succeed(None)
-        clear = password.decode("utf-8", "replace")
+        try:
+            # Never a replacement character for bytes that are not UTF-8:
+            # the stored password would no longer be the one typed.
+            clear = passwords.check_new(password, encryption)
+        except ValueError as error:
+            self.log.info(
+                "password of {account} not re-hashed: {reason}",
+                account=account.full_name,
+                reason=str(error),
+            )
+            return succeed(None)
 
         def store(encoded: str) -> None:
             update(account.domain, account.name, {"Password": encoded})
@@ -246,13 +285,26 @@ class AccountChecker:
                 scheme=encryption,
             )
 
-        return self._run(passwords.encode, clear, encryption).addCallback(store)
+        def failed(failure: Any) -> None:
+            self.log.info(
+                "password of {account} not re-hashed: {reason}",
+                account=account.full_name,
+                reason=failure.getErrorMessage(),
+            )
+
+        return self._run(passwords.encode, clear, encryption).addCallback(store).addErrback(failed)
 
     def _impersonate(self, account: Account, credentials: Any) -> bytes:
         authzid = getattr(credentials, "authzid", None)
         if not authzid:
             return account.full_name.encode("utf-8")
-        target = self.resolver.resolve(authzid.decode("utf-8", "replace"), credentials.connection)
+        try:
+            target = self.resolver.resolve(
+                authzid.decode("utf-8", "replace"), credentials.connection
+            )
+        except UnknownAccount as unknown:
+            # The same refusal as for an account that may not be opened.
+            raise ImpersonationRefused(f"authorization identity: {unknown.reason}") from None
         if target.full_name == account.full_name:
             return account.full_name.encode("utf-8")
         if not self.rights.has(account.domain, account.name, "CanImpersonate", target.domain):

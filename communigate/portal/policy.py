@@ -11,6 +11,12 @@
   many accounts slows down while users elsewhere are not affected.  The
   server's own (loopback) addresses are not slowed: local tools and
   monitoring log in from there.
+* Every failed login, from any address (loopback too), is answered no
+  earlier than ``FailedLoginDelay`` after the attempt began (server setting,
+  default ``2s`` like Dovecot's ``auth_failure_delay``; ``0`` turns it off),
+  so the reply time tells neither an unknown name from a wrong password nor
+  one password scheme from another.  The reply is delayed with a timer: the
+  session waits, nothing else does.
 
 Counters live in memory (one server process serves every protocol).  Pure
 code with an injected clock.
@@ -18,6 +24,7 @@ code with an injected clock.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -29,6 +36,10 @@ DEFAULT_PER_ADDRESS = (10, 60)
 STEP_DELAY = 0.5
 MAX_DELAY = 10.0
 MAX_TRACKED = 100_000
+DEFAULT_FAILURE_DELAY = 2.0
+MAX_FAILURE_DELAY = 60.0
+_DELAY = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\Z", re.IGNORECASE)
+_DELAY_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 
 def flow(value: Value) -> tuple[int, int] | None:
@@ -40,6 +51,20 @@ def flow(value: Value) -> tuple[int, int] | None:
         return int(items[0]), as_seconds(items[1])
     except ValueError:
         return None
+
+
+def failure_delay(server: Mapping[str, Value]) -> float:
+    """Seconds from the start of a failed login to its reply: the server
+    setting ``FailedLoginDelay`` (``2s``, ``0.5s``, ``200ms``, ``#2``; at
+    most a minute), the default when absent or malformed."""
+    value = server.get("FailedLoginDelay")
+    if isinstance(value, int):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DELAY.match(value.strip())):
+        seconds = float(match.group(1)) * _DELAY_UNITS[(match.group(2) or "s").lower()]
+    else:
+        return DEFAULT_FAILURE_DELAY
+    return min(max(seconds, 0.0), MAX_FAILURE_DELAY)
 
 
 class _Window:

@@ -123,13 +123,52 @@ def test_removing_a_setting(base: Path) -> None:
     ],
 )
 def test_bad_input(base: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
-    """Bad input: one line on stderr, exit 1, nothing written."""
-    before = sorted(str(p) for p in base.rglob("*") if ".lock" not in p.name)
+    """Bad input: one line on stderr, exit 1, nothing written (names and contents)."""
+    before = snapshot(base)
     assert run(base, *args, stdin=b"") == 1
     err = capsys.readouterr().err
     assert err.startswith("communigate: error: ") and err.count("\n") == 1
-    after = sorted(str(p) for p in base.rglob("*") if ".lock" not in p.name)
-    assert after == before
+    assert snapshot(base) == before
+
+
+def snapshot(base: Path) -> dict[str, bytes | None]:
+    """Every file's contents (None for a folder) under ``base``, by path."""
+    return {
+        str(path.relative_to(base)): path.read_bytes() if path.is_file() else None
+        for path in base.rglob("*")
+        if ".lock" not in path.name
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "reason"),
+    [
+        (("account", "password", "b@company.com"), b"", "empty passwords are not allowed"),
+        (("account", "password", "b@company.com"), b"\n", "empty passwords are not allowed"),
+        (("account", "password", "b@company.com", "--password", ""), b"", "empty passwords"),
+        (("account", "create", "new@company.com", "--password", ""), b"", "empty passwords"),
+        (("account", "password", "b@company.com"), b"\xff\xfe\n", "not valid UTF-8"),
+        (("account", "password", "b@company.com"), b"x" * 73 + b"\n", "takes at most 72"),
+        (("account", "password", "b@company.com", "--password", "a\udcff"), b"", "not valid UTF-8"),
+        (("account", "settings", "b@company.com", "X=a\udcff"), b"", "must be valid UTF-8"),
+    ],
+)
+def test_unstorable_passwords(
+    base: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    stdin: bytes,
+    reason: str,
+) -> None:
+    """Empty, non-UTF-8 and (bcrypt) over-72-byte passwords are refused with
+    one line saying why, and nothing is written."""
+    assert run(base, "account", "create", "b@company.com", "PasswordEncryption=UB-crpt") == 0
+    capsys.readouterr()
+    before = snapshot(base)
+    assert run(base, *args, stdin=stdin) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("communigate: error: ") and err.count("\n") == 1 and reason in err
+    assert snapshot(base) == before
 
 
 def test_duplicate_names(base: Path) -> None:

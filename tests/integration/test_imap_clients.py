@@ -90,7 +90,8 @@ def test_imtest_mechanisms(
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_imtest_wrong_password(server: Server, mechanism: str) -> None:
-    """A wrong password fails with every mechanism."""
+    """A wrong password fails with every mechanism: the server itself
+    answers the login with NO [AUTHENTICATIONFAILED]."""
     result = subprocess.run(
         [
             IMTEST,
@@ -111,6 +112,12 @@ def test_imtest_wrong_password(server: Server, mechanism: str) -> None:
     )
     out = (result.stdout + result.stderr).decode(errors="replace")
     assert "Authenticated." not in out
+    assert "IMAP4rev1 server ready" in out, out
+    # imtest sends LOGIN as the LOGIN command (tag L01), others as AUTHENTICATE.
+    tag, sent = ("L01", "LOGIN info") if mechanism == "LOGIN" else ("A01", "AUTHENTICATE")
+    assert f"C: {tag} {sent}" in out, out
+    assert f"S: {tag} NO [AUTHENTICATIONFAILED] incorrect password or account name" in out, out
+    assert "Authentication failed." in out, out
 
 
 def test_mbsync_two_way(server: Server, tmp_path: Path, settle: float) -> None:

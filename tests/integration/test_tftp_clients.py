@@ -116,7 +116,7 @@ def test_names(server: Server, storage: Path) -> None:
     [
         ("secret/key.txt", packets.ACCESS_VIOLATION),
         ("../../etc/passwd", packets.ACCESS_VIOLATION),
-        ("/etc/passwd", packets.NO_SUCH_USER),
+        ("/etc/passwd", packets.FILE_NOT_FOUND),
         ("no-such-file", packets.FILE_NOT_FOUND),
     ],
 )
@@ -125,6 +125,30 @@ def test_errors(server: Server, storage: Path, name: str, code: int) -> None:
     with pytest.raises(tftpclient.TFTPError) as raised:
         tftpclient.get(server.tftp_port, name, {})
     assert raised.value.code == code
+
+
+def test_account_names_tell_nothing(server: Server, storage: Path) -> None:
+    """~nosuch/x, ~other@client1.com/x (missing), ~devices/secret/key.txt
+    (private) and /nosuch/dir/x are all answered ERROR 1 "file not found"."""
+    answers = set()
+    for name in ("~nosuch/x", "~other@client1.com/x", "~devices/secret/key.txt", "/nosuch/d/x"):
+        with pytest.raises(tftpclient.TFTPError) as raised:
+            tftpclient.get(server.tftp_port, name, {})
+        answers.add((raised.value.code, raised.value.message))
+    assert answers == {(packets.FILE_NOT_FOUND, "file not found")}
+
+
+def test_default_storage_full_name(server: Server, storage: Path) -> None:
+    """TFTPDefaultStorage=other@client1.com serves that account's files
+    (a full name stays a full name); the old value is put back after."""
+    admin(server.base, "server", "settings", "TFTPDefaultStorage=other@client1.com")
+    time.sleep(1.1)
+    try:
+        data, _ = tftpclient.get(server.tftp_port, "hello.txt", {})
+        assert data == b"hello from client1"
+    finally:
+        admin(server.base, "server", "settings", "TFTPDefaultStorage=devices")
+        time.sleep(1.1)
 
 
 def test_upload_refused_without_rights(server: Server, storage: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from passlib.hash import bcrypt, des_crypt, ldap_salted_sha1, sha512_crypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
@@ -15,6 +16,7 @@ from communigate.cred.checkers.internal import InternalPassword
 from communigate.cred.credentials import ConnectionInfo, LoginPassword
 from communigate.cred.errors import (
     WRONG_PASSWORD_TEXT,
+    ImpersonationRefused,
     LoginFailure,
     ServiceDisabled,
     UnknownAccount,
@@ -104,12 +106,38 @@ def test_hide_account_unknown(directory: FileDirectory, clock: ManualClock) -> N
     assert isinstance(unknown, UnknownAccount) and unknown.reply == wrong.reply
 
 
-def test_empty_password_never_matches(directory: FileDirectory) -> None:
-    """An absent or empty CommuniGate password never matches."""
-    directory.create_account("company.com", "nopass", {})
-    directory.create_account("company.com", "empty", {"Password": ""})
-    assert isinstance(login(directory, "nopass", "", ON_127_0_0_1), WrongPassword)
-    assert isinstance(login(directory, "empty", "", ON_127_0_0_1), WrongPassword)
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        "",
+        "{PLAIN}",
+        bcrypt.hash(""),
+        "{CRYPT}" + des_crypt.hash(""),
+        sha512_crypt.hash(""),
+        ldap_salted_sha1.hash(""),
+    ],
+)
+def test_empty_password_never_matches(directory: FileDirectory, stored: str | None) -> None:
+    """An empty password never opens an account, whether the stored password
+    is absent, empty, or a clear or hashed form of the empty string."""
+    settings = {} if stored is None else {"Password": stored}
+    directory.create_account("company.com", "blank", settings)
+    assert isinstance(login(directory, "blank", "", ON_127_0_0_1), WrongPassword)
+
+
+def test_authzid_unknown_or_refused_alike(directory: FileDirectory) -> None:
+    """PLAIN with an authorization identity: an existing account that may not
+    be opened and an unknown name get the same reply, HideAccountUnknown or not."""
+    for hide in ("NO", "YES"):
+        directory.update_server_settings({"HideAccountUnknown": hide})
+        replies = set()
+        for authzid in (b"j.smith@client1.com", b"nosuch@client1.com", b"nosuch"):
+            credentials = LoginPassword(b"info", b"pw-company.com", ON_127_0_0_1, authzid, "PLAIN")
+            failure = result_of(make_checker(directory).requestAvatarId(credentials))
+            assert isinstance(failure, ImpersonationRefused), authzid
+            replies.add(failure.reply)
+        assert len(replies) == 1
 
 
 def test_use_app_password_off(directory: FileDirectory) -> None:

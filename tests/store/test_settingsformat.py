@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from communigate.store import settingsformat as sf
 
@@ -85,3 +87,28 @@ def test_booleans() -> None:
     """YES/NO and friends read as booleans; other values give the default."""
     assert sf.as_bool("YES") and sf.as_bool("1") and not sf.as_bool("NO")
     assert sf.as_bool(None, True) and not sf.as_bool(["x"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_raise_only_syntax_errors(data: bytes) -> None:
+    """Any bytes, as text (undecodable bytes as surrogates), either parse or
+    raise SettingsSyntaxError, nothing else."""
+    text = data.decode("utf-8", "surrogateescape")
+    for parse in (sf.loads, sf.loads_dictionary):
+        try:
+            parse(text)
+        except sf.SettingsSyntaxError:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from('(){}[];,="#\\ \naZ09-_.@T:+/=xe'), max_size=200))
+def test_syntax_like_text_raises_only_syntax_errors(text: str) -> None:
+    """Text made of the syntax's own characters either parses or raises
+    SettingsSyntaxError, nothing else."""
+    try:
+        value = sf.loads(text)
+    except sf.SettingsSyntaxError:
+        return
+    assert sf.loads(sf.dumps(value)) == value

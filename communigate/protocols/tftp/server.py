@@ -6,7 +6,10 @@ connected to the client's (as tftpd-hpa does), so the kernel drops
 datagrams from any other address or port and sending needs no address
 checks.  Uploads go to a temporary file renamed into place when the
 last block arrives, so a broken upload leaves the old file.  Each client
-address may run at most ``max_per_address`` transfers at once.
+address may run at most ``max_per_address`` transfers at once; a slot is
+freed when its transfer ends, however it ends (see :class:`TransferProtocol`),
+so a client that never answers (or a spoofed address) holds slots only until
+the last time-out.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import os
 import secrets
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -41,7 +46,16 @@ ERROR_CODES = {
 
 
 class TransferProtocol(DatagramProtocol):
-    """One transfer on its own port."""
+    """One transfer on its own port.
+
+    Every transfer ends exactly once, whichever comes first: the last
+    block, an error (sent or received), the last time-out, the client's port
+    reported unreachable, or the port closed under it (the reactor closes a
+    UDP port whose socket reports an error).  Ending closes the file, keeps
+    or drops an upload, and frees the client address's slot (``done``).
+    Nothing the reactor calls here raises: an unexpected error ends the
+    transfer instead.
+    """
 
     log = Logger()
     noisy = False
@@ -51,9 +65,9 @@ class TransferProtocol(DatagramProtocol):
         transfer: Transfer,
         peer: tuple[str, int],
         reactor: Any,
-        done: Any,
+        done: Callable[[], None],
         handle: BinaryIO | None = None,
-        commit: Any = None,
+        commit: Callable[[bool], None] | None = None,
     ) -> None:
         self.transfer = transfer
         self.peer = peer
@@ -65,32 +79,66 @@ class TransferProtocol(DatagramProtocol):
         self.deadline = 0.0
         self.closing = False
         self.port: Any = None
+        self._file_ended = False
+        self._released = False
+
+    # -- entry points (called by the reactor) ---------------------------------
 
     def startProtocol(self) -> None:
         """Begin once listening has returned the port (so it can be closed)."""
-        self.timer = self.reactor.callLater(0, self.begin)
+        self.timer = self.reactor.callLater(0, self._guarded, self.begin)
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A packet from the peer (the socket is connected to it)."""
+        self._guarded(self._received, data)
+
+    def connectionRefused(self) -> None:
+        """The client's port is gone (ICMP): end the transfer."""
+        self._guarded(self._refused)
+
+    def timed_out(self) -> None:
+        """Resend or give up, unless there was progress since."""
+        self._guarded(self._timed_out)
+
+    def stopProtocol(self) -> None:
+        """The port is closed, by :meth:`close` or by the reactor after a
+        socket error: end the transfer if that has not happened yet."""
+        self._cancel_timer()
+        self.port = None
+        if not self.transfer.finished:
+            self.transfer.error = "transfer port closed"
+        self._end_file()
+        self._release()
+
+    # -- steps -------------------------------------------------------------------
+
+    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+        """Run one step; any error ends the transfer instead of escaping."""
+        try:
+            step(*args)
+        except OSError as error:
+            self.abort(f"network or file error: {error}")
+        except Exception:
+            self.log.failure("TFTP transfer with {peer} failed", peer=self.peer)
+            self.abort("internal error")
 
     def begin(self) -> None:
         """Send the first packets."""
         self.timer = None
-        assert self.transport is not None
+        if self.transport is None or self.closing:
+            return
         self.transport.connect(*self.peer)
         self.send(self.transfer.start())
         self.after_step()
 
     def send(self, datagrams: list[bytes]) -> None:
-        """Send datagrams to the peer."""
-        assert self.transport is not None
+        """Send datagrams to the peer, while the port is open."""
         for datagram in datagrams:
+            if self.transport is None or self.port is None:
+                return  # closed, possibly by the previous write (ICMP)
             self.transport.write(datagram, None)
 
-    def connectionRefused(self) -> None:
-        """The client's port is gone (ICMP): end the transfer."""
-        self.transfer.error = "client port unreachable"
-        self.after_step()
-
-    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        """A packet from the peer (the socket is connected to it)."""
+    def _received(self, data: bytes) -> None:
         if len(data) == 4 and data[1] == packets.ACK and data[0] == 0:
             # The common case, an ACK, without building a packet object.
             self.send(self.transfer.received(Ack(int.from_bytes(data[2:4], "big"))))
@@ -105,6 +153,11 @@ class TransferProtocol(DatagramProtocol):
         self.send(self.transfer.received(packet))
         self.after_step()
 
+    def _refused(self) -> None:
+        if not self.transfer.finished:
+            self.transfer.error = "client port unreachable"
+        self.after_step()
+
     def after_step(self) -> None:
         """Note the progress (the timer checks it lazily), or finish.
 
@@ -112,16 +165,14 @@ class TransferProtocol(DatagramProtocol):
         one timer runs and, when it fires, waits again if there was progress
         in the meantime."""
         if self.transfer.finished:
-            if self.timer is not None and self.timer.active():
-                self.timer.cancel()
+            self._cancel_timer()
             self.finish()
             return
         self.deadline = self.reactor.seconds() + self.transfer.next_timeout()
         if self.timer is None or not self.timer.active():
             self.timer = self.reactor.callLater(self.transfer.next_timeout(), self.timed_out)
 
-    def timed_out(self) -> None:
-        """Resend or give up, unless there was progress since."""
+    def _timed_out(self) -> None:
         self.timer = None
         if self.closing:
             self.close()
@@ -133,36 +184,67 @@ class TransferProtocol(DatagramProtocol):
         self.send(self.transfer.timed_out())
         self.after_step()
 
+    # -- the end -------------------------------------------------------------------
+
     def finish(self) -> None:
         """Close the file, keep or drop an upload, free the port."""
         if self.closing:
-            # A repeated last DATA while dallying: the transfer answered it.
-            self.timer = self.reactor.callLater(DALLY, self.timed_out)
+            if self.port is not None:
+                # A repeated last DATA while dallying: the transfer answered it.
+                self._cancel_timer()
+                self.timer = self.reactor.callLater(DALLY, self.timed_out)
             return
         self.closing = True
-        if self.handle is not None:
-            self.handle.close()
-        if self.commit is not None:
-            self.commit(self.transfer.done)
+        self._end_file()
+        if isinstance(self.transfer, WriteTransfer) and self.transfer.done and self.port:
+            # After the last ACK of an upload, stay to repeat it if it was lost.
+            self.timer = self.reactor.callLater(DALLY, self.timed_out)
+        else:
+            self.close()
+
+    def abort(self, reason: str) -> None:
+        """End at once without sending anything more (the reason is logged)."""
+        if not self.transfer.finished:
+            self.transfer.error = reason
+        self.closing = True
+        self._end_file()
+        self.close()
+
+    def _end_file(self) -> None:
+        """Close the file and keep or drop an upload, once."""
+        if self._file_ended:
+            return
+        self._file_ended = True
+        try:
+            if self.handle is not None:
+                self.handle.close()
+            if self.commit is not None:
+                self.commit(self.transfer.done and self.transfer.error is None)
+        except OSError as error:
+            self.transfer.error = self.transfer.error or f"file error: {error}"
         if self.transfer.error:
             self.log.info(
                 "TFTP transfer with {peer} failed: {error}",
                 peer=self.peer,
                 error=self.transfer.error,
             )
-        if isinstance(self.transfer, WriteTransfer) and self.transfer.done:
-            self.timer = self.reactor.callLater(DALLY, self.timed_out)
-        else:
-            self.close()
 
     def close(self) -> None:
-        """Stop listening."""
+        """Stop listening and free the slot."""
+        self._cancel_timer()
+        port, self.port = self.port, None
+        if port is not None:
+            port.stopListening()
+        self._release()
+
+    def _cancel_timer(self) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-        if self.port is not None:
-            port, self.port = self.port, None
-            port.stopListening()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
             self.done()
 
 
@@ -183,8 +265,12 @@ class TFTPServer(DatagramProtocol):
 
     def refuse(self, addr: tuple[str, int], code: int, message: str) -> None:
         """Answer a request with an error from the listening port."""
-        assert self.transport is not None
-        self.transport.write(encode(Error(code, message)), addr)
+        if self.transport is None:
+            return
+        try:
+            self.transport.write(encode(Error(code, message)), addr)
+        except OSError as error:
+            self.log.info("TFTP reply to {peer} not sent: {error}", peer=addr, error=error)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         """A request: check it and run it on a port of its own."""
@@ -203,25 +289,35 @@ class TFTPServer(DatagramProtocol):
             self.refuse(addr, packets.NOT_DEFINED, "too many transfers from this address")
             return
         write = packet.opcode == packets.WRQ
+        kind = "WRQ" if write else "RRQ"
         try:
             target = self.files.resolve(packet.filename, write)
+            protocol = (
+                self._upload(packet, target, addr)
+                if write
+                else self._download(packet, target, addr)
+            )
         except Refused as refusal:
             self.log.info(
                 "TFTP {kind} {name!r} from {peer} refused: {reason}",
-                kind="WRQ" if write else "RRQ",
+                kind=kind,
                 name=packet.filename,
                 peer=addr[0],
-                reason=str(refusal),
+                reason=refusal.detail,
             )
             self.refuse(addr, ERROR_CODES[refusal.reason], str(refusal))
             return
-        protocol = (
-            self._upload(packet, target, addr) if write else self._download(packet, target, addr)
-        )
         self.active[addr[0]] += 1
-        protocol.port = self.reactor.listenUDP(0, protocol, interface=self.interface)
+        try:
+            protocol.port = self.reactor.listenUDP(0, protocol, interface=self.interface)
+        except CannotListenError as error:
+            self.log.warn("TFTP cannot open a transfer port: {error}", error=error)
+            protocol.abort("no transfer port")
+            self.refuse(addr, packets.NOT_DEFINED, "server busy, try again later")
 
-    def _finished(self, host: str) -> Any:
+    def _finished(self, host: str) -> Callable[[], None]:
+        """What a transfer calls, once, when it ends: free its slot."""
+
         def done() -> None:
             self.active[host] -= 1
             if self.active[host] <= 0:
@@ -230,8 +326,11 @@ class TFTPServer(DatagramProtocol):
         return done
 
     def _download(self, request: Request, target: Target, addr: tuple[str, int]) -> Any:
-        handle = open(target.local, "rb")
-        size = os.fstat(handle.fileno()).st_size
+        try:
+            handle = open(target.local, "rb")
+            size = os.fstat(handle.fileno()).st_size
+        except OSError as error:
+            raise Refused(Reason.NOT_FOUND, "file not found", str(error)) from None
         options = Negotiated(request.options, size)
 
         def read(offset: int, length: int) -> bytes:
@@ -244,7 +343,10 @@ class TFTPServer(DatagramProtocol):
 
     def _upload(self, request: Request, target: Target, addr: tuple[str, int]) -> Any:
         temporary = target.local.with_name(f".{target.local.name}.{secrets.token_hex(6)}.tftp")
-        handle = open(temporary, "wb")
+        try:
+            handle = open(temporary, "wb")
+        except OSError as error:
+            raise Refused(Reason.ACCESS_DENIED, "access denied", str(error)) from None
         options = Negotiated(request.options, None)
 
         def commit(complete: bool) -> None:

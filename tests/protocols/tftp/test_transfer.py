@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from communigate.protocols.tftp import packets
-from communigate.protocols.tftp.packets import Ack, Data, Error, OptionAck, Request, encode, parse
+from communigate.protocols.tftp.packets import (
+    Ack,
+    Data,
+    Error,
+    OptionAck,
+    PacketError,
+    Request,
+    encode,
+    parse,
+)
 from communigate.protocols.tftp.transfer import (
     MAX_RETRIES,
     Negotiated,
@@ -118,3 +129,25 @@ def test_write_window_and_quota() -> None:
     assert parse(out[0]) == Error(packets.DISK_FULL, "storage quota exceeded")
     big = WriteTransfer(lambda _: None, Negotiated({"tsize": "100"}, None), 20)
     assert parse(big.start()[0]).code == packets.DISK_FULL  # type: ignore[union-attr]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_parser_raises_only_packet_error(data: bytes) -> None:
+    """Arbitrary bytes either parse to a packet or raise PacketError, nothing else."""
+    try:
+        packet = parse(data)
+    except PacketError:
+        return
+    assert isinstance(packet, Request | Data | Ack | Error | OptionAck)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([1, 2, 3, 4, 5, 6]), st.binary(max_size=300))
+def test_parser_with_valid_opcodes_raises_only_packet_error(opcode: int, body: bytes) -> None:
+    """Bytes after a valid opcode either parse or raise PacketError, nothing else."""
+    try:
+        packet = parse(opcode.to_bytes(2, "big") + body)
+    except PacketError:
+        return
+    assert isinstance(packet, Request | Data | Ack | Error | OptionAck)
