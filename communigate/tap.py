@@ -39,7 +39,11 @@ from communigate.protocols.tftp.server import TFTPServer
 from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
+from communigate.store.spool import remove_stale, spool_folder
 from communigate.store.uploads import remove_stale_everywhere
+
+#: Seconds between checks that logged-in accounts still exist.
+SESSION_SWEEP = 2
 
 LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp", "ftp", "ftps", "pwd")
 
@@ -53,7 +57,9 @@ class Options(usage.Options):
         "take Twisted endpoint descriptions and may be repeated, e.g. "
         "--pop3 tcp:110:interface=127.0.0.1 --pop3 tcp:110:interface=127.0.0.2; "
         "the domain of a connection is the one that owns the local address the "
-        "client reached."
+        "client reached.  A description without backlog= listens with a backlog "
+        "of 1024.  Line lengths, the login deadline and idle time-outs are the "
+        "server setting Limits (see README.rst, Connection limits)."
     )
     optParameters = [
         [
@@ -71,7 +77,13 @@ class Options(usage.Options):
             "(default: this host's name).",
         ],
         ["threads", None, 4, "Threads for password hashing and other blocking work.", int],
-        ["pop3-timeout", None, IDLE_TIMEOUT, "Seconds a POP3 session may stay idle.", int],
+        [
+            "pop3-timeout",
+            None,
+            IDLE_TIMEOUT,
+            "Seconds a POP3 session may stay idle (unless Limits says otherwise).",
+            int,
+        ],
         ["tftp-per-address", None, 8, "TFTP transfers one client address may run at once.", int],
         [
             "passive-ports",
@@ -156,8 +168,8 @@ class ThreadPoolService(Service):
 
 
 class StaleUploadsService(Service):
-    """Removes uploads a crashed server left half-written, at start, in
-    the thread pool (the File Storage never saw them)."""
+    """Removes uploads and spooled messages a crashed server left
+    half-written, at start, in the thread pool (no account ever saw them)."""
 
     log = Logger()
 
@@ -167,14 +179,21 @@ class StaleUploadsService(Service):
         self.pool = pool
 
     def startService(self) -> None:
-        """Sweep every account's temporary upload folder once."""
+        """Sweep every account's temporary upload folder and the spool once."""
         super().startService()
-        swept = deferToThreadPool(self.reactor, self.pool, remove_stale_everywhere, self.directory)
+        swept = deferToThreadPool(self.reactor, self.pool, self._sweep)
         swept.addCallbacks(self._swept, self._failed)
+
+    def _sweep(self) -> int:
+        spool = remove_stale(spool_folder(self.directory.base))
+        return remove_stale_everywhere(self.directory) + spool
 
     def _swept(self, count: int) -> None:
         if count:
-            self.log.info("removed {count} unfinished uploads left by an earlier run", count=count)
+            self.log.info(
+                "removed {count} unfinished uploads and spooled messages left by an earlier run",
+                count=count,
+            )
 
     def _failed(self, failure: Failure) -> None:
         self.log.failure("could not remove unfinished uploads", failure)
@@ -226,7 +245,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ExternalPassword(helper, directory),
     ]
     checker = AccountChecker(resolver, sources, reactor, pool)
-    portal = Portal(AccountRealm(directory, reactor, pool), [checker])
+    realm = AccountRealm(directory, reactor, pool)
+    portal = Portal(realm, [checker])
+    # Sessions of deleted accounts end within this many seconds.
+    sweep = internet.TimerService(SESSION_SWEEP, realm.sessions.sweep)
+    sweep.clock = reactor
+    sweep.setServiceParent(top)
     tls = DomainContexts(directory)
     service = LoginService(portal, resolver, tls, salt_key(directory.base))
 
@@ -236,11 +260,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pop3s = POP3Factory(service, reactor, timeout, tls, implicit_tls=True)
     add_listeners(top, "pop3s", options["pop3s"], pop3s, reactor, tls, directory)
     limit = options["max-message"]
-    imap4 = IMAP4Factory(service, reactor, tls, max_message=limit)
+    # Messages are spooled beside the mailboxes, so delivery is a hard link.
+    spool = spool_folder(directory.base)
+    imap4 = IMAP4Factory(service, reactor, tls, max_message=limit, spool=spool)
     add_listeners(top, "imap4", options["imap4"], imap4, reactor, None, directory)
-    imaps = IMAP4Factory(service, reactor, tls, implicit_tls=True, max_message=limit)
+    imaps = IMAP4Factory(service, reactor, tls, implicit_tls=True, max_message=limit, spool=spool)
     add_listeners(top, "imaps", options["imaps"], imaps, reactor, tls, directory)
-    lmtp = LMTPFactory(directory, reactor, service.hostname, limit)
+    lmtp = LMTPFactory(directory, reactor, service.hostname, limit, spool=spool)
     add_listeners(top, "lmtp", options["lmtp"], lmtp, reactor, None, directory)
     low, _, high = str(options["passive-ports"]).partition("-")
     passive = range(int(low), int(high or low) + 1)

@@ -11,9 +11,16 @@ from typing import BinaryIO
 
 from zope.interface import Attribute, Interface, implementer
 
+from communigate.portal.sessions import LiveSession
 from communigate.store.acl import ALL_RIGHTS, Identity, effective_rights
-from communigate.store.directory import IDirectory, ObjectKind
-from communigate.store.mailbox import Mailbox, MessageInfo
+from communigate.store.directory import (
+    DirectoryError,
+    IDirectory,
+    ObjectKind,
+    check_domain_name,
+    check_object_name,
+)
+from communigate.store.mailbox import INBOX, Mailbox, MessageInfo
 from communigate.store.mailstore import MailboxError, MailStore, canonical_name
 
 
@@ -38,7 +45,7 @@ class IPOP3Maildrop(Interface):
 
 
 @implementer(IPOP3Maildrop)
-class POP3Maildrop:
+class POP3Maildrop(LiveSession):
     """The INBOX of one account, from the mail store."""
 
     def __init__(self, account: str, mailbox: Mailbox) -> None:
@@ -70,8 +77,11 @@ class IIMAPAccount(Interface):
     identity = Attribute("The account's Identity (domain, name).")
     full_name = Attribute("name@domain.")
 
-    def locate(name: str) -> MailboxLocation:
-        """Where a client's mailbox name leads; raises MailboxError."""
+    def locate(name: str, visible: bool = False) -> MailboxLocation:
+        """Where a client's mailbox name leads; raises MailboxError.  With
+        ``visible``, another account's mailbox must exist and show to this
+        account, else :class:`HiddenMailbox`, as for an owner that does not
+        exist."""
 
     def rights(location: MailboxLocation) -> str:
         """The account's effective rights on that mailbox."""
@@ -96,8 +106,20 @@ class MailboxLocation:
         return self.store.mailbox(self.local)
 
 
+class HiddenMailbox(MailboxError):
+    """Another account's mailbox this account may not know of: the owner is
+    no account, or the mailbox is missing or gives this account neither
+    ``l`` nor ``r``.  One failure whatever the cause (RFC 4314 §6), so
+    mailbox names cannot be used to find out which accounts exist."""
+
+    def __init__(self, public: str, local: str) -> None:
+        super().__init__(f"no mailbox {public}")
+        self.public = public
+        self.local = local
+
+
 @implementer(IIMAPAccount)
-class IMAPAccount:
+class IMAPAccount(LiveSession):
     """The IMAP avatar of one account."""
 
     def __init__(self, directory: IDirectory, domain: str, name: str) -> None:
@@ -106,26 +128,51 @@ class IMAPAccount:
         self.full_name = f"{name}@{domain}"
         self.store = MailStore(directory.account_path(domain, name))
 
-    def locate(self, name: str) -> MailboxLocation:
-        """``~owner[@domain]/rest`` is another account's mailbox."""
+    def locate(self, name: str, visible: bool = False) -> MailboxLocation:
+        """``~owner[@domain]/rest`` is another account's mailbox.
+
+        The name is checked and made canonical before the owner is looked
+        up, and an owner that is no account fails as a hidden mailbox does,
+        with the same public name, so the answer tells nothing about which
+        accounts exist."""
         if not name.startswith("~"):
             local = canonical_name(name)
             return MailboxLocation(self.identity, self.store, local, local)
         owner_text, _, rest = name[1:].partition("/")
-        owner_name, _, owner_domain = owner_text.lower().partition("@")
-        record = self.directory.domain(owner_domain or self.identity.domain)
-        if record is None or not rest:
+        if not rest:
             raise MailboxError(f"no mailbox {name}")
-        found = self.directory.find_object(record.name, owner_name)
-        if found is None or found.kind is not ObjectKind.ACCOUNT:
-            raise MailboxError(f"no mailbox {name}")
-        owner = Identity(record.name, found.name)
         local = canonical_name(rest)
+        owner_name, _, owner_domain = owner_text.lower().partition("@")
+        try:
+            domain = check_domain_name(owner_domain) if owner_domain else self.identity.domain
+            owner_name = check_object_name(owner_name)
+        except DirectoryError:
+            raise HiddenMailbox(f"~{owner_text.lower()}/{local}", local) from None
+        record = self.directory.domain(domain)
+        if record is not None:
+            domain = record.name
+        public = f"~{owner_name}/{local}"
+        if domain != self.identity.domain:
+            public = f"~{owner_name}@{domain}/{local}"
+        found = self.directory.find_object(domain, owner_name) if record else None
+        if found is None or found.kind is not ObjectKind.ACCOUNT:
+            raise HiddenMailbox(public, local)
+        owner = Identity(domain, found.name)
         if owner == self.identity:
             return MailboxLocation(owner, self.store, local, local)
-        prefix = f"~{found.name}" if record.name == self.identity.domain else f"~{owner_text}"
-        store = MailStore(self.directory.account_path(record.name, found.name))
-        return MailboxLocation(owner, store, local, f"{prefix}/{local}")
+        store = MailStore(self.directory.account_path(domain, found.name))
+        location = MailboxLocation(owner, store, local, public)
+        if visible and not self.sees(location):
+            raise HiddenMailbox(public, local)
+        return location
+
+    def sees(self, location: MailboxLocation) -> bool:
+        """Whether the mailbox exists (INBOX always does) and this account
+        holds ``l`` or ``r`` on it."""
+        if not (location.local == INBOX or location.mailbox.exists()):
+            return False
+        held = self.rights(location)
+        return "l" in held or "r" in held
 
     def in_group(self, group: str, domain: str) -> bool:
         """Whether this account is a member of ``#group@domain``."""

@@ -4,7 +4,8 @@ Used by ``communigate deliver`` now and by LMTP later.  The address is
 routed as mail (``Mail:`` records apply); an account gets the message in its
 INBOX, a group's members get it each (once per account), an alias leads to
 its account; a forwarder or remote address cannot be served without a relay
-and is refused, as are unknown names.
+and is refused, as are unknown names.  The message is bytes, or a message
+spooled to disk as it arrived (LMTP), linked into every INBOX it reaches.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from communigate.portal.router import (
 )
 from communigate.store.directory import IDirectory
 from communigate.store.mailbox import Mailbox
+from communigate.store.spool import SpooledMessage
 
 MAX_EXPANSION_DEPTH = 5
 
@@ -49,8 +51,11 @@ def resolve_recipients(router: Router, address: FullName, depth: int = 0) -> lis
     raise DeliveryError(f"unknown user account {address}")
 
 
-def deliver_to(directory: IDirectory, accounts: list[LocalAccount], message: bytes) -> list[str]:
-    """Store a message in each account's INBOX; return their names."""
+def deliver_to(
+    directory: IDirectory, accounts: list[LocalAccount], message: bytes | SpooledMessage
+) -> list[str]:
+    """Store a message in each account's INBOX; return their names.  A
+    spooled message stays in its spool for the caller to discard."""
     delivered = []
     for account in accounts:
         Mailbox.of_account(directory.account_path(account.domain, account.name)).deliver(message)

@@ -27,6 +27,7 @@ from typing import BinaryIO
 from zope.interface import Attribute, Interface, implementer
 
 from communigate.portal.avatars import IMAPAccount
+from communigate.portal.sessions import LiveSession
 from communigate.store.acl import Identity
 from communigate.store.directory import (
     DirectoryError,
@@ -152,7 +153,7 @@ class IFileSession(Interface):
 
 
 @implementer(IFileSession)
-class FileSession:
+class FileSession(LiveSession):
     """The File Storage view of one logged-in account."""
 
     def __init__(self, directory: IDirectory, domain: str, name: str) -> None:

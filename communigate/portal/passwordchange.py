@@ -5,6 +5,11 @@ The new password is stored under the account's ``PasswordEncryption``,
 hashed in the thread pool, and only while the account's ``PWDAllowed`` is on
 (the default).  Logging in with an OS or External password and setting a
 CommuniGate password here is the migration path of spec §2.
+
+A new password the account cannot store (empty, not UTF-8, over bcrypt's
+72 bytes under ``UB-crpt``: :func:`~communigate.cred.passwords.check_new`)
+is refused at once, before any hashing, with a one-line reason the service
+shows to the client.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import Attribute, Interface, implementer
 
 from communigate.cred import passwords
+from communigate.portal.sessions import LiveSession
 from communigate.store.directory import IDirectoryAdmin
 from communigate.store.settingsformat import as_bool
 
@@ -25,12 +31,17 @@ class IPasswordChange(Interface):
     account = Attribute("name@domain")
 
     def change(password: bytes) -> object:
-        """A Deferred firing when the new password is stored; fails with
-        PermissionError when ``PWDAllowed`` is off."""
+        """A Deferred firing when the new password is stored; raises
+        PermissionError (its text a one-line reason for the client) when
+        ``PWDAllowed`` is off or the password cannot be stored."""
+
+
+class PasswordRefused(PermissionError):
+    """A new password the account cannot store; the text says why."""
 
 
 @implementer(IPasswordChange)
-class PasswordChange:
+class PasswordChange(LiveSession):
     """Stores a new password under the account's PasswordEncryption."""
 
     def __init__(
@@ -47,7 +58,10 @@ class PasswordChange:
         if not as_bool(settings.get("PWDAllowed", "YES")):
             raise PermissionError("password changes are not allowed for this account")
         encryption = str(settings.get("PasswordEncryption", "clear"))
-        clear = password.decode("utf-8", "replace")
+        try:
+            clear = passwords.check_new(password, encryption)
+        except ValueError as error:
+            raise PasswordRefused(str(error)) from None
         result = deferToThreadPool(self._reactor, self._pool, passwords.encode, clear, encryption)
         return result.addCallback(
             lambda stored: self.directory.update_account_settings(

@@ -11,12 +11,9 @@ from zope.interface import implementer
 from communigate.portal.avatars import IIMAPAccount, IMAPAccount, IPOP3Maildrop, POP3Maildrop
 from communigate.portal.filesession import FileSession, IFileSession
 from communigate.portal.passwordchange import IPasswordChange, PasswordChange
+from communigate.portal.sessions import LiveSession, SessionRegistry
 from communigate.store.directory import IDirectory
 from communigate.store.mailbox import INBOX, Mailbox
-
-
-def _no_logout() -> None:
-    return None
 
 
 @implementer(IRealm)
@@ -27,27 +24,35 @@ class AccountRealm:
         self.directory = directory
         self._reactor = reactor
         self._pool = pool
+        #: Every avatar handed out, so that deleting an account ends them.
+        self.sessions = SessionRegistry(directory)
 
     def requestAvatar(
         self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
     ) -> tuple[Any, Any, Callable[[], None]]:
-        """An avatar for the first interface this realm can serve."""
+        """An avatar for the first interface this realm can serve; its
+        logout forgets it in :attr:`sessions`."""
         # IRealm's contract: NotImplementedError when no avatar can be given.
         if not isinstance(avatarId, bytes):
             raise NotImplementedError("anonymous access is not served")
         name, _, domain = avatarId.decode("utf-8").rpartition("@")
         for interface in interfaces:
-            if interface is IPOP3Maildrop:
-                mailbox = Mailbox.of_account(self.directory.account_path(domain, name))
-                mailbox.create()
-                return interface, POP3Maildrop(f"{name}@{domain}", mailbox), _no_logout
-            if interface is IPasswordChange:
-                change = PasswordChange(self.directory, domain, name, self._reactor, self._pool)  # type: ignore[arg-type]
-                return interface, change, _no_logout
-            if interface is IFileSession:
-                return interface, FileSession(self.directory, domain, name), _no_logout
-            if interface is IIMAPAccount:
-                account = IMAPAccount(self.directory, domain, name)
-                account.store.mailbox(INBOX).create()
-                return interface, account, _no_logout
+            avatar = self._avatar(interface, domain, name)
+            if avatar is not None:
+                return interface, avatar, self.sessions.opened(domain, name, avatar)
         raise NotImplementedError(f"no avatar for {interfaces!r}")
+
+    def _avatar(self, interface: Any, domain: str, name: str) -> LiveSession | None:
+        if interface is IPOP3Maildrop:
+            mailbox = Mailbox.of_account(self.directory.account_path(domain, name))
+            mailbox.create()
+            return POP3Maildrop(f"{name}@{domain}", mailbox)
+        if interface is IPasswordChange:
+            return PasswordChange(self.directory, domain, name, self._reactor, self._pool)  # type: ignore[arg-type]
+        if interface is IFileSession:
+            return FileSession(self.directory, domain, name)
+        if interface is IIMAPAccount:
+            account = IMAPAccount(self.directory, domain, name)
+            account.store.mailbox(INBOX).create()
+            return account
+        return None

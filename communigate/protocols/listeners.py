@@ -3,10 +3,16 @@
 Every protocol takes endpoint descriptions (``tcp:110:interface=127.0.0.2``,
 repeatable), so one process can listen on several addresses and the domain of
 a connection follows from the local address of the accepted socket.
+
+The listen backlog (connections the kernel has accepted but the server has
+not yet taken) is ``backlog=`` in the description; without it a TCP, SSL or
+Unix listener gets :data:`DEFAULT_BACKLOG` rather than Twisted's 50, which a
+burst of clients overflows (the kernel caps it at ``net.core.somaxconn``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +23,26 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from communigate.protocols.guard import GuardedFactory
 from communigate.store.directory import IDirectory
+
+#: Listen backlog when a description names none: a burst of a thousand
+#: clients connecting at once fits (with Twisted's 50, half of them were
+#: dropped and retried for seconds).
+DEFAULT_BACKLOG = 1024
+#: Endpoint types that take ``backlog=``.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
+#: ``:`` separates the parts of a description unless escaped as ``\:``.
+_SEPARATOR = re.compile(r"(?<!\\):")
+
+
+def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """``description`` with ``backlog=`` added when it is a TCP, SSL or Unix
+    endpoint that does not set one."""
+    parts = _SEPARATOR.split(description)
+    if parts[0].strip().lower() not in _BACKLOG_TYPES:
+        return description
+    if any(part.strip().lower().startswith("backlog=") for part in parts[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def add_listeners(
@@ -30,13 +56,14 @@ def add_listeners(
 ) -> None:
     """Add one listening service per description to ``parent``; with a
     ``tls`` context factory every connection is TLS from the first byte;
-    with a directory, its listener lists are checked at accept time."""
+    with a directory, its listener lists are checked at accept time.  A
+    description without ``backlog=`` gets :data:`DEFAULT_BACKLOG`."""
     if tls is not None:
         factory = TLSMemoryBIOFactory(tls, False, factory)
     if directory is not None:
         factory = GuardedFactory(factory, protocol, directory)
     for description in descriptions:
-        service = strports.service(description, factory, reactor=reactor)
+        service = strports.service(with_backlog(description), factory, reactor=reactor)
         service.setName(f"{protocol}:{description}")
         service.setServiceParent(parent)
 

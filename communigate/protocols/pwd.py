@@ -12,7 +12,9 @@ Login goes through the one portal, so an account that logged in with its
 OS or External password may set a CommuniGate password here (the migration
 path of spec §2); the new password is stored under the account's
 ``PasswordEncryption``, hashed in the thread pool.  Clear-text rules are
-those of the other protocols.
+those of the other protocols.  Commands may be pipelined: they are answered
+one after another, in order.  The shared connection limits apply
+(:mod:`communigate.protocols.limits`).
 """
 
 from __future__ import annotations
@@ -27,26 +29,23 @@ from communigate.cred.credentials import LoginPassword
 from communigate.cred.errors import LoginFailure
 from communigate.portal.passwordchange import IPasswordChange
 from communigate.protocols.access import LoginService
-from communigate.protocols.lines import LineSplitter, LineTooLong
+from communigate.protocols.limits import LimitsReader
+from communigate.protocols.lines import LineTooLong
 from communigate.protocols.replies import CodedReplyServer
-
-IDLE_TIMEOUT = 300
-MAX_LINE = 1024
 
 
 class PWDServer(CodedReplyServer):
     """One PWD session."""
 
     log = Logger()
-    idle_timeout = IDLE_TIMEOUT
     timeout_code = 500
     factory: PWDFactory
 
     def __init__(self) -> None:
-        self.lines = LineSplitter(MAX_LINE)
+        super().__init__()
         self.user: bytes | None = None
         self.avatar: Any = None
-        self.busy = False
+        self.logout: Any = None
 
     def greet(self) -> None:
         """The PWD greeting, naming the connection's domain."""
@@ -54,16 +53,12 @@ class PWDServer(CodedReplyServer):
         domain = self.factory.service.domain(self.connection)
         self.reply(200, f"{domain} CommuniGate password server ready")
 
-    def dataReceived(self, data: bytes) -> None:
-        """One command at a time."""
-        self.resetTimeout()
-        for event in self.lines.feed(data):
-            if self.busy:
-                self.reply(500, "one command at a time")
-            elif isinstance(event, LineTooLong):
-                self.reply(500, "line too long")
-            else:
-                self.command(event)
+    def line(self, event: bytes | LineTooLong) -> None:
+        """One command (pipelined ones wait their turn in the queue)."""
+        if isinstance(event, LineTooLong):
+            self.reply(500, "line too long")
+        else:
+            self.command(event)
 
     def command(self, line: bytes) -> None:
         """Dispatch."""
@@ -74,10 +69,11 @@ class PWDServer(CodedReplyServer):
             self.reply(300, "please send the PASS")
         elif name == b"PASS" and self.user is not None and self.avatar is None:
             self.login(argument)
-        elif name == b"NEWPASS" and self.avatar is not None and argument:
+        elif name == b"NEWPASS" and self.avatar is not None:
             self.newpass(argument)
         elif name == b"QUIT":
             self.reply(200, "bye")
+            self.queue.clear()
             self.transport.loseConnection()  # type: ignore[union-attr]
         else:
             self.reply(500, "unknown command or wrong sequence")
@@ -90,7 +86,14 @@ class PWDServer(CodedReplyServer):
         self.busy = True
 
         def accepted(result: tuple[Any, Any, Any]) -> None:
-            self.avatar = result[1]
+            _, self.avatar, self.logout = result
+            if not self.connected:
+                self.logout()
+                return
+            watch = getattr(self.avatar, "watch", None)
+            if watch is not None:
+                watch(self.ended_from_outside)
+            self.logged_in()
             self.reply(200, "login OK")
 
         def refused(failure: Failure) -> None:
@@ -98,11 +101,25 @@ class PWDServer(CodedReplyServer):
             self.reply(500, error.reply if isinstance(error, LoginFailure) else "login failed")
 
         def done(_: Any) -> None:
-            self.busy = False
+            self.resume()
 
         self.factory.service.login(credentials, IPasswordChange).addCallbacks(
             accepted, refused
         ).addBoth(done)
+
+    def ended_from_outside(self, reason: str) -> None:
+        """The account was deleted: say so and close."""
+        self.reply(500, reason)
+        self.queue.clear()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Forget the session."""
+        super().connectionLost(reason)
+        if self.logout is not None:
+            self.logout()
+            self.logout = None
 
     def newpass(self, password: bytes) -> None:
         """Store the new CommuniGate password."""
@@ -122,17 +139,23 @@ class PWDServer(CodedReplyServer):
             self.reply(500, "password not changed")
 
         def done(_: Any) -> None:
-            self.busy = False
+            self.resume()
 
         result.addCallbacks(stored, failed).addBoth(done)
 
 
 class PWDFactory(Factory):
-    """Builds PWD sessions."""
+    """Builds PWD sessions; each takes its limits from ``limits``, by
+    default the ``Limits`` server setting."""
 
     protocol = PWDServer  # type: ignore[assignment]
     noisy = False
 
-    def __init__(self, service: LoginService, reactor: Any) -> None:
+    def __init__(
+        self, service: LoginService, reactor: Any, limits: LimitsReader | None = None
+    ) -> None:
         self.service = service
         self.reactor = reactor
+        if limits is None:
+            limits = LimitsReader("pwd", None, service.resolver.directory.server_settings)
+        self.limits = limits

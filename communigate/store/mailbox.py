@@ -23,7 +23,9 @@ Delivery writes the message to ``tmp/``, flushes it to disk, takes the next
 UID under the lock (recording the new UIDNext before the message appears)
 and renames the file into place.  A crash at any point leaves either no
 message or a whole one: at worst a UID is skipped and a file is left in
-``tmp/`` (removed by :meth:`Mailbox.clean_tmp`).
+``tmp/`` (removed by :meth:`Mailbox.clean_tmp`).  A message a protocol
+spooled as it arrived (:mod:`communigate.store.spool`) is hard-linked into
+``tmp/`` instead of written again.
 
 Messages are stored with CRLF line ends, so the size on disk is the size a
 client is told (POP3 LIST, IMAP RFC822.SIZE).
@@ -32,6 +34,7 @@ client is told (POP3 LIST, IMAP RFC822.SIZE).
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import re
 import time
@@ -42,11 +45,12 @@ from typing import BinaryIO, NamedTuple
 
 from communigate.store import settingsformat
 from communigate.store.atomic import fsync_directory, write_atomic, write_durable
+from communigate.store.spool import CRLFWriter, SpooledMessage
+from communigate.store.spool import to_crlf as to_crlf
 
 INBOX = "INBOX"
 MAILBOX_SUFFIX = ".mdir"
 _NAME = re.compile(r"(\d+),S=(\d+)(,N)?(?::2,([A-Za-z]*))?\Z")
-_LINE_END = re.compile(rb"\r?\n")
 _TMP_MAX_AGE = 36 * 3600
 MAX_KEYWORDS = 26
 
@@ -61,12 +65,8 @@ SYSTEM_FLAGS = {
 _LETTER_OF = {flag.lower(): letter for letter, flag in SYSTEM_FLAGS.items()}
 
 
-def to_crlf(data: bytes) -> bytes:
-    """Every line ending as CRLF; a final line gets one too."""
-    data = _LINE_END.sub(b"\r\n", data)
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data
+#: Makes temporary names unique within this process.
+_SEQUENCE = itertools.count()
 
 
 class MessageInfo(NamedTuple):
@@ -108,9 +108,12 @@ class Mailbox:
         return (self.path / "uids.settings").exists()
 
     def create(self) -> None:
-        """Create the folders and the UID file if they are missing."""
+        """Create the folders and the UID file if they are missing.  The
+        account's folder (and a parent mailbox) must exist: a mailbox never
+        brings a deleted account back (FileNotFoundError)."""
+        self.path.mkdir(exist_ok=True)
         for sub in ("tmp", "new", "cur"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
+            (self.path / sub).mkdir(exist_ok=True)
         if not (self.path / "uids.settings").exists():
             with self._locked():
                 if not (self.path / "uids.settings").exists():
@@ -118,7 +121,7 @@ class Mailbox:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(exist_ok=True)
         with open(self.path / ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -196,15 +199,22 @@ class Mailbox:
 
     # -- messages ----------------------------------------------------------
 
-    def _store(self, message: bytes, flags: Iterable[str] | None, when: float | None) -> int:
+    def _store(
+        self, message: bytes | SpooledMessage, flags: Iterable[str] | None, when: float | None
+    ) -> int:
         self.create()
-        data = to_crlf(message)
-        temporary = self.path / "tmp" / f"{time.time_ns()}.{os.getpid()}.{id(data):x}"
-        write_durable(temporary, data)
+        temporary = self.path / "tmp" / f"{time.time_ns()}.{os.getpid()}.{next(_SEQUENCE)}"
+        if isinstance(message, SpooledMessage):
+            # A spooled message is already CRLF and on disk: link it in.
+            message.link(temporary)
+            size, dot_free = message.size, message.dot_free
+        else:
+            lines = CRLFWriter()
+            write_durable(temporary, lines.feed(message) + lines.finish())
+            size, dot_free = lines.size, lines.dot_free
         if when is not None:
             os.utime(temporary, (when, when))
-        dot_free = not data.startswith(b".") and b"\n." not in data
-        base = f",S={len(data)}{',N' if dot_free else ''}"
+        base = f",S={size}{',N' if dot_free else ''}"
         letters = self._letters(flags) if flags is not None else None
         with self._locked():
             validity, uid = self._read_uids()
@@ -217,14 +227,20 @@ class Mailbox:
         fsync_directory(target.parent)
         return uid
 
-    def deliver(self, message: bytes) -> int:
-        """Store a whole new (\\Recent) message and return its UID."""
+    def deliver(self, message: bytes | SpooledMessage) -> int:
+        """Store a whole new (\\Recent) message and return its UID; a spooled
+        one is linked in (the caller discards the spool afterwards)."""
         return self._store(message, None, None)
 
     def append(
-        self, message: bytes, flags: Iterable[str] = (), internal_date: float | None = None
+        self,
+        message: bytes | SpooledMessage,
+        flags: Iterable[str] = (),
+        internal_date: float | None = None,
     ) -> int:
-        """Store a message with flags and a date (IMAP APPEND); its UID."""
+        """Store a message with flags and a date (IMAP APPEND); its UID.  A
+        spooled message is linked in: the date applies to the spool file too,
+        so a spool is appended once."""
         return self._store(message, flags, internal_date)
 
     def _flags_of(self, letters: str, keywords: list[str]) -> frozenset[str]:

@@ -20,29 +20,20 @@ meant for a thread pool; :meth:`Upload.write` is a buffered append.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from communigate.store import temporaries
+from communigate.store.atomic import fsync_directory
 from communigate.store.directory import IDirectory
 
 UPLOADS = "uploads.tmp"
-_HOST = socket.gethostname().replace(".", "_")
 
 
 class QuotaExceeded(Exception):
     """The upload would take the storage over its ``MaxWebSize``."""
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class Upload:
@@ -65,7 +56,7 @@ class Upload:
         self._limit = limit
         self.limit: int | None = None
         folder = Path(account_path) / UPLOADS
-        self.temporary = folder / f"{_HOST}.{os.getpid()}.{secrets.token_hex(8)}"
+        self.temporary = folder / temporaries.temporary_name()
         self.handle: BinaryIO | None = None
         self.size = 0
         self.done = False
@@ -115,7 +106,7 @@ class Upload:
             self.temporary.unlink(missing_ok=True)
             raise
         self.done = True
-        _fsync_folder(self.final.parent)
+        fsync_directory(self.final.parent)
 
     def abort(self) -> None:
         """Drop what was received; the old file stays as it was."""
@@ -127,39 +118,9 @@ class Upload:
         self.done = True
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(account_path: Path) -> int:
-    """Remove the temporaries of this host's dead processes; how many."""
-    folder = Path(account_path) / UPLOADS
-    try:
-        names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return 0
-    removed = 0
-    for name in names:
-        host, _, rest = name.partition(".")
-        pid_text = rest.partition(".")[0]
-        if host != _HOST or not (pid_text.isascii() and pid_text.isdigit()):
-            continue
-        pid = int(pid_text)
-        # Linux pids stay below 2**22; a larger one is no process of ours.
-        if pid != os.getpid() and pid < 2**22 and _alive(pid):
-            continue
-        try:
-            (folder / name).unlink()
-        except FileNotFoundError:
-            continue
-        removed += 1
-    return removed
+    """Remove the upload temporaries a dead process left; how many."""
+    return temporaries.remove_stale(Path(account_path) / UPLOADS)
 
 
 def remove_stale_everywhere(directory: IDirectory) -> int:

@@ -24,6 +24,8 @@ ADDRESSES = ("127.0.0.1", "127.0.0.2")
 TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
 DOMAINS = ("company.com", "client1.com", "client2.com")
 ALL_METHODS = ("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "APOP")
+#: The server's FailedLoginDelay during the tests (the default is 2s).
+FAILED_LOGIN_DELAY = "0.2s"
 
 
 def free_port() -> int:
@@ -191,6 +193,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("server")
     base = root / "base"
     admin(base, "init", "--main-domain", "company.com", "--postmaster-password", "pm")
+    # Failed logins wait 0.2 s instead of 2 s, to keep the suite short;
+    # test_policy.py checks the default floor.
+    admin(base, "server", "settings", f"FailedLoginDelay={FAILED_LOGIN_DELAY}")
     admin(base, "domain", "create", "client1.com", "--ip", "127.0.0.2")
     admin(base, "domain", "create", "client2.com")
     for domain in DOMAINS:

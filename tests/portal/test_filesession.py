@@ -16,6 +16,7 @@ from zope.interface.verify import verifyObject
 from communigate.portal.filesession import FileError, FileSession, IFileSession, Problem
 from communigate.store import uploads
 from communigate.store.files import FileDirectory
+from communigate.store.temporaries import HOST
 from communigate.store.uploads import UPLOADS, QuotaExceeded, Upload, remove_stale
 
 OTHER = "~j.smith@client1.com"
@@ -290,7 +291,7 @@ def test_temporaries_live_outside_the_storage(me: FileSession) -> None:
     assert temporary.parent == me.own.account_path / "uploads.tmp"
     assert me.own.account_path.name.endswith(".macnt")
     assert me.own.root not in temporary.parents
-    assert temporary.name.startswith(f"{uploads._HOST}.{os.getpid()}.")
+    assert temporary.name.startswith(f"{HOST}.{os.getpid()}.")
     assert me.listing(()) == [] and me.own.usage() == 0
     upload.commit()
     assert me.own.usage() == 1000 and not temporary.exists()
@@ -394,10 +395,10 @@ def test_remove_stale(me: FileSession) -> None:
     """remove_stale deletes this host's temporaries of dead processes only."""
     folder = uploads_folder(me)
     folder.mkdir()
-    dead = f"{uploads._HOST}.{dead_pid()}.0123abcd"
-    live = f"{uploads._HOST}.{os.getppid()}.4567ef01"
-    other_host = f"{uploads._HOST}x.{dead_pid()}.89ab"
-    odd = f"{uploads._HOST}.notapid.cdef"
+    dead = f"{HOST}.{dead_pid()}.0123abcd"
+    live = f"{HOST}.{os.getppid()}.4567ef01"
+    other_host = f"{HOST}x.{dead_pid()}.89ab"
+    odd = f"{HOST}.notapid.cdef"
     for name in (dead, live, other_host, odd):
         (folder / name).write_bytes(b"partial")
     assert remove_stale(me.own.account_path) == 1
@@ -413,10 +414,10 @@ def test_remove_stale_everywhere(directory: FileDirectory, me: FileSession) -> N
     """remove_stale_everywhere visits every account of every domain."""
     folder = uploads_folder(me)
     folder.mkdir()
-    (folder / f"{uploads._HOST}.{dead_pid()}.x").write_bytes(b"")
+    (folder / f"{HOST}.{dead_pid()}.x").write_bytes(b"")
     other = directory.account_path("client2.com", "info") / UPLOADS
     other.mkdir(parents=True)
-    (other / f"{uploads._HOST}.{dead_pid()}.y").write_bytes(b"")
+    (other / f"{HOST}.{dead_pid()}.y").write_bytes(b"")
     assert uploads.remove_stale_everywhere(directory) == 2
 
 
@@ -426,5 +427,5 @@ def test_remove_stale_ignores_odd_pids(me: FileSession, pid: str, removed: int) 
     skipped; neither crashes the start-up sweep."""
     folder = uploads_folder(me)
     folder.mkdir()
-    (folder / f"{uploads._HOST}.{pid}.x").write_bytes(b"")
+    (folder / f"{HOST}.{pid}.x").write_bytes(b"")
     assert remove_stale(me.own.account_path) == removed

@@ -42,3 +42,24 @@ def test_pwd_allowed_off(directory: FileDirectory) -> None:
     with pytest.raises(PermissionError):
         avatar(directory).change(b"new-secret")
     assert directory.account_settings("company.com", "info")["Password"] == "pw-company.com"
+
+
+@pytest.mark.parametrize(
+    ("encryption", "password", "reason"),
+    [
+        ("clear", b"", "empty"),
+        ("UB-crpt", b"", "empty"),
+        ("clear", b"\xff\xfenew", "not valid UTF-8"),
+        ("UB-crpt", b"x" * 73, "at most 72"),
+    ],
+)
+def test_unstorable_password_refused(
+    directory: FileDirectory, encryption: str, password: bytes, reason: str
+) -> None:
+    """Empty, non-UTF-8 and (under UB-crpt) over-72-byte passwords are refused
+    at once with a one-line reason; the old password stays."""
+    directory.update_account_settings("company.com", "info", {"PasswordEncryption": encryption})
+    with pytest.raises(PermissionError, match=reason) as raised:
+        avatar(directory).change(password)
+    assert "\n" not in str(raised.value)
+    assert directory.account_settings("company.com", "info")["Password"] == "pw-company.com"

@@ -128,12 +128,13 @@ class DataTLSProtocol(ProtocolWrapper):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _close_notify(self) -> None:
-        """Answer the peer's close_notify and close."""
-        try:
-            self._tls.unwrap()
-        except ssl.SSLError:
-            pass
-        self._flush()
+        """Send close_notify (or answer the peer's), then close TCP."""
+        if self._handshaken:
+            try:
+                self._tls.unwrap()
+            except ssl.SSLError:
+                pass
+            self._flush()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -172,14 +173,7 @@ class DataTLSProtocol(ProtocolWrapper):
         if self.disconnecting:
             return
         self.disconnecting = True
-        if self._handshaken:
-            try:
-                self._tls.unwrap()
-            except ssl.SSLError:
-                pass
-            self._flush()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._close_notify()
 
 
 class DataTLSFactory(WrappingFactory):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import ip_address
 from typing import Any
 
@@ -38,13 +39,14 @@ from communigate.protocols.ftp.datatls import DataContexts
 from communigate.protocols.ftp.files import FileCommands
 from communigate.protocols.ftp.parser import CommandError, State, reply
 from communigate.protocols.ftp.transfers import TransferCommands, TransferFailed
+from communigate.protocols.limits import DEFAULTS, LimitsReader
 from communigate.protocols.lines import LineTooLong
 from communigate.protocols.tls import switch_to_tls
 
 #: vsftpd's idle_session_timeout.
-IDLE_TIMEOUT = 300
+IDLE_TIMEOUT = DEFAULTS["ftp"].idle_timeout
 #: Seconds from the greeting to a completed login; bytes do not extend it.
-LOGIN_TIMEOUT = 60
+LOGIN_TIMEOUT = DEFAULTS["ftp"].login_timeout
 #: Failed logins tolerated in one session (vsftpd's max_login_fails).
 MAX_LOGIN_FAILURES = 3
 #: Lines queued while a command is pending before reading pauses.
@@ -63,11 +65,14 @@ class FTPServer(TransferCommands, FileCommands):
     # -- connection --------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Greet with the domain of the address the client reached."""
+        """Apply the connection limits, start the timers, greet with the
+        domain of the address the client reached."""
         clock = self.factory.reactor
-        self._idle = clock.callLater(self.factory.idle_timeout, self._timed_out, "idle time-out")
+        self.limits = self.factory.limits()
+        self.lines.max_length = self.limits.max_line
+        self._idle = clock.callLater(self.limits.idle_timeout, self._timed_out, "idle time-out")
         self._deadline = clock.callLater(
-            self.factory.login_timeout, self._timed_out, "login time-out"
+            self.limits.login_timeout, self._timed_out, "login time-out"
         )
         self.secure = self.protected = self.factory.implicit_tls
         # Replies are small and come in pairs (150 then 226): without
@@ -99,7 +104,7 @@ class FTPServer(TransferCommands, FileCommands):
         """Queue complete lines and run them in order (ABOR/STAT at once
         while a transfer runs)."""
         if self._idle is not None and self._idle.active():
-            self._idle.reset(self.factory.idle_timeout)
+            self._idle.reset(self.limits.idle_timeout)
         for event in self.lines.feed(data):
             if self.transfer is not None and isinstance(event, bytes):
                 urgent = _is_urgent(event)
@@ -211,7 +216,17 @@ class FTPServer(TransferCommands, FileCommands):
         self.state = State.READY
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
+        watch = getattr(self.files, "watch", None)
+        if watch is not None:
+            watch(self._ended_from_outside)
         self.send(reply(230, "logged in"))
+
+    def _ended_from_outside(self, reason: str) -> None:
+        """The account was deleted: say so, stop any transfer, close."""
+        if self.transfer is not None:
+            self._abort_transfer()
+        self.send(reply(421, f"{reason}, closing the control connection"))
+        self.close()
 
     def _login_failed(self, failure: Failure) -> None:
         if not self.connected:
@@ -400,7 +415,9 @@ class FTPFactory(Factory):
 
     ``tls`` is the DomainContexts (AUTH TLS, PROT P, implicit TLS on
     ``--ftps`` where the listener wraps the connection); ``pool`` runs the
-    blocking parts of uploads.
+    blocking parts of uploads.  Each connection takes its limits from
+    ``limits``, by default the ``Limits`` server setting over
+    ``idle_timeout`` and ``login_timeout``.
     """
 
     protocol = FTPServer  # type: ignore[assignment]
@@ -416,6 +433,7 @@ class FTPFactory(Factory):
         pool: Any = None,
         idle_timeout: int = IDLE_TIMEOUT,
         login_timeout: int = LOGIN_TIMEOUT,
+        limits: LimitsReader | None = None,
     ) -> None:
         self.service = service
         self.reactor = reactor
@@ -424,5 +442,9 @@ class FTPFactory(Factory):
         self.implicit_tls = implicit_tls
         self.passive_ports = passive_ports
         self.pool = pool
-        self.idle_timeout = idle_timeout
-        self.login_timeout = login_timeout
+        if limits is None:
+            defaults = replace(
+                DEFAULTS["ftp"], idle_timeout=idle_timeout, login_timeout=login_timeout
+            )
+            limits = LimitsReader("ftp", defaults, service.resolver.directory.server_settings)
+        self.limits = limits

@@ -23,6 +23,7 @@ from communigate.protocols.access import LoginService
 from communigate.protocols.ftp import parser
 from communigate.protocols.ftp.data import ActiveTarget, PassivePort
 from communigate.protocols.ftp.parser import State, reply
+from communigate.protocols.limits import DEFAULTS, Limits
 from communigate.protocols.lines import LineSplitter, LineTooLong
 from communigate.protocols.tls import PreferredDomain
 
@@ -67,6 +68,8 @@ class FTPSession(Protocol):
         self.login: Deferred[Any] | None = None
         self._idle: Any = None
         self._deadline: Any = None
+        #: The connection limits, read from the factory when it opens.
+        self.limits: Limits = DEFAULTS["ftp"]
 
     @property
     def service(self) -> LoginService:

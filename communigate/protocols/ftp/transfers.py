@@ -208,7 +208,7 @@ class TransferCommands(FTPSession):
                 self.send(reply(226, "ABOR successful"))
             if self.connected:
                 self._idle = self.factory.reactor.callLater(
-                    self.factory.idle_timeout, self._timed_out, "idle time-out"
+                    self.limits.idle_timeout, self._timed_out, "idle time-out"
                 )
 
         result = setup.connect().addCallback(opened).addCallback(ready)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from email.utils import parsedate_to_datetime
 
-from communigate.portal.avatars import MailboxLocation
+from communigate.portal.avatars import HiddenMailbox, MailboxLocation
+from communigate.protocols.imap4.mutf7 import mailbox_name
 from communigate.protocols.imap4.reader import Argument
 from communigate.protocols.imap4.selected import SelectedMailbox
 from communigate.protocols.imap4.states import AUTHENTICATED, CommandFailed, SessionBase, State
@@ -20,6 +21,7 @@ from communigate.protocols.imap4.syntax import astring, flag_list
 from communigate.store.acl import ALL_RIGHTS, ACLError, check_identifier, normalise_rights
 from communigate.store.mailbox import INBOX
 from communigate.store.mailstore import MailboxError
+from communigate.store.spool import SpooledMessage
 
 _DATE_TIME = re.compile(r"\s?\d{1,2}-[A-Za-z]{3}-\d{4} \d\d:\d\d:\d\d [+-]\d{4}\Z")
 
@@ -61,11 +63,23 @@ class MailboxCommands(SessionBase):
 
     # -- locating and rights -----------------------------------------------
 
-    def locate(self, argument: Argument) -> MailboxLocation:
-        """Where a mailbox argument leads (it may not exist)."""
-        name = self.text(argument).decode("utf-8", "replace")
+    def locate(self, argument: Argument, visible: bool = True) -> MailboxLocation:
+        """Where a mailbox argument leads (one of this account's may not
+        exist; another account's must exist and be visible, unless
+        ``visible`` is off)."""
         try:
-            return self.account.locate(name)
+            return self.find(mailbox_name(self.text(argument)), visible)
+        except MailboxError as error:
+            raise CommandFailed(str(error)) from None
+
+    def find(self, name: str, visible: bool = True) -> MailboxLocation:
+        """:meth:`locate` for a decoded name.  An owner that is no account
+        and another account's hidden mailbox get one answer, the one
+        :meth:`require` gives, so no command tells which accounts exist."""
+        try:
+            return self.account.locate(name, visible)
+        except HiddenMailbox as hidden:
+            raise CommandFailed(f"[NONEXISTENT] {hidden}") from None
         except MailboxError as error:
             raise CommandFailed(str(error)) from None
 
@@ -124,19 +138,30 @@ class MailboxCommands(SessionBase):
     # -- hierarchy -------------------------------------------------------------
 
     def do_CREATE(self, tag: str, arguments: list[Argument]) -> None:
-        """RFC 3501 §6.3.3; in another account, ``c`` on the parent."""
+        """RFC 3501 §6.3.3; in another account, ``c`` on the parent (an
+        owner that is no account is answered as one whose parent is hidden)."""
         self.arguments(arguments, 1)
-        location = self.locate(arguments[0])
+        try:
+            location = self.account.locate(mailbox_name(self.text(arguments[0])))
+        except HiddenMailbox as hidden:
+            self.may_create_in(hidden.public, hidden.local)
+            raise CommandFailed(f"[NONEXISTENT] {hidden}") from None
+        except MailboxError as error:
+            raise CommandFailed(str(error)) from None
         if location.owner != self.account.identity:
-            parent = location.local.rpartition("/")[0]
-            if not parent:
-                raise CommandFailed("[NOPERM] cannot create top-level mailboxes there")
-            self.require(self.account.locate(location.public.rpartition("/")[0]), "c")
+            self.may_create_in(location.public, location.local)
         try:
             location.store.create(location.local)
         except MailboxError as error:
             raise CommandFailed(f"[ALREADYEXISTS] {error}") from None
         self.tagged(tag, "OK", "CREATE completed")
+
+    def may_create_in(self, public: str, local: str) -> None:
+        """NO unless this account holds ``c`` on the parent of another
+        account's mailbox ``public``."""
+        if not local.rpartition("/")[0]:
+            raise CommandFailed("[NOPERM] cannot create top-level mailboxes there")
+        self.require(self.find(public.rpartition("/")[0]), "c")
 
     def do_DELETE(self, tag: str, arguments: list[Argument]) -> None:
         """RFC 3501 §6.3.4; needs ``c`` for another account's mailbox."""
@@ -174,8 +199,10 @@ class MailboxCommands(SessionBase):
     def do_UNSUBSCRIBE(self, tag: str, arguments: list[Argument]) -> None:
         """RFC 3501 §6.3.7."""
         self.arguments(arguments, 1)
-        name = self.text(arguments[0]).decode("utf-8", "replace")
-        self.account.store.subscribe(name, False)
+        try:
+            self.account.store.subscribe(mailbox_name(self.text(arguments[0])), False)
+        except MailboxError as error:
+            raise CommandFailed(str(error)) from None
         self.tagged(tag, "OK", "UNSUBSCRIBE completed")
 
     # -- listing ---------------------------------------------------------------
@@ -283,7 +310,8 @@ class MailboxCommands(SessionBase):
         self.arguments(arguments, 2, 4)
         location = self.locate(arguments[0])
         message = arguments[-1]
-        if not isinstance(message, bytes):
+        # A large message was spooled to disk as it arrived (reader.py).
+        if not isinstance(message, (bytes, SpooledMessage)):
             raise CommandFailed("APPEND needs the message as a literal", "BAD")
         flags: list[str] = []
         when: float | None = None
@@ -297,7 +325,11 @@ class MailboxCommands(SessionBase):
         rights = self.require(location, "i")
         flags = [flag for flag in flags if self.flag_allowed(flag, rights)]
         mailbox = location.mailbox
-        uid = mailbox.append(message, flags, when)
+        try:
+            uid = mailbox.append(message, flags, when)
+        except FileNotFoundError:
+            # The account (or mailbox) was deleted meanwhile: it stays so.
+            raise CommandFailed(f"[NONEXISTENT] no mailbox {location.public}") from None
         self.updates()
         self.tagged(tag, "OK", f"[APPENDUID {mailbox.uidvalidity} {uid}] APPEND completed")
 

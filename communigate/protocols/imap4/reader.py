@@ -7,19 +7,31 @@ name, arguments), requests for a continuation (a synchronising literal
 errors.  Everything a client controls is bounded: line length, literal
 size, the size of one command and the nesting of parentheses.
 
+Literals are limited by ``max_literal`` (the server lowers it before login,
+so ``a LOGIN {60000000}`` is refused without ``+``), except the message of
+an APPEND once a ``spool`` is set (after login): that may be as large as
+``max_message`` and, when larger than ``max_literal``, is written to the
+spool as it arrives (RFC 3501 §6.3.11) instead of into memory.  The spool is
+injected, so the reader itself does no I/O.
+
 Arguments are Python values: an atom is :class:`str`, a quoted string or
-literal is :class:`bytes`, a parenthesised list is :class:`list`.  An atom
-may contain a bracketed section with spaces (``BODY[HEADER.FIELDS (A B)]``)
-and a ``<partial>`` after it.
+literal is :class:`bytes`, a spooled literal a
+:class:`~communigate.store.spool.SpooledMessage`, a parenthesised list is
+:class:`list`.  An atom may contain a bracketed section with spaces
+(``BODY[HEADER.FIELDS (A B)]``) and a ``<partial>`` after it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Union
+from typing import Protocol, Union
 
-Argument = Union[str, bytes, list["Argument"]]
+from communigate.store.spool import SpooledMessage
+
+Argument = Union[str, bytes, SpooledMessage, list["Argument"]]
+Segment = Union[bytes, SpooledMessage]
 
 MAX_LINE = 64 * 1024
 MAX_DEPTH = 64
@@ -64,22 +76,46 @@ class ParseError(ValueError):
     """Arguments that do not follow IMAP syntax."""
 
 
+class LiteralSink(Protocol):
+    """Where a spooled literal goes as it arrives
+    (:class:`~communigate.store.spool.MessageSpool`)."""
+
+    def write(self, data: bytes) -> None:
+        """Take the next bytes of the literal."""
+
+    def finish(self) -> SpooledMessage:
+        """The whole literal; OSError if it could not be kept."""
+
+    def discard(self) -> None:
+        """Drop what was written."""
+
+
 class CommandReader:
     """Feed bytes, get events."""
 
     def __init__(self, max_literal: int = 64 * 1024 * 1024, max_line: int = MAX_LINE) -> None:
+        #: Largest literal held in memory (any command).
         self.max_literal = max_literal
         self.max_line = max_line
+        #: Largest APPEND message, when a spool is set.
+        self.max_message = 0
+        #: Opens a sink for an APPEND message larger than ``max_literal``.
+        self.spool: Callable[[], LiteralSink] | None = None
         self.raw_lines = False
         self._buffer = bytearray()
-        self._segments: list[bytes] = []
+        self._segments: list[Segment] = []
         self._literal_left = 0
         self._literal = bytearray()
+        self._sink: LiteralSink | None = None
+        self._failure: str | None = None
         self._size = 0
         self._discarding = False
+        self._closed = False
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return the events they complete."""
+        if self._closed:
+            return []
         self._buffer += data
         events: list[Event] = []
         while True:
@@ -88,19 +124,21 @@ class CommandReader:
                     break
                 taken = bytes(self._buffer[: self._literal_left])
                 del self._buffer[: len(taken)]
-                self._literal += taken
                 self._literal_left -= len(taken)
+                if self._sink is not None:
+                    self._sink.write(taken)
+                else:
+                    self._literal += taken
                 if self._literal_left:
                     break
-                self._segments.append(bytes(self._literal))
-                self._literal.clear()
+                self._end_literal()
                 continue
             end = self._buffer.find(b"\n")
             if end < 0:
                 if len(self._buffer) > self.max_line:
                     self._buffer.clear()
                     self._discarding = True
-                    self._segments.clear()
+                    self._drop_command()
                 break
             line = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
@@ -111,7 +149,7 @@ class CommandReader:
                 events.append(BadCommand(None, "line too long"))
                 continue
             if len(line) > self.max_line:
-                self._segments.clear()
+                self._drop_command()
                 events.append(BadCommand(_tag_of(line), "line too long"))
                 continue
             if self.raw_lines and not self._segments:
@@ -121,31 +159,78 @@ class CommandReader:
             if event is not None:
                 events.append(event)
                 if isinstance(event, BadCommand) and event.fatal:
+                    # Whatever else the client sends is not read.
                     self._buffer.clear()
+                    self._closed = True
                     break
         return events
 
     def _line(self, line: bytes) -> Event | None:
         self._size += len(line)
         literal = _LITERAL.search(line)
+        first = self._segments[0] if self._segments else line
+        assert isinstance(first, bytes)
         if literal is None:
             self._segments.append(line)
-            segments, self._segments, self._size = self._segments, [], 0
-            return _parse(segments)
+            segments, failure = self._segments, self._failure
+            self._segments, self._size, self._failure = [], 0, None
+            if failure is not None:
+                _discard(segments)
+                return BadCommand(_tag_of(first), failure)
+            event = _parse(segments)
+            if not isinstance(event, Command):
+                _discard(segments)
+            return event
         size, non_sync = int(literal.group(1)), bool(literal.group(2))
-        if size > self.max_literal or self._size + size > self.max_literal + self.max_line:
-            tag = _tag_of(self._segments[0] if self._segments else line)
-            self._segments, self._size = [], 0
+        message = self.spool is not None and _is_append(first)
+        spooled = message and size > self.max_literal
+        limit = self.max_message if message else self.max_literal
+        held = 0 if spooled else size
+        if size > limit or self._size + held > self.max_literal + self.max_line:
+            self._drop_command()
             if non_sync:
                 # The client sends the bytes anyway: nothing sensible follows.
-                return BadCommand(tag, "literal too large", fatal=True)
-            return BadCommand(tag, "[TOOBIG] literal too large")
+                return BadCommand(_tag_of(first), "literal too large", fatal=True)
+            return BadCommand(_tag_of(first), "[TOOBIG] literal too large")
+        if spooled:
+            assert self.spool is not None
+            try:
+                self._sink = self.spool()
+            except OSError:
+                self._drop_command()
+                return BadCommand(
+                    _tag_of(first), "[UNAVAILABLE] cannot take the message now", fatal=non_sync
+                )
         self._segments.append(line)
-        self._size += size
+        self._size += held
         self._literal_left = size
         if size == 0:
-            self._segments.append(b"")
+            self._end_literal()
         return None if non_sync else Continue()
+
+    def _end_literal(self) -> None:
+        """The literal being read is complete."""
+        sink, self._sink = self._sink, None
+        if sink is None:
+            self._segments.append(bytes(self._literal))
+            self._literal.clear()
+            return
+        try:
+            self._segments.append(sink.finish())
+        except OSError:
+            sink.discard()
+            # Keep the command's shape; it is answered with the failure.
+            self._segments.append(b"")
+            self._failure = "[UNAVAILABLE] the message could not be stored"
+
+    def _drop_command(self) -> None:
+        """Forget the command being read, and any literal spooled for it."""
+        _discard(self._segments)
+        self._segments, self._size, self._failure = [], 0, None
+        self._literal.clear()
+        if self._sink is not None:
+            self._sink.discard()
+            self._sink = None
 
     def pending(self) -> bool:
         """Whether a command is partly read."""
@@ -155,11 +240,34 @@ class CommandReader:
         """Drop everything buffered (at a TLS switch) and return it."""
         dropped = bytes(self._buffer)
         self._buffer.clear()
-        self._segments.clear()
-        self._literal.clear()
+        self._drop_command()
         self._literal_left = 0
-        self._size = 0
         return dropped
+
+    def close(self) -> None:
+        """The connection is gone: drop everything, spooled data included."""
+        self.clear()
+        self._closed = True
+
+
+def spooled_in(arguments: list[Argument]) -> Iterator[SpooledMessage]:
+    """The spooled literals among ``arguments`` (nested lists included)."""
+    for argument in arguments:
+        if isinstance(argument, SpooledMessage):
+            yield argument
+        elif isinstance(argument, list):
+            yield from spooled_in(argument)
+
+
+def _discard(segments: list[Segment]) -> None:
+    for segment in segments:
+        if isinstance(segment, SpooledMessage):
+            segment.discard()
+
+
+def _is_append(first: bytes) -> bool:
+    parts = first.split(b" ", 2)
+    return len(parts) > 1 and parts[1].upper() == b"APPEND"
 
 
 def _tag_of(line: bytes) -> str | None:
@@ -167,8 +275,9 @@ def _tag_of(line: bytes) -> str | None:
     return tag.decode("ascii") if _TAG.match(tag) else None
 
 
-def _parse(segments: list[bytes]) -> Event:
+def _parse(segments: list[Segment]) -> Event:
     first = segments[0]
+    assert isinstance(first, bytes)
     parts = first.split(b" ", 2)
     tag = _tag_of(first)
     if tag is None or tag == "+":
@@ -192,7 +301,7 @@ def _parse(segments: list[bytes]) -> Event:
 class _Tokenizer:
     """Turns line text and literals into arguments."""
 
-    def __init__(self, segments: list[bytes]) -> None:
+    def __init__(self, segments: list[Segment]) -> None:
         # Segments alternate: text, literal, text, literal, text...
         self.segments = segments
         self.index = 0
@@ -200,7 +309,9 @@ class _Tokenizer:
 
     @property
     def text(self) -> bytes:
-        return self.segments[self.index]
+        text = self.segments[self.index]
+        assert isinstance(text, bytes)
+        return text
 
     def arguments(self) -> list[Argument]:
         return self._items(0, closing=None)
@@ -252,7 +363,7 @@ class _Tokenizer:
             self.pos += 1
         raise ParseError("unterminated quoted string")
 
-    def _literal(self) -> bytes:
+    def _literal(self) -> Segment:
         match = _LITERAL.match(self.text, self.pos)
         if match is None or match.end() != len(self.text):
             raise ParseError("bad literal")

@@ -59,7 +59,7 @@ def parse_date(value: Argument) -> date:
 
 
 def _text(value: Argument) -> str:
-    if isinstance(value, list):
+    if not isinstance(value, (str, bytes)):
         raise SearchError("expected a string")
     return (value if isinstance(value, str) else value.decode("utf-8", "replace")).lower()
 
@@ -113,7 +113,7 @@ class _Parser:
             result = nested.program()
             self.depth -= 1
             return result
-        if isinstance(item, bytes):
+        if not isinstance(item, str):
             raise SearchError("unexpected string in search program")
         word = item.upper()
         simple = _SIMPLE.get(word)

@@ -6,6 +6,12 @@ wait.  Mailbox commands live in :mod:`.mailboxes`, selected-state commands
 in :mod:`.messages`; this module holds the connection, CAPABILITY, STARTTLS,
 LOGIN, AUTHENTICATE (with SASL-IR), ID, ENABLE, NOOP, LOGOUT and IDLE.
 
+Connection limits (:mod:`communigate.protocols.limits`): before login a
+literal may hold at most ``PreLoginData`` octets (a larger one is refused
+without ``+``) and the session must log in before ``LoginTimeout``, which
+input does not extend; after login the idle time-out applies and APPEND
+messages up to ``max_message`` are spooled to disk as they arrive.
+
 Extensions: LITERAL+ (RFC 7888), SASL-IR (RFC 4959), IDLE (RFC 2177),
 NAMESPACE (RFC 2342), UIDPLUS (RFC 4315), CHILDREN (RFC 3348), UNSELECT
 (RFC 3691), MOVE (RFC 6851), ID (RFC 2971), ENABLE (RFC 5161), ACL
@@ -15,13 +21,13 @@ NAMESPACE (RFC 2342), UIDPLUS (RFC 4315), CHILDREN (RFC 3348), UNSELECT
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from communigate import __version__
@@ -40,6 +46,7 @@ from communigate.protocols.imap4.reader import (
     CommandReader,
     Continue,
     Line,
+    spooled_in,
 )
 from communigate.protocols.imap4.selected import SelectedMailbox
 from communigate.protocols.imap4.states import (
@@ -49,12 +56,11 @@ from communigate.protocols.imap4.states import (
     CommandFailed,
     State,
 )
+from communigate.protocols.limits import Limits, LimitsReader, SessionTimers
 from communigate.protocols.saslexchange import SASLExchange
 from communigate.protocols.tls import switch_to_tls
+from communigate.store.spool import MessageSpool, SpooledMessage, default_spool
 
-#: RFC 3501 §5.4: at least 30 minutes once logged in.
-IDLE_TIMEOUT = 30 * 60
-LOGIN_TIMEOUT = 120
 MAX_ERRORS = 30
 MAX_LOGIN_FAILURES = 3
 IDLE_POLL = 0.25
@@ -73,7 +79,7 @@ EXTENSIONS = (
 )
 
 
-class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
+class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
     """One IMAP session."""
 
     log = Logger()
@@ -110,6 +116,8 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         self.exchange: SASLExchange | None = None
         self.idling: tuple[str, LoopingCall] | None = None
         self.auth_tag: str | None = None
+        self.limits: Limits | None = None
+        self.timers: SessionTimers | None = None
 
     # -- connection --------------------------------------------------------
 
@@ -119,10 +127,13 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         return self.factory.service
 
     def connectionMade(self) -> None:
-        """Greet with the capabilities (RFC 3501 §7.1.1)."""
-        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
-        self.reader.max_literal = self.factory.max_message
-        self.setTimeout(LOGIN_TIMEOUT)
+        """Apply the limits, start the timers, greet with the capabilities
+        (RFC 3501 §7.1.1)."""
+        self.limits = limits = self.factory.limits()
+        self.reader.max_line = limits.max_line
+        self.reader.max_literal = limits.prelogin_data
+        self.timers = SessionTimers(self.factory.reactor, limits, self.timed_out)
+        self.timers.start()
         self.secure = self.factory.implicit_tls
         self.connection = self.service.connection(self.transport, "imap4", self.secure)
         domain = self.service.domain(self.connection)
@@ -132,9 +143,15 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         )
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        """Drop the session and everything pending."""
+        """Drop the session and everything pending (spooled messages too)."""
         self.connected = False
-        self.setTimeout(None)
+        if self.timers is not None:
+            self.timers.stop()
+        self.reader.close()
+        for event in self.queue:
+            if isinstance(event, Command):
+                for message in spooled_in(event.arguments):
+                    message.discard()
         self.queue.clear()
         if self.pending is not None:
             self.pending.cancel()
@@ -145,9 +162,19 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
             self.logout()
             self.logout = None
 
-    def timeoutConnection(self) -> None:
-        """Close an idle session (RFC 3501 §5.4)."""
-        self.send(b"* BYE autologout; idle for too long")
+    def timed_out(self, why: str) -> None:
+        """Close a session that did not log in in time, or stayed idle
+        (RFC 3501 §5.4)."""
+        if why == "idle time-out":
+            self.send(b"* BYE autologout; idle for too long")
+        else:
+            self.send(b"* BYE no login in time")
+        self.close()
+
+    def ended_from_outside(self, reason: str) -> None:
+        """The account was deleted: BYE (RFC 3501 §7.1.5) and close."""
+        self.stop_idle()
+        self.send(f"* BYE {reason}".encode())
         self.close()
 
     def send(self, line: bytes) -> None:
@@ -184,7 +211,8 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         """Read events; run commands in order."""
-        self.resetTimeout()
+        if self.timers is not None:
+            self.timers.activity()
         for event in self.reader.feed(data):
             if isinstance(event, Continue):
                 self.send(b"+ ready for literal")
@@ -234,6 +262,10 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         except Exception:
             self.log.failure("IMAP command {name} failed", name=command.name)
             self.tagged(command.tag, "NO", "[SERVERBUG] internal error")
+        finally:
+            # A spooled message was linked where it belongs, or refused.
+            for message in spooled_in(command.arguments):
+                message.discard()
 
     def raw_line(self, data: bytes) -> None:
         """A line read in raw mode: SASL data or IDLE's DONE."""
@@ -262,6 +294,8 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         """An astring argument as bytes."""
         if isinstance(argument, list):
             raise CommandFailed("expected a string, not a list", "BAD")
+        if isinstance(argument, SpooledMessage):
+            raise CommandFailed("string too long", "BAD")
         return argument if isinstance(argument, bytes) else argument.encode("ascii")
 
     def updates(self, expunges: bool = True) -> None:
@@ -375,7 +409,17 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         if not self.connected:
             return
         self.state = State.AUTHENTICATED
-        self.setTimeout(IDLE_TIMEOUT)
+        # Avatars of this realm can be ended from outside (account deleted).
+        watch = getattr(self.account, "watch", None)
+        if watch is not None:
+            watch(self.ended_from_outside)
+        assert self.timers is not None and self.limits is not None
+        self.timers.logged_in()
+        # Literals in memory are bounded by the line length from now on;
+        # APPEND messages may be larger and go to the spool.
+        self.reader.max_literal = self.limits.max_line
+        self.reader.max_message = self.factory.max_message
+        self.reader.spool = self.open_spool
         self.tagged(tag, "OK", "[CAPABILITY " + self.capabilities().decode() + "] logged in")
 
     def _refused(self, failure: Failure, tag: str) -> None:
@@ -392,6 +436,10 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
         if error.fatal or self.login_failures >= MAX_LOGIN_FAILURES:
             self.send(b"* BYE too many failed logins")
             self.close()
+
+    def open_spool(self) -> MessageSpool:
+        """A spool file for an APPEND message as it arrives."""
+        return MessageSpool(self.factory.spool)
 
     # -- IDLE ----------------------------------------------------------------
 
@@ -417,7 +465,11 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol, TimeoutMixin):
 
 
 class IMAP4Factory(Factory):
-    """Builds IMAP sessions that log in through one login service."""
+    """Builds IMAP sessions that log in through one login service.
+
+    Each new connection takes its limits from ``limits``, by default the
+    ``Limits`` server setting; APPEND messages are spooled into the folder
+    ``spool`` (the server passes ``Spool/`` of the base directory)."""
 
     protocol = IMAP4Server  # type: ignore[assignment]
     noisy = False
@@ -429,9 +481,15 @@ class IMAP4Factory(Factory):
         tls: Any = None,
         implicit_tls: bool = False,
         max_message: int = 64 * 1024 * 1024,
+        limits: LimitsReader | None = None,
+        spool: Path | None = None,
     ) -> None:
         self.service = service
         self.reactor = reactor
         self.tls = tls
         self.implicit_tls = implicit_tls
         self.max_message = max_message
+        if limits is None:
+            limits = LimitsReader("imap4", None, service.resolver.directory.server_settings)
+        self.limits = limits
+        self.spool = spool if spool is not None else default_spool()

@@ -5,10 +5,17 @@ records); unknown or non-local recipients get 550 at RCPT time.  After DATA
 one reply per accepted recipient says whether its copy was stored.  The
 same delivery code serves ``communigate deliver``.  LMTP has no login:
 listen only where trusted MTAs can connect (loopback or a Unix socket).
+
+The message text is spooled to a file as it arrives
+(:mod:`communigate.store.spool`) and linked into each recipient's INBOX, so
+a connection needs little memory whatever the message size; line length
+and idle time-out are the shared connection limits
+(:mod:`communigate.protocols.limits`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.protocol import Factory
@@ -17,13 +24,13 @@ from twisted.logger import Logger
 from communigate.portal.delivery import DeliveryError, deliver_to, resolve_recipients
 from communigate.portal.names import BadLoginName, FullName
 from communigate.portal.router import LocalAccount, Router
-from communigate.protocols.lines import LineSplitter, LineTooLong
+from communigate.protocols.limits import LimitsReader
+from communigate.protocols.lines import LineTooLong
 from communigate.protocols.replies import CodedReplyServer
 from communigate.store.directory import IDirectory
+from communigate.store.spool import MessageSpool, default_spool
 
-MAX_LINE = 1000 * 64
 MAX_RECIPIENTS = 1000
-IDLE_TIMEOUT = 300
 
 
 def _address(argument: bytes, keyword: bytes) -> str | None:
@@ -40,33 +47,38 @@ class LMTPServer(CodedReplyServer):
     """One LMTP session."""
 
     log = Logger()
-    idle_timeout = IDLE_TIMEOUT
     timeout_code = 421
+    login_required = False
     factory: LMTPFactory
 
     def __init__(self) -> None:
-        self.lines = LineSplitter(MAX_LINE)
+        super().__init__()
         self.greeted = False
         self.sender: str | None = None
         self.recipients: list[tuple[str, list[LocalAccount]]] = []
-        self.data: list[bytes] | None = None
-        self.size = 0
+        #: The message being received, after DATA.
+        self.data: MessageSpool | None = None
+        self.in_data = False
         self.too_big = False
+        self.header_size = 0
 
     def greet(self) -> None:
         """The LMTP greeting."""
         self.reply(220, f"{self.factory.hostname} LMTP ready")
 
-    def dataReceived(self, data: bytes) -> None:
-        """Lines: commands, or message text after DATA."""
-        self.resetTimeout()
-        for event in self.lines.feed(data):
-            if self.data is not None:
-                self.data_line(event)
-            elif isinstance(event, LineTooLong):
-                self.reply(500, "line too long")
-            else:
-                self.command(event)
+    def line(self, event: bytes | LineTooLong) -> None:
+        """A command, or message text after DATA."""
+        if self.in_data:
+            self.data_line(event)
+        elif isinstance(event, LineTooLong):
+            self.reply(500, "line too long")
+        else:
+            self.command(event)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        """Drop a message that was being received."""
+        super().connectionLost(reason)
+        self.discard()
 
     def command(self, line: bytes) -> None:
         """Dispatch one command."""
@@ -95,8 +107,15 @@ class LMTPServer(CodedReplyServer):
 
     def reset(self) -> None:
         """Forget the transaction."""
-        self.sender, self.recipients, self.data = None, [], None
-        self.size, self.too_big = 0, False
+        self.discard()
+        self.sender, self.recipients = None, []
+        self.in_data, self.too_big = False, False
+
+    def discard(self) -> None:
+        """Drop the spooled message, if any."""
+        if self.data is not None:
+            self.data.discard()
+            self.data = None
 
     def do_RSET(self, argument: bytes) -> None:
         """Abort the transaction."""
@@ -153,33 +172,48 @@ class LMTPServer(CodedReplyServer):
         if not self.recipients:
             self.reply(503, "5.5.1 no valid recipients")
             return
-        self.data = []
+        self.in_data = True
+        try:
+            self.data = MessageSpool(self.factory.spool)
+        except OSError:
+            self.log.failure("LMTP could not open a spool file")
+        else:
+            header = f"Return-Path: <{self.sender}>\r\n".encode("utf-8", "replace")
+            self.data.write(header)
+            self.header_size = len(header)
         self.reply(354, "end data with <CR><LF>.<CR><LF>")
 
     def data_line(self, event: bytes | LineTooLong) -> None:
-        """A line of the message, or its end."""
-        assert self.data is not None
+        """A line of the message (written to the spool), or its end."""
         if isinstance(event, LineTooLong):
             self.too_big = True
+            self.discard()
             return
         if event == b".":
             self.finish()
             return
-        line = event[1:] if event.startswith(b".") else event
-        self.size += len(line) + 2
-        if self.size > self.factory.max_message:
+        if self.data is None:
+            return
+        self.data.write((event[1:] if event.startswith(b".") else event) + b"\r\n")
+        if self.data.size - self.header_size > self.factory.max_message:
             self.too_big = True
-        if not self.too_big:
-            self.data.append(line)
+            self.discard()
 
     def finish(self) -> None:
         """Store one copy per recipient; one reply each (RFC 2033 §4.2)."""
-        assert self.data is not None
-        header = f"Return-Path: <{self.sender}>\r\n".encode("utf-8", "replace")
-        message = header + b"\r\n".join(self.data) + b"\r\n"
+        spool, self.data = self.data, None
+        message = None
+        if spool is not None and not self.too_big:
+            try:
+                message = spool.finish()
+            except OSError:
+                self.log.failure("LMTP could not spool the message")
         for recipient, accounts in self.recipients:
             if self.too_big:
                 self.reply(552, f"5.3.4 message too big for {recipient}")
+                continue
+            if message is None:
+                self.reply(451, f"4.3.0 {recipient}: temporary failure, try again")
                 continue
             try:
                 deliver_to(self.factory.directory, accounts, message)
@@ -189,20 +223,38 @@ class LMTPServer(CodedReplyServer):
                 continue
             self.log.info("LMTP delivered to {recipient}", recipient=recipient)
             self.reply(250, f"2.0.0 {recipient} delivered")
+        if message is not None:
+            message.discard()
+        elif spool is not None:
+            spool.discard()
         self.reset()
 
 
 class LMTPFactory(Factory):
-    """Builds LMTP sessions delivering into the directory's mail store."""
+    """Builds LMTP sessions delivering into the directory's mail store.
+
+    Each connection takes its limits from ``limits``, by default the
+    ``Limits`` server setting; messages are spooled into the folder
+    ``spool`` (the server passes ``Spool/`` of the base directory)."""
 
     protocol = LMTPServer  # type: ignore[assignment]
     noisy = False
 
     def __init__(
-        self, directory: IDirectory, reactor: Any, hostname: str, max_message: int
+        self,
+        directory: IDirectory,
+        reactor: Any,
+        hostname: str,
+        max_message: int,
+        limits: LimitsReader | None = None,
+        spool: Path | None = None,
     ) -> None:
         self.directory = directory
         self.router = Router(directory)
         self.reactor = reactor
         self.hostname = hostname
         self.max_message = max_message
+        self.limits = (
+            limits if limits is not None else LimitsReader("lmtp", None, directory.server_settings)
+        )
+        self.spool = spool if spool is not None else default_spool()

@@ -6,18 +6,20 @@ are handled strictly one after another: while a login is being checked or a
 message is being sent, further pipelined commands wait in the queue
 (RFC 2449 §6.6).  Deletions are applied only when the client ends the
 session with QUIT (RFC 1939 §6); a dropped connection keeps every message.
+Line length, login deadline and idle time-out are the shared connection
+limits (:mod:`communigate.protocols.limits`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -29,6 +31,7 @@ from communigate.cred.sasl.cram import apop_check
 from communigate.cred.sasl.mechanism import MalformedResponse
 from communigate.portal.avatars import IPOP3Maildrop
 from communigate.protocols.access import LoginService
+from communigate.protocols.limits import DEFAULTS, LimitsReader, SessionTimers
 from communigate.protocols.lines import LineSplitter, LineTooLong
 from communigate.protocols.multiline import DotStuffer, stuff_all
 from communigate.protocols.pop3 import parser
@@ -39,7 +42,7 @@ from communigate.store.mailbox import MessageInfo
 from communigate.store.settingsformat import as_string_list
 
 #: RFC 1939 §3: the inactivity timer is at least 10 minutes.
-IDLE_TIMEOUT = 600
+IDLE_TIMEOUT = DEFAULTS["pop3"].idle_timeout
 #: Protocol errors tolerated in one session before it is closed.
 MAX_ERRORS = 20
 #: Failed logins tolerated in one session before it is closed.
@@ -88,7 +91,7 @@ class MessageSender:
         self._consumer.unregisterProducer()
 
 
-class POP3Server(Protocol, TimeoutMixin):
+class POP3Server(Protocol):
     """One POP3 session."""
 
     log = Logger()
@@ -111,13 +114,17 @@ class POP3Server(Protocol, TimeoutMixin):
         self.exchange: SASLExchange | None = None
         self.secure = False
         self.timestamp: bytes | None = None
+        self.timers: SessionTimers | None = None
 
     # -- connection --------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Greet the client with the domain of the address it reached."""
-        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
-        self.setTimeout(self.factory.timeout)
+        """Apply the limits, start the timers, greet the client with the
+        domain of the address it reached."""
+        limits = self.factory.limits()
+        self.lines.max_length = limits.max_line
+        self.timers = SessionTimers(self.factory.reactor, limits, self.timed_out)
+        self.timers.start()
         self.secure = self.factory.implicit_tls
         self.connection = self.service.connection(self.transport, "pop3", self.secure)
         domain = self.service.domain(self.connection)
@@ -141,7 +148,8 @@ class POP3Server(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure | None = None) -> None:
         """Drop the session; marked deletions are not applied (RFC 1939 §6)."""
         self.connected = False
-        self.setTimeout(None)
+        if self.timers is not None:
+            self.timers.stop()
         if self.pending is not None:
             self.pending.cancel()
         if self.exchange is not None:
@@ -150,15 +158,24 @@ class POP3Server(Protocol, TimeoutMixin):
             self.logout()
             self.logout = None
 
-    def timeoutConnection(self) -> None:
-        """Close an idle session (no deletions)."""
-        self.send(err("idle timeout, closing the connection"))
+    def timed_out(self, why: str) -> None:
+        """Close a session that did not log in in time or stayed idle (no
+        deletions)."""
+        text = "idle timeout" if why == "idle time-out" else "no login in time"
+        self.send(err(f"{text}, closing the connection"))
         self.close()
+        self.queue.clear()
 
     def send(self, data: bytes) -> None:
         """Write bytes to the client."""
         if self.transport is not None:
             self.transport.write(data)
+
+    def ended_from_outside(self, reason: str) -> None:
+        """The account was deleted: nothing is applied, the session ends."""
+        self.send(err(f"[SYS/PERM] {reason}"))
+        self.queue.clear()
+        self.close()
 
     def close(self) -> None:
         """Close the connection once what was written is sent."""
@@ -167,7 +184,8 @@ class POP3Server(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         """Queue complete lines and run them in order."""
-        self.resetTimeout()
+        if self.timers is not None:
+            self.timers.activity()
         self.queue.extend(self.lines.feed(data))
         self.run_queue()
 
@@ -324,11 +342,17 @@ class POP3Server(Protocol, TimeoutMixin):
         _, self.maildrop, self.logout = result
         if not self.connected:
             return
+        # Avatars of this realm can be ended from outside (account deleted).
+        watch = getattr(self.maildrop, "watch", None)
+        if watch is not None:
+            watch(self.ended_from_outside)
         assert self.connection is not None
         # The SNI name is known once the TLS handshake is over.
         self.connection = self.service.connection(self.transport, "pop3", self.secure)
         self.messages = self.maildrop.listing()
         self.state = State.TRANSACTION
+        if self.timers is not None:
+            self.timers.logged_in()
         total = sum(info.size for info in self.messages)
         self.send(ok(f"{len(self.messages)} messages ({total} octets)"))
 
@@ -445,7 +469,9 @@ class POP3Factory(Factory):
 
     ``tls`` is a context factory: with ``implicit_tls`` every connection is
     TLS from the start (port 995, the listener wraps it), otherwise STLS is
-    offered.
+    offered.  ``timeout`` is the default idle time-out; each connection
+    takes its limits from ``limits``, by default the ``Limits`` server
+    setting.
     """
 
     protocol = POP3Server  # type: ignore[assignment]
@@ -458,9 +484,13 @@ class POP3Factory(Factory):
         timeout: int = IDLE_TIMEOUT,
         tls: Any = None,
         implicit_tls: bool = False,
+        limits: LimitsReader | None = None,
     ) -> None:
         self.service = service
         self.reactor = reactor
-        self.timeout = timeout
         self.tls = tls
         self.implicit_tls = implicit_tls
+        if limits is None:
+            defaults = replace(DEFAULTS["pop3"], idle_timeout=timeout)
+            limits = LimitsReader("pop3", defaults, service.resolver.directory.server_settings)
+        self.limits = limits

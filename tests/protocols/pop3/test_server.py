@@ -161,13 +161,41 @@ def test_bad_input(directory: FileDirectory) -> None:
 
 
 def test_idle_timeout(directory: FileDirectory) -> None:
-    """An idle session is closed after the timeout."""
+    """A logged-in session idle for the timeout is closed."""
     session = Session(directory)
     session.take()
+    assert b"+OK" in session.login(b"info", b"pw-company.com")
     session.clock.advance(599)
     assert not session.transport.disconnecting
     session.clock.advance(2)
     assert session.take().startswith(b"-ERR idle timeout")
+    assert session.transport.disconnecting
+
+
+def test_login_deadline_is_not_extended_by_bytes(directory: FileDirectory) -> None:
+    """A byte every 5 s does not keep a session that has not logged in past 60 s."""
+    session = Session(directory)
+    session.take()
+    for _ in range(11):
+        session.clock.advance(5)
+        session.send(b"C")
+    assert not session.transport.disconnecting
+    session.clock.advance(6)
+    assert session.take().startswith(b"-ERR no login in time")
+    assert session.transport.disconnecting
+
+
+def test_limits_come_from_the_server_settings(directory: FileDirectory) -> None:
+    """LoginTimeout and MaxLineLength from the Limits setting apply to new connections."""
+    directory.update_server_settings(
+        {"Limits": {"LoginTimeout": "5s", "pop3": {"MaxLineLength": 600}}}
+    )
+    session = Session(directory)
+    session.take()
+    assert session.send(b"CAPA" + b" " * 700 + b"\r\n").startswith(b"-ERR line too long")
+    session.clock.advance(4)
+    assert not session.transport.disconnecting
+    session.clock.advance(1)
     assert session.transport.disconnecting
 
 
