@@ -1,28 +1,40 @@
-"""IMAP figures, side by side with Dovecot when it is installed.
+"""IMAP figures, communigate side by side with Dovecot (a private instance
+started by this script when it is installed and we are root; otherwise
+communigate alone).
+
+Both servers get the same users (``user0``… with clear passwords, ``buser0``…
+with bcrypt ones) and both run at once.  What is measured:
 
 * LOGIN+LOGOUT per second with ``--clients`` concurrent clients (clear
   passwords), ``--logins`` in all or ``--seconds`` at most;
-* memory per idle authenticated connection: ``--idle`` connections are
-  opened, logged in and left idle; the growth of the server's private
-  memory (every Dovecot process's for Dovecot) divided by their number;
+* NOOP latency on a logged-in session while ``--clients`` clients log in
+  with bcrypt passwords for ``--noop-seconds``: the 99th percentile (the
+  median in the note);
+* memory per idle connection, on a server started for each run: ``--idle``
+  connections (the same number on both servers) are opened, logged in,
+  SELECT INBOX, and left idle; the growth of the Pss of the server's own
+  process tree (communigate's single process; Dovecot's master and the
+  processes it forks) divided by the number that logged in;
 * SELECT of a ``--big``-message mailbox and FETCH 1:* (UID FLAGS
-  RFC822.SIZE) on it (communigate only: the store layout is ours);
-* NOOP latency on an idle session while ``--clients`` clients log in with
-  bcrypt passwords: median and 99th percentile.
+  RFC822.SIZE) on it (communigate only: the mailbox is written in its store
+  layout).
 
-Only loopback addresses are used; every loop is bounded in count and time.
-Run as root (Dovecot needs it):  python benchmarks/imap.py
+Every work is run ``--repeats`` times, interleaved (communigate run 1,
+dovecot run 1, communigate run 2, ...); the table gives the median of the
+runs that succeeded and every run is listed below it.  Every loop is
+bounded in count and time.
+
+Run as root (Dovecot needs it):  python3 benchmarks/imap.py [--repeats 3]
+    [--clients 20] [--idle 500] [--big 100000]
+    [--host 127.0.0.1] [--port N] [--dovecot-port N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,42 +44,47 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.pop3 import DOVECOT_CONF
 from benchmarks.servers import (
+    LOOPBACK,
     Base,
+    Failed,
+    Run,
+    Starter,
+    Target,
+    Work,
+    add_address_options,
     communigate,
+    dovecot_binary,
+    dovecot_conf,
     free_port,
+    measure,
     raise_file_limit,
-    wait_for,
+    report,
+    running_dovecot,
+    server_log_tail,
+    step,
+    tree_memory,
 )
 
 USERS = [f"user{number}" for number in range(20)]
 
 
-def private_kib(pids: list[int]) -> int:
-    """Private (unshared) memory of processes, KiB, from smaps_rollup."""
-    total = 0
-    for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    return total
-
-
-@contextmanager
-def communigate_server(root: Path, big: int) -> Iterator[tuple[int, list[int]]]:
+def communigate_setup(root: Path, big: int, host: str, port: int) -> Starter:
+    """A base with the users and a ``big`` account of ``big`` messages;
+    starts a server on it."""
     base = Base(root)
     for user in USERS:
         base.account(user)
         base.account(f"b{user}", "PasswordEncryption=UB-crpt")
     base.account("big")
     fill_big(base.path / "Accounts" / "big.macnt" / "INBOX.mdir", big)
-    with communigate(root, base, "imap4") as (port, pid):
-        yield port, [pid]
+
+    @contextmanager
+    def start() -> Iterator[Target]:
+        with communigate(root, base, "imap4", host, port) as (bound, pid):
+            yield Target("communigate", host, bound, pid)
+
+    return start
 
 
 def fill_big(folder: Path, count: int) -> None:
@@ -83,52 +100,68 @@ def fill_big(folder: Path, count: int) -> None:
     )
 
 
-@contextmanager
-def dovecot(root: Path) -> Iterator[tuple[int, list[int]] | None]:
-    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
-    if (
-        not os.path.exists(binary)
-        or os.geteuid() != 0
-        or not Path("/usr/lib/dovecot/imap").exists()
-    ):
-        yield None
-        return
-    root.chmod(0o755)
-    root = root / "dovecot"
+def dovecot_limits(idle: int) -> str:
+    """Configuration that lets Dovecot hold ``idle`` logged-in connections
+    (one imap process each) and ``idle`` from one user and address; nothing
+    else is changed."""
+    return (
+        f"default_client_limit = {max(1000, 2 * idle + 200)}\n"
+        f"service imap {{\n  process_limit = {max(1024, idle + 100)}\n}}\n"
+        f"protocol imap {{\n  mail_max_userip_connections = {idle + 100}\n}}\n"
+    )
+
+
+def dovecot_folder(root: Path) -> Path:
+    """Dovecot's directories and passwd-file (the same users and passwords)."""
+    root.chmod(0o755)  # Dovecot's auth process runs as the dovecot user
+    folder = root / "dovecot"
     for sub in ("run", "state", "home", "mail"):
-        (root / sub).mkdir(parents=True)
-    for path in (root / "mail", root / "home"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for path in (folder / "mail", folder / "home"):
         shutil.chown(path, "nobody", "nogroup")
-    (root / "passwd").write_text(
+    (folder / "passwd").write_text(
         "".join(f"{user}:secret\nb{user}:{bcrypt_hash()}\n" for user in USERS)
     )
-    port = free_port()
-    conf = DOVECOT_CONF.format(root=root, port=free_port()).replace(
-        "protocols = pop3", "protocols = imap"
-    ) + (
-        f"service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n}}\n"
-        # The default of 10 connections per user and address would stop the
-        # idle-connection measurement; nothing else is changed.
-        "protocol imap {\n  mail_max_userip_connections = 10000\n}\n"
-    )
-    (root / "dovecot.conf").write_text(conf)
-    process = subprocess.Popen(
-        [binary, "-F", "-c", str(root / "dovecot.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(port, process)
-        yield port, []
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    return folder
+
+
+@contextmanager
+def dovecot(
+    root: Path, host: str = LOOPBACK, port: int = 0, idle: int = 500
+) -> Iterator[tuple[int, list[int]] | None]:
+    """A private Dovecot serving IMAP with the same users; (port, [pid of
+    its master]), or None unless installed and root."""
+    binary = dovecot_binary()
+    if binary is None or not Path("/usr/lib/dovecot/imap").exists():
+        yield None
+        return
+    folder = dovecot_folder(root)
+    bound = port or free_port(host)
+    conf = dovecot_conf(folder, "imap", host, bound, dovecot_limits(idle))
+    with running_dovecot(binary, folder, conf, bound, host) as process:
+        yield bound, [process.pid]
+
+
+def dovecot_setup(root: Path, host: str, port: int, idle: int) -> Starter | None:
+    """Starts Dovecot for a work; None unless installed and root."""
+    if dovecot_binary() is None or not Path("/usr/lib/dovecot/imap").exists():
+        return None
+
+    @contextmanager
+    def start() -> Iterator[Target]:
+        with dovecot(root, host, port, idle) as found:
+            if found is None:
+                raise RuntimeError("dovecot did not start")
+            yield Target("dovecot", host, found[0], found[1][0])
+
+    return start
 
 
 _BCRYPT: list[str] = []
 
 
 def bcrypt_hash() -> str:
+    """Dovecot's form of the bcrypt hash of ``secret`` (made once)."""
     if not _BCRYPT:
         from passlib.hash import bcrypt
 
@@ -136,19 +169,9 @@ def bcrypt_hash() -> str:
     return _BCRYPT[0]
 
 
-def dovecot_pids() -> list[int]:
-    """Every Dovecot process (master, login, imap, auth)."""
-    out = subprocess.run(
-        ["pgrep", "-f", "dovecot|imap-login|/usr/lib/dovecot/"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return [int(pid) for pid in out.split()]
-
-
-async def login_logout(port: int, user: str) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def login_logout(host: str, port: int, user: str) -> None:
+    """One connection: LOGIN, LOGOUT, both answered."""
+    reader, writer = await asyncio.open_connection(host, port)
     try:
         await reader.readline()
         writer.write(f"a LOGIN {user} secret\r\nb LOGOUT\r\n".encode())
@@ -156,9 +179,9 @@ async def login_logout(port: int, user: str) -> None:
         while True:
             line = await reader.readline()
             if not line:
-                raise RuntimeError("connection closed")
+                raise Failed("connection closed")
             if line.startswith(b"a ") and not line.startswith(b"a OK"):
-                raise RuntimeError(line.decode())
+                raise Failed(line.decode(errors="replace").strip())
             if line.startswith(b"b "):
                 return
     finally:
@@ -166,57 +189,29 @@ async def login_logout(port: int, user: str) -> None:
 
 
 async def logins_per_second(
-    port: int, clients: int, total: int, seconds: float, prefix: str = ""
+    target: Target, clients: int, total: int, seconds: float, prefix: str = ""
 ) -> float:
-    done = 0
+    """LOGIN+LOGOUT connections per second, ``clients`` at once."""
+    started = done = 0
     deadline = time.monotonic() + seconds
 
     async def client(index: int) -> None:
-        nonlocal done
-        while done < total and time.monotonic() < deadline:
-            await login_logout(port, prefix + USERS[index % len(USERS)])
+        nonlocal started, done
+        while started < total and time.monotonic() < deadline:
+            started += 1
+            await login_logout(target.host, target.port, prefix + USERS[index % len(USERS)])
             done += 1
 
     start = time.monotonic()
-    await asyncio.gather(*(client(index) for index in range(clients)))
+    await asyncio.wait_for(
+        asyncio.gather(*(client(index) for index in range(clients))), seconds + 60
+    )
     return done / (time.monotonic() - start)
 
 
-async def idle_memory(port: int, count: int, pids: list[int] | None) -> float:
-    """KiB of private memory per idle, authenticated, selected connection
-    (connections the server refused are not counted)."""
-
-    def measure() -> int:
-        return private_kib(pids if pids else dovecot_pids())
-
-    before = measure()
-    writers: list[asyncio.StreamWriter] = []
-    kept = 0
-
-    async def one(index: int) -> bool:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return False
-        writers.append(writer)
-        try:
-            await _login_select(reader, writer, index)
-        except (OSError, RuntimeError):
-            return False
-        return True
-
-    try:
-        for start in range(0, count, 50):
-            results = await asyncio.gather(
-                *(one(index) for index in range(start, min(count, start + 50)))
-            )
-            kept += sum(results)
-        await asyncio.sleep(1)
-        after = measure()
-    finally:
-        for writer in writers:
-            writer.close()
-    return (after - before) / max(kept, 1)
+def logins(target: Target, clients: int, total: int, seconds: float) -> Run:
+    """The LOGIN+LOGOUT rate as a run."""
+    return Run(asyncio.run(logins_per_second(target, clients, total, seconds)))
 
 
 async def _login_select(
@@ -228,58 +223,121 @@ async def _login_select(
     while True:
         line = await reader.readline()
         if not line:
-            raise RuntimeError("connection closed while logging in")
+            raise Failed("connection closed while logging in")
+        if line.startswith(b"a ") and not line.startswith(b"a OK"):
+            raise Failed(line.decode(errors="replace").strip())
         if line.startswith(b"b "):
             return
 
 
-async def big_mailbox(port: int) -> tuple[float, float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    await reader.readline()
+async def idle_connections(target: Target, count: int) -> Run:
+    """KiB of Pss per idle, logged-in, selected connection (connections the
+    server refused are not counted); Pss_Anon and private memory in the
+    note."""
+    before = tree_memory(target.pid)
+    writers: list[asyncio.StreamWriter] = []
+    failures: list[str] = []
 
-    async def command(text: bytes) -> float:
-        start = time.monotonic()
-        writer.write(text + b"\r\n")
-        await writer.drain()
-        tag = text.split(b" ", 1)[0]
-        while not (await reader.readline()).startswith(tag + b" "):
-            pass
-        return time.monotonic() - start
+    async def one(index: int) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection(target.host, target.port)
+        except OSError as error:
+            failures.append(str(error))
+            return False
+        writers.append(writer)
+        try:
+            await asyncio.wait_for(_login_select(reader, writer, index), 60)
+        except (OSError, Failed) as error:
+            failures.append(str(error) or type(error).__name__)
+            return False
+        return True
 
-    await command(b"a LOGIN big secret")
-    select = await command(b"b SELECT INBOX")
-    fetch = await command(b"c FETCH 1:* (UID FLAGS RFC822.SIZE)")
-    writer.close()
-    return select, fetch
+    kept = 0
+    try:
+        for start in range(0, count, 50):
+            results = await asyncio.gather(
+                *(one(index) for index in range(start, min(count, start + 50)))
+            )
+            kept += sum(results)
+        await asyncio.sleep(1)
+        after = tree_memory(target.pid)
+    finally:
+        for writer in writers:
+            writer.close()
+    if not kept:
+        raise Failed(f"no connection logged in ({failures[0] if failures else '?'})")
+    note = (
+        f"{kept}/{count} logged in, {after.processes} processes, "
+        f"Pss_Anon {(after.pss_anon - before.pss_anon) / kept:.1f}, "
+        f"private {(after.private - before.private) / kept:.1f}"
+    )
+    if failures:
+        note += f"; first failure: {failures[0]}"
+    return Run((after.pss - before.pss) / kept, note)
 
 
-async def noop_latency(port: int, clients: int, seconds: float) -> tuple[float, float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def big_mailbox(target: Target) -> Run:
+    """Seconds for SELECT of the big mailbox and FETCH 1:* on it."""
+    reader, writer = await asyncio.open_connection(target.host, target.port, limit=1 << 20)
+    try:
+        await reader.readline()
+
+        async def command(text: bytes) -> float:
+            start = time.monotonic()
+            writer.write(text + b"\r\n")
+            await writer.drain()
+            tag = text.split(b" ", 1)[0]
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise Failed("connection closed")
+                if line.startswith(tag + b" "):
+                    if not line.startswith(tag + b" OK"):
+                        raise Failed(line.decode(errors="replace").strip())
+                    return time.monotonic() - start
+
+        await command(b"a LOGIN big secret")
+        select = await asyncio.wait_for(command(b"b SELECT INBOX"), 600)
+        fetch = await asyncio.wait_for(command(b"c FETCH 1:* (UID FLAGS RFC822.SIZE)"), 600)
+    finally:
+        writer.close()
+    return Run(select + fetch, f"SELECT {select:.2f} s, FETCH {fetch:.2f} s")
+
+
+async def noop_latency(target: Target, clients: int, seconds: float) -> Run:
+    """NOOP round trips on one session while bcrypt logins run: p99 ms,
+    the median in the note."""
+    reader, writer = await asyncio.open_connection(target.host, target.port)
     await reader.readline()
     writer.write(b"a LOGIN user0 secret\r\n")
     await writer.drain()
-    await reader.readline()
+    if not (await reader.readline()).startswith(b"a OK"):
+        raise Failed("LOGIN refused")
     stop = time.monotonic() + seconds
     latencies: list[float] = []
 
     async def pinger() -> None:
-        count = 0
-        while time.monotonic() < stop and count < 10_000:
+        while time.monotonic() < stop and len(latencies) < 10_000:
             start = time.monotonic()
             writer.write(b"n NOOP\r\n")
             await writer.drain()
-            await reader.readline()
+            while not (await reader.readline()).startswith(b"n "):
+                pass
             latencies.append(time.monotonic() - start)
-            count += 1
             await asyncio.sleep(0.005)
 
-    async def bcrypt_logins() -> None:
-        await logins_per_second(port, clients, 10**6, seconds, prefix="b")
-
-    await asyncio.gather(pinger(), bcrypt_logins())
-    writer.close()
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(pinger(), logins_per_second(target, clients, 10**6, seconds, "b")),
+            seconds + 60,
+        )
+    finally:
+        writer.close()
+    if not latencies:
+        raise Failed("no NOOP answered")
     latencies.sort()
-    return statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.99)] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    return Run(p99, f"median {statistics.median(latencies) * 1000:.1f}, {len(latencies)} NOOPs")
 
 
 def main() -> None:
@@ -287,53 +345,60 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--logins", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--noop-seconds", type=float, default=10)
+    parser.add_argument("--idle", type=int, default=500, help="idle connections, on each server")
     parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per work and server")
+    add_address_options(parser, "dovecot")
     args = parser.parse_args()
+    if min(args.clients, args.logins, args.idle, args.big, args.repeats) < 1:
+        parser.error("every count must be at least 1")
     raise_file_limit()
-    results: dict[str, dict[str, str]] = {}
-
-    def step(what: str) -> None:
-        print(f"... {what}", file=sys.stderr, flush=True)
-
+    works = [
+        Work(
+            f"LOGIN+LOGOUT, {args.clients} clients",
+            "/s",
+            "higher",
+            lambda target: logins(target, args.clients, args.logins, args.seconds),
+        ),
+        Work(
+            f"NOOP p99, {args.clients} bcrypt logins",
+            "ms",
+            "lower",
+            lambda target: asyncio.run(noop_latency(target, args.clients, args.noop_seconds)),
+        ),
+        Work(
+            f"SELECT + FETCH 1:* of {args.big}",
+            "s",
+            "lower",
+            lambda target: asyncio.run(big_mailbox(target)),
+            only=("communigate",),
+        ),
+        Work(
+            f"idle connection ({args.idle})",
+            "KiB Pss",
+            "lower",
+            lambda target: asyncio.run(idle_connections(target, args.idle)),
+            fresh=True,
+        ),
+    ]
     with tempfile.TemporaryDirectory(prefix="imap-bench-") as tmp:
         root = Path(tmp)
+        starters: dict[str, Starter] = {}
         step("setting up communigate")
-        with communigate_server(root, args.big) as (port, pids):
-            ours = results["communigate"] = {}
-            step("logins")
-            rate = asyncio.run(logins_per_second(port, args.clients, args.logins, args.seconds))
-            ours["LOGIN+LOGOUT/s"] = f"{rate:.0f}"
-            step("idle connections")
-            ours["KiB/idle conn"] = f"{asyncio.run(idle_memory(port, args.idle, pids)):.1f}"
-            step("big mailbox")
-            select, fetch = asyncio.run(big_mailbox(port))
-            ours[f"SELECT {args.big}"] = f"{select:.2f} s"
-            ours["FETCH 1:*"] = f"{fetch:.2f} s"
-            step("NOOP under bcrypt load")
-            median, p99 = asyncio.run(noop_latency(port, args.clients, 10))
-            ours["NOOP ms (bcrypt load)"] = f"{median:.1f} / p99 {p99:.1f}"
-        step("setting up dovecot")
-        with dovecot(root) as found:
-            if found is None:
-                print("dovecot: not installed (dovecot-imapd) or not root, skipped")
-            else:
-                port, _ = found
-                theirs = results["dovecot"] = {}
-                step("dovecot logins")
-                rate = asyncio.run(logins_per_second(port, args.clients, args.logins, args.seconds))
-                theirs["LOGIN+LOGOUT/s"] = f"{rate:.0f}"
-                step("dovecot idle connections")
-                memory = asyncio.run(idle_memory(port, min(args.idle, 500), None))
-                theirs["KiB/idle conn"] = f"{memory:.1f}"
-                step("dovecot NOOP under bcrypt load")
-                median, p99 = asyncio.run(noop_latency(port, args.clients, 10))
-                theirs["NOOP ms (bcrypt load)"] = f"{median:.1f} / p99 {p99:.1f}"
-    columns = list(results["communigate"])
-    print(f"{args.clients} concurrent clients; {args.idle} idle connections")
-    print(f"{'server':<12}" + "".join(f"{column:>24}" for column in columns))
-    for name, figures in results.items():
-        print(f"{name:<12}" + "".join(f"{figures.get(column, '-'):>24}" for column in columns))
+        starters["communigate"] = communigate_setup(root, args.big, args.host, args.port)
+        found = dovecot_setup(root, args.host, args.dovecot_port, args.idle)
+        if found is None:
+            print("dovecot: not installed (dovecot-imapd) or not root; skipped", file=sys.stderr)
+        else:
+            starters["dovecot"] = found
+        measure(works, starters, args.repeats)
+        tail = server_log_tail(root)
+    names = list(starters)
+    report(f"IMAP on {args.host}", works, names, "dovecot", args.repeats)
+    if all(run.value is None for work in works for run in work.runs.get("communigate", [])):
+        print("communigate: every run failed; end of its log:")
+        print(tail)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,33 @@
-"""POP3 figures: login sessions per second and RETR throughput.
+"""POP3 figures, communigate side by side with Dovecot (a private instance
+started by this script when it is installed and we are root; otherwise
+communigate alone).
 
-Starts communigate on a loopback port with its own base directory and, when
-Dovecot is installed, a private Dovecot instance (Debian's defaults for the
-login and auth services, a passwd-file with the same clear passwords, Maildir)
-on another loopback port, and measures both the same way:
+Both servers get the same users with the same clear passwords (communigate
+its own accounts; Dovecot a passwd-file, Debian's defaults for the login and
+auth services, Maildir) and the same two messages for user0, and both run
+at once.  What is measured:
 
-* sessions/s: ``--clients`` concurrent clients each repeat
-  connect, USER, PASS, STAT, QUIT, until ``--sessions`` sessions in all or
-  ``--seconds`` have passed;
-* RETR: MB/s for one message of ``--message-mb`` MB, best of ``--repeats``.
+* sessions/s: ``--clients`` concurrent clients each repeat connect, USER,
+  PASS, STAT, QUIT, until ``--sessions`` sessions in all or ``--seconds``
+  have passed;
+* RETR: MB/s for one message of ``--message-mb`` MB, and for one whose
+  every tenth line starts with a dot (so it must be dot-stuffed).
 
-Only loopback addresses are used; every loop is bounded in count and time.
-Run:  python benchmarks/pop3.py [--sessions 4000] [--clients 20]
+Every work is run ``--repeats`` times, interleaved (communigate run 1,
+dovecot run 1, communigate run 2, ...); the table gives the median of the
+runs that succeeded and every run is listed below it.  Every loop is
+bounded in count and time.
+
+Run:  python3 benchmarks/pop3.py [--sessions 4000] [--clients 20] [--repeats 3]
+      [--host 127.0.0.1] [--port N] [--dovecot-port N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +37,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.servers import Base, communigate, free_port, wait_for
+from benchmarks.servers import (
+    Base,
+    Failed,
+    Run,
+    Starter,
+    Target,
+    Work,
+    add_address_options,
+    communigate,
+    dovecot_binary,
+    dovecot_conf,
+    free_port,
+    measure,
+    report,
+    running_dovecot,
+    server_log_tail,
+    step,
+)
 
 USERS = [f"user{number}" for number in range(20)]
 
@@ -46,50 +68,28 @@ def message_of(size_mb: int, dotted: bool = False) -> bytes:
     return b"Subject: big\r\n\r\n" + body
 
 
-@contextmanager
-def communigate_server(root: Path, big: list[bytes]) -> Iterator[int]:
+def communigate_setup(root: Path, big: list[bytes], host: str, port: int) -> Starter:
+    """A base with the users and user0's messages; starts a server on it."""
     base = Base(root)
     for user in USERS:
         base.account(user)
     for message in big:
         base.run("deliver", "user0@bench.test", stdin=message)
-    with communigate(root, base, "pop3") as (port, _pid):
-        yield port
+
+    @contextmanager
+    def start() -> Iterator[Target]:
+        with communigate(root, base, "pop3", host, port) as (bound, pid):
+            yield Target("communigate", host, bound, pid)
+
+    return start
 
 
-DOVECOT_CONF = """\
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-protocols = pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-mail_location = maildir:{root}/mail/%u
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid=nobody gid=nogroup home={root}/home/%u
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {port}
-  }}
-}}
-"""
-
-
-@contextmanager
-def dovecot_server(root: Path, big: list[bytes]) -> Iterator[int | None]:
-    binary = shutil.which("dovecot") or (
-        "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
-    )
-    if binary is None or os.geteuid() != 0:
-        yield None
-        return
+def dovecot_setup(root: Path, big: list[bytes], host: str, port: int) -> Starter | None:
+    """A private Dovecot with the same users and messages; None unless
+    installed and root."""
+    binary = dovecot_binary()
+    if binary is None:
+        return None
     root.chmod(0o755)  # Dovecot's auth process runs as the dovecot user
     root = root / "dovecot"
     for sub in ("run", "state", "home"):
@@ -103,22 +103,19 @@ def dovecot_server(root: Path, big: list[bytes]) -> Iterator[int | None]:
     # Mail is accessed as the unprivileged user "nobody", as Dovecot requires.
     for path in [root / "mail", root / "home", *(root / "mail").rglob("*")]:
         shutil.chown(path, "nobody", "nogroup")
-    port = free_port()
-    conf = root / "dovecot.conf"
-    conf.write_text(DOVECOT_CONF.format(root=root, port=port))
-    process = subprocess.Popen(
-        [binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for(port, process)
-        yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
+
+    @contextmanager
+    def start() -> Iterator[Target]:
+        bound = port or free_port(host)
+        conf = dovecot_conf(root, "pop3", host, bound)
+        with running_dovecot(binary, root, conf, bound, host) as process:
+            yield Target("dovecot", host, bound, process.pid)
+
+    return start
 
 
-async def one_session(port: int, user: str) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def one_session(host: str, port: int, user: str) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
     try:
         await reader.readline()
         for command in (f"USER {user}", "PASS secret", "STAT", "QUIT"):
@@ -126,24 +123,29 @@ async def one_session(port: int, user: str) -> None:
             await writer.drain()
             reply = await reader.readline()
             if not reply.startswith(b"+OK"):
-                raise RuntimeError(f"{command.split()[0]}: {reply!r}")
+                raise Failed(f"{command.split()[0]}: {reply!r}")
     finally:
         writer.close()
 
 
-async def sessions_per_second(port: int, clients: int, total: int, seconds: float) -> float:
-    done = 0
+async def sessions_per_second(target: Target, clients: int, total: int, seconds: float) -> Run:
+    """Sessions per second, ``clients`` at once."""
+    started = done = 0
     deadline = time.monotonic() + seconds
 
     async def client(index: int) -> None:
-        nonlocal done
-        while done < total and time.monotonic() < deadline:
-            await one_session(port, USERS[index % len(USERS)])
+        nonlocal started, done
+        while started < total and time.monotonic() < deadline:
+            started += 1
+            await one_session(target.host, target.port, USERS[index % len(USERS)])
             done += 1
 
     start = time.monotonic()
-    await asyncio.gather(*(client(index) for index in range(clients)))
-    return done / (time.monotonic() - start)
+    await asyncio.wait_for(
+        asyncio.gather(*(client(index) for index in range(clients))), seconds + 60
+    )
+    elapsed = time.monotonic() - start
+    return Run(done / elapsed, f"{done} sessions")
 
 
 def read_until(conn: socket.socket, pending: bytearray, marker: bytes) -> bytes:
@@ -156,7 +158,7 @@ def read_until(conn: socket.socket, pending: bytearray, marker: bytes) -> bytes:
         start = max(0, len(pending) - len(marker) + 1)
         chunk = conn.recv(1 << 20)
         if not chunk:
-            raise RuntimeError("connection closed")
+            raise Failed("connection closed")
         pending += chunk
     data = bytes(pending[: found + len(marker)])
     del pending[: found + len(marker)]
@@ -173,31 +175,30 @@ def receive_body(conn: socket.socket, pending: bytearray, size: int) -> int:
     while buffer[max(0, filled - 5) : filled] != b"\r\n.\r\n":
         got = conn.recv_into(view[filled:], 1 << 20)
         if not got:
-            raise RuntimeError("connection closed during RETR")
+            raise Failed("connection closed during RETR")
         filled += got
     return filled
 
 
-def retr_throughput(port: int, size: int, repeats: int, number: int = 1) -> float:
-    """Best MB/s over ``repeats`` RETRs of message ``number`` of user0."""
-    best = 0.0
-    for _ in range(repeats):
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-            pending = bytearray()
-            read_until(conn, pending, b"\r\n")
-            for command in (b"USER user0", b"PASS secret"):
-                conn.sendall(command + b"\r\n")
-                read_until(conn, pending, b"\r\n")
-            start = time.monotonic()
-            conn.sendall(b"RETR %d\r\n" % number)
-            read_until(conn, pending, b"\r\n")
-            received = receive_body(conn, pending, size)
-            elapsed = time.monotonic() - start
-            conn.sendall(b"QUIT\r\n")
-        if received < size:
-            raise RuntimeError("short message")
-        best = max(best, received / elapsed / 1e6)
-    return best
+def retr_rate(target: Target, size: int, number: int) -> Run:
+    """MB/s of one RETR of message ``number`` of user0."""
+    with socket.create_connection((target.host, target.port), timeout=30) as conn:
+        pending = bytearray()
+        read_until(conn, pending, b"\r\n")
+        for command in (b"USER user0", b"PASS secret"):
+            conn.sendall(command + b"\r\n")
+            if not read_until(conn, pending, b"\r\n").startswith(b"+OK"):
+                raise Failed(f"{command.split()[0].decode()} refused")
+        start = time.monotonic()
+        conn.sendall(b"RETR %d\r\n" % number)
+        if not read_until(conn, pending, b"\r\n").startswith(b"+OK"):
+            raise Failed("RETR refused")
+        received = receive_body(conn, pending, size)
+        elapsed = time.monotonic() - start
+        conn.sendall(b"QUIT\r\n")
+    if received < size:
+        raise Failed("short message")
+    return Run(received / elapsed / 1e6)
 
 
 def main() -> None:
@@ -206,36 +207,52 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--message-mb", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per work and server")
+    add_address_options(parser, "dovecot")
     args = parser.parse_args()
+    if min(args.clients, args.sessions, args.message_mb, args.repeats) < 1:
+        parser.error("every count must be at least 1")
     big = [message_of(args.message_mb), message_of(args.message_mb, dotted=True)]
-    columns = ("sessions/s", "RETR MB/s", "dotted MB/s")
+    works = [
+        Work(
+            f"{args.clients} clients USER/PASS/STAT/QUIT",
+            "sessions/s",
+            "higher",
+            lambda target: asyncio.run(
+                sessions_per_second(target, args.clients, args.sessions, args.seconds)
+            ),
+        ),
+        Work(
+            f"RETR {args.message_mb} MB",
+            "MB/s",
+            "higher",
+            lambda target: retr_rate(target, len(big[0]), 1),
+        ),
+        Work(
+            f"RETR {args.message_mb} MB dot-stuffed",
+            "MB/s",
+            "higher",
+            lambda target: retr_rate(target, len(big[1]), 2),
+        ),
+    ]
     with tempfile.TemporaryDirectory(prefix="pop3-bench-") as tmp:
         root = Path(tmp)
-        results: dict[str, tuple[float, ...]] = {}
-        for name, server in (("communigate", communigate_server), ("dovecot", dovecot_server)):
-            with server(root, big) as port:
-                if port is None:
-                    print(f"{name}: not installed (or not root), skipped")
-                    continue
-                rate = asyncio.run(
-                    sessions_per_second(port, args.clients, args.sessions, args.seconds)
-                )
-                plain = retr_throughput(port, len(big[0]), args.repeats, 1)
-                dotted = retr_throughput(port, len(big[1]), args.repeats, 2)
-                results[name] = (rate, plain, dotted)
-        print(
-            f"{args.clients} concurrent USER/PASS/STAT/QUIT clients; RETR of a "
-            f"{args.message_mb} MB message, best of {args.repeats}"
-        )
-        print(f"{'server':<12}" + "".join(f"{column:>14}" for column in columns))
-        for name, figures in results.items():
-            print(f"{name:<12}" + "".join(f"{figure:>14.0f}" for figure in figures))
-        if len(results) == 2:
-            ratios = [
-                a / b for a, b in zip(results["communigate"], results["dovecot"], strict=True)
-            ]
-            print(f"{'ratio':<12}" + "".join(f"{ratio:>13.1f}x" for ratio in ratios))
+        starters: dict[str, Starter] = {}
+        step("setting up communigate")
+        starters["communigate"] = communigate_setup(root, big, args.host, args.port)
+        step("setting up dovecot")
+        found = dovecot_setup(root, big, args.host, args.dovecot_port)
+        if found is None:
+            print("dovecot: not installed (dovecot-pop3d) or not root; skipped", file=sys.stderr)
+        else:
+            starters["dovecot"] = found
+        measure(works, starters, args.repeats)
+        tail = server_log_tail(root)
+    names = list(starters)
+    report(f"POP3 on {args.host}", works, names, "dovecot", args.repeats)
+    if all(run.value is None for work in works for run in work.runs.get("communigate", [])):
+        print("communigate: every run failed; end of its log:")
+        print(tail)
 
 
 if __name__ == "__main__":

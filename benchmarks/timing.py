@@ -8,7 +8,8 @@ does not).  The three medians should be within 5 % of each other.
 Several logins run at once (``--parallel``): the floor is a timer, so they
 do not wait for one another.
 
-Run:  python benchmarks/timing.py [--attempts 30] [--parallel 6] [--delay 2s]
+Run:  python3 benchmarks/timing.py [--attempts 30] [--parallel 6] [--delay 2s]
+      [--host 127.0.0.1] [--port N]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.servers import Base, communigate
+from benchmarks.servers import Base, add_address_options, communigate
 
 #: What each kind of failure logs in as (the ghost names are numbered).
 KINDS = {
@@ -34,9 +35,9 @@ KINDS = {
 }
 
 
-def login_time(port: int, user: str) -> float:
+def login_time(host: str, port: int, user: str) -> float:
     """Seconds from sending LOGIN to its tagged reply (which must be NO)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+    with socket.create_connection((host, port), timeout=60) as conn:
         stream = conn.makefile("rwb")
         stream.readline()
         start = time.perf_counter()
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--attempts", type=int, default=30, help="failures of each kind")
     parser.add_argument("--parallel", type=int, default=6, help="logins at once")
     parser.add_argument("--delay", help="FailedLoginDelay (default: the server's, 2s)")
+    add_address_options(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="timing-bench-") as tmp:
         root = Path(tmp)
@@ -69,10 +71,12 @@ def main() -> None:
             for kind, user in KINDS.items()
         ]
         times: dict[str, list[float]] = {kind: [] for kind in KINDS}
-        with communigate(root, base, "imap4") as (port, _pid):
+        with communigate(root, base, "imap4", args.host, args.port) as (port, _pid):
             started = time.perf_counter()
             with ThreadPoolExecutor(args.parallel) as pool:
-                results = pool.map(lambda task: (task[0], login_time(port, task[1])), tasks)
+                results = pool.map(
+                    lambda task: (task[0], login_time(args.host, port, task[1])), tasks
+                )
                 for kind, elapsed in results:
                     times[kind].append(elapsed)
             total = time.perf_counter() - started

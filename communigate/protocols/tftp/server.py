@@ -4,8 +4,12 @@ Requests arrive on the listening port; each transfer then runs on a port of
 its own (its transfer ID, RFC 1350 §4), bound to the listener's address and
 connected to the client's (as tftpd-hpa does), so the kernel drops
 datagrams from any other address or port and sending needs no address
-checks.  Uploads go to a temporary file renamed into place when the
-last block arrives, so a broken upload leaves the old file.  Each client
+checks.  Downloads run in threads of their own (:mod:`.downloads`), where
+a lock-step block costs two system calls instead of a turn of the reactor;
+uploads, and downloads beyond the thread limit, run on the reactor
+(:class:`TransferProtocol`).  Both drive the same sans-IO transfers
+(:mod:`.transfer`).  Uploads go to a temporary file renamed into place when
+the last block arrives, so a broken upload leaves the old file.  Each client
 address may run at most ``max_per_address`` transfers at once; a slot is
 freed when its transfer ends, however it ends (see :class:`TransferProtocol`),
 so a client that never answers (or a spoofed address) holds slots only until
@@ -14,6 +18,7 @@ the last time-out.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from collections import Counter
@@ -21,13 +26,21 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from communigate.portal.tftpfiles import Reason, Refused, Target, TFTPFiles
 from communigate.protocols.tftp import packets
-from communigate.protocols.tftp.packets import Ack, Error, PacketError, Request, encode, parse
+from communigate.protocols.tftp.downloads import (
+    RECEIVE_SIZE,
+    ThreadedDownload,
+    end_file,
+    transfer_socket,
+)
+from communigate.protocols.tftp.packets import Error, PacketError, Request, encode, parse
 from communigate.protocols.tftp.transfer import (
+    Datagram,
     Negotiated,
     ReadTransfer,
     Transfer,
@@ -36,6 +49,13 @@ from communigate.protocols.tftp.transfer import (
 
 #: After the last ACK of an upload, stay a while to repeat it if it was lost.
 DALLY = 2.0
+
+#: Read-ahead of a download's file: one system call for many blocks.
+READ_BUFFER = 64 * 1024
+
+#: Downloads that may run in threads of their own at once (more run on the
+#: reactor, slower but just as correct).
+DOWNLOAD_THREADS = 64
 
 #: The RFC 1350 §5 error code for each reason a request can be refused.
 ERROR_CODES = {
@@ -81,6 +101,9 @@ class TransferProtocol(DatagramProtocol):
         self.port: Any = None
         self._file_ended = False
         self._released = False
+        self._seconds = reactor.seconds
+        # ACKs of a download go straight to the transfer (see datagramReceived).
+        self._ack = transfer.ack if isinstance(transfer, ReadTransfer) else None
 
     # -- entry points (called by the reactor) ---------------------------------
 
@@ -89,8 +112,19 @@ class TransferProtocol(DatagramProtocol):
         self.timer = self.reactor.callLater(0, self._guarded, self.begin)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        """A packet from the peer (the socket is connected to it)."""
-        self._guarded(self._received, data)
+        """A packet from the peer (the socket is connected to it).
+
+        An ACK of a download, nearly every datagram of one, takes the
+        shortest way: its block number straight from the bytes to the
+        transfer, the answer straight to the transport."""
+        try:
+            if self._ack is not None and len(data) == 4 and data[1] == packets.ACK and not data[0]:
+                self.send(self._ack((data[2] << 8) | data[3]))
+                self.after_step()
+            else:
+                self._received(data)
+        except Exception as error:
+            self._failed(error)
 
     def connectionRefused(self) -> None:
         """The client's port is gone (ICMP): end the transfer."""
@@ -116,11 +150,16 @@ class TransferProtocol(DatagramProtocol):
         """Run one step; any error ends the transfer instead of escaping."""
         try:
             step(*args)
-        except OSError as error:
+        except Exception as error:
+            self._failed(error)
+
+    def _failed(self, error: Exception) -> None:
+        """A step raised: end the transfer (an unexpected error is logged)."""
+        if isinstance(error, OSError):
             self.abort(f"network or file error: {error}")
-        except Exception:
-            self.log.failure("TFTP transfer with {peer} failed", peer=self.peer)
-            self.abort("internal error")
+            return
+        self.log.failure("TFTP transfer with {peer} failed", peer=self.peer)
+        self.abort("internal error")
 
     def begin(self) -> None:
         """Send the first packets."""
@@ -131,19 +170,15 @@ class TransferProtocol(DatagramProtocol):
         self.send(self.transfer.start())
         self.after_step()
 
-    def send(self, datagrams: list[bytes]) -> None:
+    def send(self, datagrams: list[Datagram]) -> None:
         """Send datagrams to the peer, while the port is open."""
         for datagram in datagrams:
             if self.transport is None or self.port is None:
                 return  # closed, possibly by the previous write (ICMP)
-            self.transport.write(datagram, None)
+            # Twisted's UDP ports send any buffer, not only bytes.
+            self.transport.write(datagram, None)  # type: ignore[arg-type]
 
     def _received(self, data: bytes) -> None:
-        if len(data) == 4 and data[1] == packets.ACK and data[0] == 0:
-            # The common case, an ACK, without building a packet object.
-            self.send(self.transfer.received(Ack(int.from_bytes(data[2:4], "big"))))
-            self.after_step()
-            return
         try:
             packet = parse(data)
         except PacketError:
@@ -164,13 +199,15 @@ class TransferProtocol(DatagramProtocol):
         Moving a timer for every block costs more than the block itself, so
         one timer runs and, when it fires, waits again if there was progress
         in the meantime."""
-        if self.transfer.finished:
+        transfer = self.transfer
+        if transfer.done or transfer.error is not None:
             self._cancel_timer()
             self.finish()
             return
-        self.deadline = self.reactor.seconds() + self.transfer.next_timeout()
-        if self.timer is None or not self.timer.active():
-            self.timer = self.reactor.callLater(self.transfer.next_timeout(), self.timed_out)
+        wait = transfer.next_timeout()
+        self.deadline = self._seconds() + wait
+        if self.timer is None:  # every path that ends the timer forgets it
+            self.timer = self.reactor.callLater(wait, self.timed_out)
 
     def _timed_out(self) -> None:
         self.timer = None
@@ -215,19 +252,7 @@ class TransferProtocol(DatagramProtocol):
         if self._file_ended:
             return
         self._file_ended = True
-        try:
-            if self.handle is not None:
-                self.handle.close()
-            if self.commit is not None:
-                self.commit(self.transfer.done and self.transfer.error is None)
-        except OSError as error:
-            self.transfer.error = self.transfer.error or f"file error: {error}"
-        if self.transfer.error:
-            self.log.info(
-                "TFTP transfer with {peer} failed: {error}",
-                peer=self.peer,
-                error=self.transfer.error,
-            )
+        end_file(self.transfer, self.peer, self.handle, self.commit, self.log)
 
     def close(self) -> None:
         """Stop listening and free the slot."""
@@ -249,19 +274,34 @@ class TransferProtocol(DatagramProtocol):
 
 
 class TFTPServer(DatagramProtocol):
-    """The listening port: reads requests and starts transfers."""
+    """The listening port: reads requests and starts transfers.
+
+    Downloads run in threads of their own (:mod:`.downloads`) while fewer
+    than ``download_threads`` do, by default when the reactor runs threads
+    (a test's Clock does not); the others, and every upload, run on the
+    reactor (:class:`TransferProtocol`).
+    """
 
     log = Logger()
     noisy = False
 
     def __init__(
-        self, files: TFTPFiles, reactor: Any, interface: str = "", max_per_address: int = 8
+        self,
+        files: TFTPFiles,
+        reactor: Any,
+        interface: str = "",
+        max_per_address: int = 8,
+        download_threads: int | None = None,
     ) -> None:
         self.files = files
         self.reactor = reactor
         self.interface = interface
         self.max_per_address = max_per_address
         self.active: Counter[str] = Counter()
+        if download_threads is None:
+            download_threads = DOWNLOAD_THREADS if IReactorThreads.providedBy(reactor) else 0
+        self.download_threads = download_threads
+        self.threads_running = 0
 
     def refuse(self, addr: tuple[str, int], code: int, message: str) -> None:
         """Answer a request with an error from the listening port."""
@@ -292,11 +332,10 @@ class TFTPServer(DatagramProtocol):
         kind = "WRQ" if write else "RRQ"
         try:
             target = self.files.resolve(packet.filename, write)
-            protocol = (
-                self._upload(packet, target, addr)
-                if write
-                else self._download(packet, target, addr)
-            )
+            if write:
+                handle, transfer, commit = self._upload(packet, target)
+            else:
+                handle, transfer, commit = self._download(packet, target)
         except Refused as refusal:
             self.log.info(
                 "TFTP {kind} {name!r} from {peer} refused: {reason}",
@@ -308,12 +347,58 @@ class TFTPServer(DatagramProtocol):
             self.refuse(addr, ERROR_CODES[refusal.reason], str(refusal))
             return
         self.active[addr[0]] += 1
+        done = self._finished(addr[0])
+        if isinstance(transfer, ReadTransfer) and self.threads_running < self.download_threads:
+            self._in_thread(transfer, addr, done, handle)
+            return
+        protocol = TransferProtocol(transfer, addr, self.reactor, done, handle, commit)
         try:
-            protocol.port = self.reactor.listenUDP(0, protocol, interface=self.interface)
+            protocol.port = self._listen(protocol)
         except CannotListenError as error:
             self.log.warn("TFTP cannot open a transfer port: {error}", error=error)
             protocol.abort("no transfer port")
             self.refuse(addr, packets.NOT_DEFINED, "server busy, try again later")
+
+    def _in_thread(
+        self,
+        transfer: ReadTransfer,
+        addr: tuple[str, int],
+        done: Callable[[], None],
+        handle: BinaryIO,
+    ) -> None:
+        """Run a download in a thread of its own (its slot and its thread
+        are counted until it ends)."""
+
+        def ended() -> None:
+            self.threads_running -= 1
+            done()
+
+        try:
+            sock = transfer_socket(self.interface, addr)
+        except OSError as error:
+            self.log.warn("TFTP cannot open a transfer port: {error}", error=error)
+            transfer.error = "no transfer port"
+            end_file(transfer, addr, handle, None, self.log)
+            done()
+            self.refuse(addr, packets.NOT_DEFINED, "server busy, try again later")
+            return
+        download = ThreadedDownload(transfer, addr, sock, self.reactor, ended, handle)
+        self.threads_running += 1
+        try:
+            download.start()
+        except RuntimeError as error:  # no thread could be started
+            transfer.error = f"no thread: {error}"
+            download.ended(None)
+            self.refuse(addr, packets.NOT_DEFINED, "server busy, try again later")
+
+    def _listen(self, protocol: TransferProtocol) -> Any:
+        """A port of its own for a transfer on the reactor, reading
+        datagrams as large as the negotiated block (an upload's DATA can
+        be 65468 bytes, RFC 2348) or ACKs and ERRORs (a download)."""
+        size = RECEIVE_SIZE
+        if isinstance(protocol.transfer, WriteTransfer):
+            size = max(size, 4 + protocol.transfer.options.block_size)
+        return self.reactor.listenUDP(0, protocol, interface=self.interface, maxPacketSize=size)
 
     def _finished(self, host: str) -> Callable[[], None]:
         """What a transfer calls, once, when it ends: free its slot."""
@@ -325,23 +410,29 @@ class TFTPServer(DatagramProtocol):
 
         return done
 
-    def _download(self, request: Request, target: Target, addr: tuple[str, int]) -> Any:
+    def _download(
+        self, request: Request, target: Target
+    ) -> tuple[BinaryIO, Transfer, Callable[[bool], None] | None]:
+        """The file, opened, and the transfer that sends it."""
         try:
-            handle = open(target.local, "rb")
+            handle = io.BufferedReader(io.FileIO(target.local, "r"), READ_BUFFER)
             size = os.fstat(handle.fileno()).st_size
         except OSError as error:
             raise Refused(Reason.NOT_FOUND, "file not found", str(error)) from None
         options = Negotiated(request.options, size)
 
-        def read(offset: int, length: int) -> bytes:
+        def read_into(offset: int, buffer: memoryview) -> int:
+            # Within the read-ahead buffer the seek is no system call.
             handle.seek(offset)
-            return handle.read(length)
+            return handle.readinto(buffer)
 
-        return TransferProtocol(
-            ReadTransfer(read, options), addr, self.reactor, self._finished(addr[0]), handle
-        )
+        return handle, ReadTransfer(read_into, options), None
 
-    def _upload(self, request: Request, target: Target, addr: tuple[str, int]) -> Any:
+    def _upload(
+        self, request: Request, target: Target
+    ) -> tuple[BinaryIO, Transfer, Callable[[bool], None] | None]:
+        """A temporary file, the transfer that fills it, and what keeps
+        it (renamed into place) or drops it at the end."""
         temporary = target.local.with_name(f".{target.local.name}.{secrets.token_hex(6)}.tftp")
         try:
             handle = open(temporary, "wb")
@@ -355,11 +446,4 @@ class TFTPServer(DatagramProtocol):
             else:
                 temporary.unlink(missing_ok=True)
 
-        return TransferProtocol(
-            WriteTransfer(handle.write, options, target.limit),
-            addr,
-            self.reactor,
-            self._finished(addr[0]),
-            handle,
-            commit,
-        )
+        return handle, WriteTransfer(handle.write, options, target.limit), commit

@@ -28,6 +28,10 @@ MAX_WINDOW = 64
 MAX_RETRIES = 5
 DEFAULT_TIMEOUT = 1.0
 
+#: A datagram to send: bytes, or a view of a buffer the transfer reuses
+#: (send it before calling the transfer again).
+Datagram = bytes | memoryview
+
 
 class Negotiated:
     """Options of one transfer after negotiation (RFC 2347)."""
@@ -74,12 +78,12 @@ class Transfer(ABC):
         """Seconds to wait now (doubling with each retry)."""
         return float(self.options.timeout * (2**self.retries))
 
-    def fail(self, code: int, message: str) -> list[bytes]:
+    def fail(self, code: int, message: str) -> list[Datagram]:
         """End with an error sent to the peer."""
         self.error = message
         return [encode(Error(code, message))]
 
-    def timed_out(self) -> list[bytes]:
+    def timed_out(self) -> list[Datagram]:
         """Nothing came in time: resend, or give up."""
         if self.finished:
             return []
@@ -90,14 +94,14 @@ class Transfer(ABC):
         return self.resend()
 
     @abstractmethod
-    def start(self) -> list[bytes]:
+    def start(self) -> list[Datagram]:
         """The first datagrams of the transfer."""
 
     @abstractmethod
-    def resend(self) -> list[bytes]:
+    def resend(self) -> list[Datagram]:
         """What to send again after a time-out."""
 
-    def received(self, packet: Packet) -> list[bytes]:
+    def received(self, packet: Packet) -> list[Datagram]:
         """A packet from the peer's transfer ID."""
         if isinstance(packet, Error):
             self.error = f"peer error {packet.code}: {packet.message}"
@@ -105,68 +109,90 @@ class Transfer(ABC):
         return self.handle(packet)
 
     @abstractmethod
-    def handle(self, packet: Packet) -> list[bytes]:
+    def handle(self, packet: Packet) -> list[Datagram]:
         """A non-error packet."""
 
 
 class ReadTransfer(Transfer):
-    """The server sends a file (RRQ)."""
+    """The server sends a file (RRQ).
 
-    def __init__(self, read: Callable[[int, int], bytes], options: Negotiated) -> None:
+    ``read_into(offset, buffer)`` fills ``buffer`` from the file at
+    ``offset`` and says how many bytes it put there (fewer only at the end
+    of the file).  Each block is read into one buffer reused for the whole transfer, behind
+    a header packed in place: a lock-step transfer (window 1) allocates
+    nothing per block, and the datagram it returns is a view of that buffer,
+    valid until the next call.  With a larger window every block of the
+    window is copied out, since they are all sent at once.
+    """
+
+    def __init__(self, read_into: Callable[[int, memoryview], int], options: Negotiated) -> None:
         super().__init__(options)
-        self._read = read
+        self._read_into = read_into
         self.acked = 0
         self.sent = 0
         self.last: int | None = None
         self.awaiting_oack = bool(options.accepted)
+        self._buffer = bytearray(_DATA_HEADER.size + options.block_size)
+        self._packet = memoryview(self._buffer)
+        self._payload = self._packet[_DATA_HEADER.size :]
 
-    def start(self) -> list[bytes]:
+    def start(self) -> list[Datagram]:
         """The OACK, or the first window of data."""
         if self.awaiting_oack:
             return [encode(OptionAck(self.options.accepted))]
         return self._window()
 
-    def _block(self, number: int) -> bytes:
+    def _block(self, number: int) -> memoryview:
+        """Block ``number`` in the shared buffer (the last one is short)."""
         size = self.options.block_size
-        payload = self._read((number - 1) * size, size)
-        if len(payload) < size:
+        got = self._read_into((number - 1) * size, self._payload)
+        _DATA_HEADER.pack_into(self._buffer, 0, packets.DATA, number & 0xFFFF)
+        if got < size:
             self.last = number
-        return _DATA_HEADER.pack(packets.DATA, number & 0xFFFF) + payload
+            return self._packet[: _DATA_HEADER.size + got]
+        return self._packet
 
-    def _window(self) -> list[bytes]:
-        out: list[bytes] = []
+    def _window(self) -> list[Datagram]:
         number = self.acked + 1
+        if self.options.window == 1:
+            self.sent = number
+            return [self._block(number)]
+        out: list[Datagram] = []
         while len(out) < self.options.window and (self.last is None or number <= self.last):
-            out.append(self._block(number))
+            out.append(bytes(self._block(number)))
             number += 1
         self.sent = number - 1
         return out
 
-    def resend(self) -> list[bytes]:
+    def resend(self) -> list[Datagram]:
         """The OACK or the unacknowledged window again."""
         if self.awaiting_oack:
             return [encode(OptionAck(self.options.accepted))]
         return self._window()
 
-    def handle(self, packet: Packet) -> list[bytes]:
+    def handle(self, packet: Packet) -> list[Datagram]:
         """ACKs move the window; anything else is an error."""
         if not isinstance(packet, Ack):
             return self.fail(packets.ILLEGAL_OPERATION, "expected an ACK")
+        return self.ack(packet.block)
+
+    def ack(self, block: int) -> list[Datagram]:
+        """An ACK of the 16-bit block number ``block`` (the common packet,
+        taken without building a packet object)."""
         if self.awaiting_oack:
-            if packet.block != 0:
+            if block != 0:
                 return []
             self.awaiting_oack = False
             self.retries = 0
             return self._window()
-        # Which outstanding block does the 16-bit number name?
-        for number in range(self.acked + 1, self.sent + 1):
-            if number & 0xFFFF == packet.block:
-                break
-        else:
+        # The outstanding block the 16-bit number names: the window is far
+        # smaller than 65536 blocks, so at most one can match.
+        number = self.acked + ((block - self.acked) & 0xFFFF)
+        if number == self.acked or number > self.sent:
             return []  # a duplicate or stale ACK: never answered
         self.acked = number
         self.retries = 0
-        if self.last is not None and self.acked >= self.last:
+        if self.last is not None and number >= self.last:
             self.done = True
             return []
         return self._window()
@@ -186,7 +212,7 @@ class WriteTransfer(Transfer):
         self.size = 0
         self._last_sent: bytes = b""
 
-    def start(self) -> list[bytes]:
+    def start(self) -> list[Datagram]:
         """OACK if options were accepted, else ACK 0."""
         if self.limit is not None and (self.options.transfer_size or 0) > self.limit:
             return self.fail(packets.DISK_FULL, "file too large for the storage quota")
@@ -196,16 +222,16 @@ class WriteTransfer(Transfer):
             self._last_sent = encode(Ack(0))
         return [self._last_sent]
 
-    def resend(self) -> list[bytes]:
+    def resend(self) -> list[Datagram]:
         """The last ACK again."""
         return [self._last_sent]
 
-    def _ack(self) -> list[bytes]:
+    def _ack(self) -> list[Datagram]:
         self.since_ack = 0
         self._last_sent = encode(Ack(self.received_blocks & 0xFFFF))
         return [self._last_sent]
 
-    def handle(self, packet: Packet) -> list[bytes]:
+    def handle(self, packet: Packet) -> list[Datagram]:
         """DATA in order is written; a gap or a repeat re-acknowledges."""
         if not isinstance(packet, Data):
             return self.fail(packets.ILLEGAL_OPERATION, "expected DATA")

@@ -13,6 +13,7 @@ from communigate.portal.tftpfiles import Reason, Refused, Target, TFTPFiles
 from communigate.protocols.tftp.packets import Ack, Data, Error, encode, parse
 from communigate.protocols.tftp.server import TFTPServer, TransferProtocol
 from communigate.protocols.tftp.transfer import Negotiated, ReadTransfer
+from tests.protocols.tftp.test_transfer import reader
 
 
 class FakeUDP:
@@ -26,7 +27,8 @@ class FakeUDP:
         self.peer = (host, port)
 
     def write(self, datagram: bytes, addr: object = None) -> None:
-        self.sent.append(datagram)
+        # A copy, as the kernel takes one: transfers reuse their buffers.
+        self.sent.append(bytes(datagram))
 
 
 class FakePort:
@@ -63,7 +65,7 @@ def start(data: bytes) -> tuple[TransferProtocol, FakeUDP, Clock, list[str]]:
     clock = Clock()
     finished: list[str] = []
     protocol = TransferProtocol(
-        ReadTransfer(lambda offset, size: data[offset : offset + size], Negotiated({}, None)),
+        ReadTransfer(reader(data), Negotiated({}, None)),
         ("127.0.0.1", 5000),
         clock,
         lambda: finished.append("done"),
@@ -115,6 +117,7 @@ class FakeUDPPort(FakeUDP):
         self.reactor = reactor
         self.protocol = protocol
         self.listening = True
+        self.max_packet = 0
 
     def stopListening(self) -> None:
         if self.listening:
@@ -134,8 +137,11 @@ class UDPClock(Clock):
         super().__init__()
         self.ports: list[FakeUDPPort] = []
 
-    def listenUDP(self, port: int, protocol: DatagramProtocol, interface: str = "") -> FakeUDPPort:
+    def listenUDP(
+        self, port: int, protocol: DatagramProtocol, interface: str = "", maxPacketSize: int = 8192
+    ) -> FakeUDPPort:
         opened = FakeUDPPort(self, protocol)
+        opened.max_packet = maxPacketSize
         self.ports.append(opened)
         protocol.makeConnection(opened)
         return opened
@@ -252,3 +258,30 @@ def test_unreadable_file_is_refused_without_a_slot(tmp_path: Path) -> None:
     server.datagramReceived(RRQ, CLIENT)
     assert parse(listening.sent[0]) == Error(1, "file not found")
     assert not server.active and reactor.ports == []
+
+
+def test_ports_read_whole_blocks(tmp_path: Path) -> None:
+    """An upload's port reads datagrams as large as the negotiated block
+    (RFC 2348 allows 65464 bytes), a download's port small ones."""
+    server, _listening, reactor = listening_server(tmp_path)
+    server.datagramReceived(b"\x00\x02up.bin\x00octet\x00blksize\x0065464\x00", CLIENT)
+    server.datagramReceived(RRQ, CLIENT)
+    upload, download = reactor.ports
+    assert upload.max_packet >= 4 + 65464
+    assert 516 <= download.max_packet < 4 + 65464
+
+
+def test_downloads_beyond_the_thread_limit_run_on_the_reactor(tmp_path: Path) -> None:
+    """While every download thread is taken, a download runs on a reactor
+    port instead, and frees its slot when it ends."""
+    server, _listening, reactor = listening_server(tmp_path)
+    server.download_threads = 1
+    server.threads_running = 1
+    server.datagramReceived(RRQ, CLIENT)
+    reactor.advance(0)
+    assert len(reactor.ports) == 1 and server.active[CLIENT[0]] == 1
+    port = reactor.ports[0]
+    port.protocol.datagramReceived(encode(Ack(1)), CLIENT)
+    port.protocol.datagramReceived(encode(Ack(2)), CLIENT)
+    reactor.advance(0)
+    assert not server.active and reactor.ports == [] and server.threads_running == 1

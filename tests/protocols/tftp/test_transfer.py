@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,8 +27,15 @@ from communigate.protocols.tftp.transfer import (
 )
 
 
-def reader(data: bytes):  # type: ignore[no-untyped-def]
-    return lambda offset, size: data[offset : offset + size]
+def reader(data: bytes) -> Callable[[int, memoryview], int]:
+    """A ``read_into`` over ``data``, as the server gives one over a file."""
+
+    def read_into(offset: int, buffer: memoryview) -> int:
+        chunk = data[offset : offset + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    return read_into
 
 
 def test_packets_round_trip() -> None:
@@ -91,6 +100,47 @@ def test_read_block_numbers_wrap() -> None:
         blocks += 1
         sent = transfer.received(Ack(packet.block))
     assert blocks == 70_001
+
+
+def test_read_window_wraps_and_ignores_stale_acks() -> None:
+    """With a window across the wrap from 65535 to 0, each ACK names the
+    right block, and ACKs of blocks already acknowledged (before or after
+    the wrap) are never answered."""
+    size = 8 * 65_540 + 1
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    transfer = ReadTransfer(reader(data), Negotiated({"blksize": "8", "windowsize": "4"}, size))
+    transfer.start()
+    sent = transfer.received(Ack(0))
+    received = bytearray()
+    while transfer.acked < 65_532:
+        packets_ = [parse(item) for item in sent]
+        received += b"".join(packet.payload for packet in packets_)  # type: ignore[union-attr]
+        sent = transfer.received(Ack(packets_[-1].block))  # type: ignore[union-attr]
+    assert bytes(received) == data[: 8 * 65_532]
+    window = [parse(item) for item in sent]
+    assert [packet.block for packet in window] == [65533, 65534, 65535, 0]  # type: ignore[union-attr]
+    assert transfer.received(Ack(65534)) != []  # moves on from 65535
+    assert transfer.received(Ack(65533)) == []  # already acknowledged
+    assert transfer.received(Ack(65534)) == []  # a duplicate
+    following = [parse(item) for item in transfer.received(Ack(1))]
+    assert [packet.block for packet in following] == [2, 3, 4, 5]  # type: ignore[union-attr]
+    assert transfer.received(Ack(0)) == []  # acknowledged by ACK 1 already
+    assert transfer.acked == 65_537
+
+
+def test_lockstep_datagram_matches_the_file() -> None:
+    """Lock-step blocks come from one reused buffer, each with the right
+    header and bytes, and the last one is short."""
+    data = bytes(range(256)) * 5
+    transfer = ReadTransfer(reader(data), Negotiated({"blksize": "512"}, len(data)))
+    transfer.start()
+    out = bytearray()
+    sent = transfer.received(Ack(0))
+    for number in range(1, 4):
+        assert len(sent) == 1 and bytes(sent[0][:4]) == bytes([0, 3, 0, number])
+        out += sent[0][4:]
+        sent = transfer.received(Ack(number))
+    assert bytes(out) == data and transfer.done and sent == []
 
 
 def test_read_gives_up() -> None:
