@@ -37,6 +37,7 @@ from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
 from communigate.protocols.pwd import PWDFactory
 from communigate.protocols.tftp.server import TFTPServer
 from communigate.protocols.tls import DomainContexts
+from communigate.store.changes import MailboxNotifier, inotify_watch
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 from communigate.store.spool import remove_stale, spool_folder
@@ -211,6 +212,19 @@ class HelperService(Service):
         self.helper.stop()
 
 
+class NotifierService(Service):
+    """Closes the mailbox change notifier (its inotify descriptor) at
+    shutdown."""
+
+    def __init__(self, notifier: MailboxNotifier) -> None:
+        self.notifier = notifier
+
+    def stopService(self) -> None:
+        """Stop watching mailboxes."""
+        super().stopService()
+        self.notifier.close()
+
+
 def open_directory(options: Options) -> FileDirectory:
     """The base directory, initialised on first start."""
     directory = FileDirectory(base_directory(options["base"]))
@@ -262,11 +276,26 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     limit = options["max-message"]
     # Messages are spooled beside the mailboxes, so delivery is a hard link.
     spool = spool_folder(directory.base)
-    imap4 = IMAP4Factory(service, reactor, tls, max_message=limit, spool=spool)
+    # IDLE sessions of both IMAP listeners wait on one notifier: this
+    # process's changes and, through inotify, every other process's.
+    changes = MailboxNotifier(reactor, kernel=inotify_watch(reactor))
+    NotifierService(changes).setServiceParent(top)
+    imap4 = IMAP4Factory(
+        service, reactor, tls, max_message=limit, spool=spool, pool=pool, changes=changes
+    )
     add_listeners(top, "imap4", options["imap4"], imap4, reactor, None, directory)
-    imaps = IMAP4Factory(service, reactor, tls, implicit_tls=True, max_message=limit, spool=spool)
+    imaps = IMAP4Factory(
+        service,
+        reactor,
+        tls,
+        implicit_tls=True,
+        max_message=limit,
+        spool=spool,
+        pool=pool,
+        changes=changes,
+    )
     add_listeners(top, "imaps", options["imaps"], imaps, reactor, tls, directory)
-    lmtp = LMTPFactory(directory, reactor, service.hostname, limit, spool=spool)
+    lmtp = LMTPFactory(directory, reactor, service.hostname, limit, spool=spool, pool=pool)
     add_listeners(top, "lmtp", options["lmtp"], lmtp, reactor, None, directory)
     low, _, high = str(options["passive-ports"]).partition("-")
     passive = range(int(low), int(high or low) + 1)

@@ -35,7 +35,13 @@ from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    inlineCallbacks,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -129,6 +135,14 @@ class AccountChecker:
                 if not costly[0]:
                     yield self._dummy_check()
             yield self._answer_later(started, connection)
+            raise
+        except CancelledError:
+            # The client went away while its check ran: not a server fault.
+            self.log.info(
+                "login check for {login!r} from {address} abandoned: the client disconnected",
+                login=login,
+                address=connection.remote_host,
+            )
             raise
         except Exception:
             self.log.failure("login check failed for {login!r}", login=login)

@@ -1,6 +1,7 @@
 """Local delivery: a message for an address goes where the Router says.
 
-Used by ``communigate deliver`` now and by LMTP later.  The address is
+Used by ``communigate deliver`` (:func:`deliver`, blocking) and by LMTP
+(:func:`deliver_durably`, flushing in the thread pool).  The address is
 routed as mail (``Mail:`` records apply); an account gets the message in its
 INBOX, a group's members get it each (once per account), an alias leads to
 its account; a forwarder or remote address cannot be served without a relay
@@ -10,6 +11,9 @@ spooled to disk as it arrived (LMTP), linked into every INBOX it reaches.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, fail, gatherResults
+
+from communigate.portal.durable import DurableWriter
 from communigate.portal.names import FullName
 from communigate.portal.router import (
     LocalAccount,
@@ -19,7 +23,7 @@ from communigate.portal.router import (
     Router,
 )
 from communigate.store.directory import IDirectory
-from communigate.store.mailbox import Mailbox
+from communigate.store.mailbox import Mailbox, StagedMessage
 from communigate.store.spool import SpooledMessage
 
 MAX_EXPANSION_DEPTH = 5
@@ -61,6 +65,32 @@ def deliver_to(
         Mailbox.of_account(directory.account_path(account.domain, account.name)).deliver(message)
         delivered.append(str(account))
     return delivered
+
+
+def deliver_durably(
+    directory: IDirectory,
+    writer: DurableWriter,
+    accounts: list[LocalAccount],
+    message: bytes | SpooledMessage,
+) -> Deferred[list[str]]:
+    """:func:`deliver_to` with the disk flushes in ``writer``'s thread
+    pool: fires with the accounts' names once the message is durable in
+    every INBOX, or fails with the first error (copies that were stored
+    stay).  The message is staged before this returns, so a spooled one
+    may be discarded then."""
+    staged: list[tuple[Mailbox, StagedMessage]] = []
+    try:
+        for account in accounts:
+            mailbox = Mailbox.of_account(directory.account_path(account.domain, account.name))
+            staged.append((mailbox, mailbox.stage(message)))
+    except Exception:
+        for mailbox, one in staged:
+            mailbox.discard([one])
+        return fail()
+    commits = [writer.commit(mailbox, one) for mailbox, one in staged]
+    done = gatherResults(commits, consumeErrors=True)
+    names = [str(account) for account in accounts]
+    return done.addCallbacks(lambda _: names, lambda failure: failure.value.subFailure)
 
 
 def deliver(directory: IDirectory, router: Router, address: FullName, message: bytes) -> list[str]:

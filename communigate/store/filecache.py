@@ -59,6 +59,13 @@ class CachedFile(Generic[T]):
             self._identity = identity
         return self._value
 
+    def exists(self) -> bool:
+        """Whether the file was there at the last look (looking again under
+        the same rule as :meth:`get`): an existence test that costs no
+        ``stat`` on most calls."""
+        self.get()
+        return self._identity is not None
+
     def invalidate(self) -> None:
         """Forget the last check, so the next :meth:`get` looks at the file."""
         self._checked = float("-inf")

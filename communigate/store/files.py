@@ -109,12 +109,24 @@ class FileDirectory:
         return CachedFile(path, _parse_settings, {}, self._clock)
 
     def _settings_file(self, path: Path) -> dict[str, Value]:
+        return self._file(path).get()
+
+    def _file(self, path: Path) -> CachedFile[dict[str, Value]]:
+        """The cached settings file at ``path`` (made on first use)."""
         cached = self._files.get(path)
         if cached is None:
             if len(self._files) > _MAX_CACHED_ACCOUNTS:
                 self._files.clear()
             cached = self._files[path] = self._cached(path)
-        return cached.get()
+        return cached
+
+    def _account_file(self, domain: str, name: str) -> CachedFile[dict[str, Value]] | None:
+        """An account's settings file, None if it has none (no such
+        account).  Whether it exists is known under the cached files' rule
+        (looked at again at most twice a second), so reading an account's
+        settings at every login costs no ``stat`` most of the time."""
+        cached = self._file(self.account_path(domain, name) / "account.settings")
+        return cached if cached.exists() else None
 
     def is_initialised(self) -> bool:
         """Whether ``init`` has created this base directory."""
@@ -201,6 +213,8 @@ class FileDirectory:
             check_object_name(name)
         except DirectoryError:
             return None
+        # Looked at now (not under the cached files' rule): the sweep that
+        # ends the sessions of deleted accounts relies on it.
         if (self.account_path(domain, name) / "account.settings").is_file():
             return DirectoryObject(ObjectKind.ACCOUNT, domain, name)
         target = self._objects(domain, "Aliases").get(name)
@@ -243,10 +257,10 @@ class FileDirectory:
 
     def raw_account_settings(self, domain: str, name: str) -> dict[str, Value]:
         """The settings stored in the account's own file (no defaults)."""
-        path = self.account_path(domain, name) / "account.settings"
-        if not path.is_file():
+        cached = self._account_file(domain, name)
+        if cached is None:
             raise DirectoryError(f"unknown account {name}@{domain}")
-        return self._settings_file(path)
+        return cached.get()
 
     def account_settings(self, domain: str, name: str) -> Mapping[str, Value]:
         """Defaults, then server, domain and account values, in that order."""

@@ -8,6 +8,8 @@ Layout of a mailbox folder (``<account>.macnt/INBOX.mdir/``)::
     cur/<uid>,S=<size>[,N]:2,<flags>  the others, with their flags
     uids.settings        { UIDValidity = #…; UIDNext = #…; }
     keywords.settings    { Keywords = (kw0, kw1, …); }  letters a, b, …
+    cache.index          what FETCH and SEARCH need of each message
+                         (:mod:`communigate.store.messagecache`)
     acl.settings         the mailbox's access control list
     <child>.mdir/        sub-mailboxes (hierarchy separator "/")
     .lock                serialises UID and keyword assignment
@@ -19,9 +21,11 @@ the file name, so listing a mailbox (SELECT, STATUS, FETCH FLAGS) never
 reads message bodies; a flag change is one rename.  The internal date is the
 file's modification time.
 
-Delivery writes the message to ``tmp/``, flushes it to disk, takes the next
-UID under the lock (recording the new UIDNext before the message appears)
-and renames the file into place.  A crash at any point leaves either no
+Delivery (:meth:`Mailbox.commit`, in a thread in the server, several
+messages of one mailbox at once, after :meth:`Mailbox.stage`) writes the
+message to ``tmp/``, flushes it to disk, takes the next UID under the lock
+(recording the new UIDNext before the message appears) and renames the
+file into place.  A crash at any point leaves either no
 message or a whole one: at worst a UID is skipped and a file is left in
 ``tmp/`` (removed by :meth:`Mailbox.clean_tmp`).  A message a protocol
 spooled as it arrived (:mod:`communigate.store.spool`) is hard-linked into
@@ -44,7 +48,16 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from communigate.store import settingsformat
-from communigate.store.atomic import fsync_directory, write_atomic, write_durable
+from communigate.store.atomic import fsync_directory, write_atomic
+from communigate.store.changes import BUS as CHANGES
+from communigate.store.messagecache import (
+    MAX_HEADER,
+    MessageCache,
+    append_records,
+    cache_of,
+    read_header,
+    split_header,
+)
 from communigate.store.spool import CRLFWriter, SpooledMessage
 from communigate.store.spool import to_crlf as to_crlf
 
@@ -88,12 +101,61 @@ class MessageInfo(NamedTuple):
         return os.stat(self.path).st_mtime
 
 
+class StagedMessage(NamedTuple):
+    """A message written to ``tmp/`` by :meth:`Mailbox.stage`, waiting for
+    :meth:`Mailbox.commit`."""
+
+    path: str
+    size: int
+    dot_free: bool
+    #: Flag letters for ``cur/``; None for ``new/`` (\\Recent).
+    letters: str | None
+    #: The message's header, for the cache.
+    header: bytes
+    #: The internal date to give it (None: when it is written).
+    when: float | None
+    #: The message, to be written by :meth:`Mailbox.commit` (None when
+    #: the file is already there: a linked spool).
+    data: bytes | None
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) with ``data``, not yet flushed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
+def _flush(path: str) -> None:
+    """Flush a written file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Mailbox:
     """One mailbox folder; safe to use from several processes at once."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._keywords: tuple[tuple[int, int], list[str]] | None = None
+        self._cache: MessageCache | None = None
+
+    @property
+    def cache(self) -> MessageCache:
+        """What FETCH and SEARCH need of each message (:mod:`.messagecache`)."""
+        if self._cache is None:
+            self._cache = cache_of(self.path, self.uidvalidity)
+        return self._cache
 
     @classmethod
     def of_account(cls, account_path: Path, name: str = INBOX) -> Mailbox:
@@ -110,7 +172,12 @@ class Mailbox:
     def create(self) -> None:
         """Create the folders and the UID file if they are missing.  The
         account's folder (and a parent mailbox) must exist: a mailbox never
-        brings a deleted account back (FileNotFoundError)."""
+        brings a deleted account back (FileNotFoundError).
+
+        The UID file is made last, so when it is there the rest is: the
+        common case (every login, every delivery) costs one ``stat``."""
+        if os.path.exists(os.path.join(self.path, "uids.settings")):
+            return
         self.path.mkdir(exist_ok=True)
         for sub in ("tmp", "new", "cur"):
             (self.path / sub).mkdir(exist_ok=True)
@@ -199,33 +266,126 @@ class Mailbox:
 
     # -- messages ----------------------------------------------------------
 
+    def stage(
+        self,
+        message: bytes | SpooledMessage,
+        flags: Iterable[str] | None = None,
+        when: float | None = None,
+    ) -> StagedMessage:
+        """Make a new message ready for :meth:`commit`, which delivers it.
+        ``flags`` None makes it \\Recent (delivery); a list is APPEND's.
+
+        A spooled message is linked into ``tmp/`` now, so the spool may be
+        discarded once this returns; bytes are written by :meth:`commit`
+        (in a thread in the server)."""
+        self.create()
+        temporary = self.path / "tmp" / f"{time.time_ns()}.{os.getpid()}.{next(_SEQUENCE)}"
+        letters = self._letters(flags) if flags is not None else None
+        if not isinstance(message, SpooledMessage):
+            lines = CRLFWriter()
+            data = lines.feed(message) + lines.finish()
+            return StagedMessage(
+                str(temporary),
+                lines.size,
+                lines.dot_free,
+                letters,
+                split_header(data),
+                when,
+                data,
+            )
+        # A spooled message is already CRLF and on disk: link it in.
+        message.link(temporary)
+        try:
+            header = read_header(temporary)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
+        return StagedMessage(
+            str(temporary), message.size, message.dot_free, letters, header, when, None
+        )
+
+    def commit(self, staged: list[StagedMessage]) -> list[int | OSError]:
+        """Deliver staged messages together; each one's UID, or the error
+        that stopped it.  Blocks on disk flushes: a server calls it in a
+        thread (see :mod:`communigate.portal.durable`).
+
+        Each file is flushed, then, under the lock, the UIDs are taken
+        (the new UIDNext recorded durably before any message appears), the
+        files renamed into place and each target folder flushed once: a
+        crash leaves every message either whole or absent."""
+        results: list[int | OSError] = []
+        ready: list[tuple[int, StagedMessage, float]] = []
+        for index, message in enumerate(staged):
+            try:
+                if message.data is not None:
+                    _write_new(Path(message.path), message.data)
+                if message.when is not None:
+                    os.utime(message.path, (message.when, message.when))
+                stamp = os.stat(message.path).st_mtime
+                _flush(message.path)
+            except OSError as error:
+                Path(message.path).unlink(missing_ok=True)
+                results.append(error)
+                continue
+            results.append(0)
+            ready.append((index, message, stamp))
+        if not ready:
+            return results
+        folders: set[Path] = set()
+        cached: list[tuple[int, str, bytes]] = []
+        try:
+            with self._locked():
+                validity, uid = self._read_uids()
+                validity = validity or int(time.time())
+                self._write_uids(validity, uid + len(ready))
+                for index, message, stamp in ready:
+                    base = f"{uid},S={message.size}{',N' if message.dot_free else ''}"
+                    if message.letters is None:
+                        target = self.path / "new" / base
+                    else:
+                        target = self.path / "cur" / f"{base}:2,{message.letters}"
+                    try:
+                        os.rename(message.path, target)
+                    except OSError as error:
+                        Path(message.path).unlink(missing_ok=True)
+                        results[index] = error
+                    else:
+                        folders.add(target.parent)
+                        results[index] = uid
+                        if len(message.header) <= MAX_HEADER:
+                            cached.append((uid, "header", message.header))
+                        cached.append((uid, "date", b"%r" % stamp))
+                    uid += 1
+                if cached:
+                    try:
+                        append_records(self.path, validity, cached)
+                    except OSError:
+                        # The cache is filled again on first use.
+                        pass
+        except OSError as error:
+            for index, message, _ in ready:
+                Path(message.path).unlink(missing_ok=True)
+                results[index] = error
+            return results
+        for folder in folders:
+            fsync_directory(folder)
+        if folders:
+            CHANGES.publish(self.path)
+        return results
+
+    def discard(self, staged: Iterable[StagedMessage]) -> None:
+        """Drop staged messages that will not be committed."""
+        for message in staged:
+            Path(message.path).unlink(missing_ok=True)
+
     def _store(
         self, message: bytes | SpooledMessage, flags: Iterable[str] | None, when: float | None
     ) -> int:
-        self.create()
-        temporary = self.path / "tmp" / f"{time.time_ns()}.{os.getpid()}.{next(_SEQUENCE)}"
-        if isinstance(message, SpooledMessage):
-            # A spooled message is already CRLF and on disk: link it in.
-            message.link(temporary)
-            size, dot_free = message.size, message.dot_free
-        else:
-            lines = CRLFWriter()
-            write_durable(temporary, lines.feed(message) + lines.finish())
-            size, dot_free = lines.size, lines.dot_free
-        if when is not None:
-            os.utime(temporary, (when, when))
-        base = f",S={size}{',N' if dot_free else ''}"
-        letters = self._letters(flags) if flags is not None else None
-        with self._locked():
-            validity, uid = self._read_uids()
-            self._write_uids(validity or int(time.time()), uid + 1)
-            if letters is None:
-                target = self.path / "new" / f"{uid}{base}"
-            else:
-                target = self.path / "cur" / f"{uid}{base}:2,{letters}"
-            os.rename(temporary, target)
-        fsync_directory(target.parent)
-        return uid
+        """Stage and commit one message at once (blocking)."""
+        result = self.commit([self.stage(message, flags, when)])[0]
+        if isinstance(result, OSError):
+            raise result
+        return result
 
     def deliver(self, message: bytes | SpooledMessage) -> int:
         """Store a whole new (\\Recent) message and return its UID; a spooled
@@ -311,10 +471,14 @@ class Mailbox:
         stem = os.path.basename(info.path).split(":", 1)[0]
         target = f"{self.path}/cur/{stem}:2,{letters}"
         if target != info.path:
+            if not str(info.path).startswith(f"{self.path}/"):
+                # Expunged by another session, kept open only to be read.
+                return None
             try:
                 os.rename(info.path, target)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 return None
+            CHANGES.publish(self.path)
         known = {flag for flag in wanted if flag.startswith("\\") or flag in self.keywords()}
         return MessageInfo(info.uid, info.size, target, info.dot_free, frozenset(known), False)
 
@@ -343,7 +507,9 @@ class Mailbox:
         (renamed) is found again by its UID; one already removed is fine."""
         folders = set()
         moved = set()
+        expunged = []
         for info in infos:
+            expunged.append(info.uid)
             try:
                 os.unlink(info.path)
             except FileNotFoundError:
@@ -360,6 +526,9 @@ class Mailbox:
                     folders.add(os.path.dirname(current.path))
         for folder in folders:
             fsync_directory(Path(folder))
+        if folders:
+            CHANGES.publish(self.path)
+        self.cache.forget(expunged)
 
     def clean_tmp(self, now: float | None = None) -> None:
         """Remove files left in ``tmp/`` by deliveries that crashed."""

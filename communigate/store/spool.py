@@ -4,7 +4,7 @@ A protocol writes what the client sends into a :class:`MessageSpool`, chunk
 by chunk: line ends are made CRLF as the mail store keeps them, and the size
 and whether any line starts with a dot are worked out on the way, so the
 memory a connection needs stays bounded whatever the size of the message.
-:meth:`MessageSpool.finish` flushes the file to disk and gives a
+:meth:`MessageSpool.finish` closes the file and gives a
 :class:`SpooledMessage`, which :class:`~communigate.store.mailbox.Mailbox`
 delivers by a hard link into the mailbox (one spool file serves every
 recipient; a copy only where the mailbox is on another file system).  The
@@ -152,12 +152,14 @@ class MessageSpool:
             self.discard()
 
     def finish(self) -> SpooledMessage:
-        """Flush the message to disk; raises the error :meth:`write` met."""
+        """Close the message; raises the error :meth:`write` met.
+
+        The file is not flushed to disk here: a spool is never read after
+        a crash, and :meth:`~communigate.store.mailbox.Mailbox.commit`
+        flushes the mailbox's link to it (the same data) in a thread."""
         if self._file is not None:
             try:
                 self._file.write(self._lines.finish())
-                self._file.flush()
-                os.fsync(self._file.fileno())
                 self._file.close()
                 self._file = None
             except OSError as error:

@@ -6,6 +6,7 @@ import imaplib
 import smtplib
 import socket
 import ssl
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -192,6 +193,76 @@ def test_idle_sees_lmtp_delivery(server: Server, settle: float) -> None:
     while not client.readline().startswith(tag):
         pass
     client.logout()
+
+
+def test_idle_sees_cli_delivery(server: Server, settle: float) -> None:
+    """IDLE reports a message that ``communigate deliver`` (another process)
+    stored, within a second, and a flag change made by another session."""
+    account(server, "cliidler")
+    time.sleep(settle)
+    client = imap(server, "cliidler", "pw")
+    client.select("INBOX")
+    tag = client._new_tag()
+    client.send(tag + b" IDLE\r\n")
+    assert client.readline().startswith(b"+")
+    admin(
+        server.base,
+        "deliver",
+        "cliidler@company.com",
+        stdin=b"Subject: from the command line\r\n\r\nbody\r\n",
+    )
+    # Timed from the moment the other process has stored the message.
+    delivered = time.monotonic()
+    client.sock.settimeout(2)
+    assert client.readline() == b"* 1 EXISTS\r\n"
+    assert time.monotonic() - delivered < 1.0
+    other = imap(server, "cliidler", "pw")
+    other.select("INBOX")
+    other.store("1", "+FLAGS", "(\\Flagged)")
+    while True:
+        line = client.readline()
+        if b"FETCH" in line:
+            break
+    assert b"\\Flagged" in line
+    other.logout()
+    client.send(b"DONE\r\n")
+    while not client.readline().startswith(tag):
+        pass
+    client.logout()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_half_closed_client_gets_its_answers(server: Server) -> None:
+    """LOGIN and LOGOUT pipelined before the client shuts down its sending
+    side are both answered, then the server closes."""
+    with socket.create_connection(("127.0.0.1", server.imap_port), timeout=10) as sock:
+        sock.recv(4096)
+        sock.sendall(b"a LOGIN info pw-company.com\r\nb LOGOUT\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        data = read_until_closed(sock)
+    assert b"a OK" in data and b"* BYE" in data and b"b OK LOGOUT completed" in data
+
+
+def test_client_gone_during_login_check_leaves_no_traceback(server: Server) -> None:
+    """A client that resets the connection while its failed login waits
+    out the delay leaves no CancelledError in the log."""
+    with socket.create_connection(("127.0.0.1", server.imap_port), timeout=10) as sock:
+        sock.recv(4096)
+        sock.sendall(b"a LOGIN info wrong-password\r\n")
+        time.sleep(0.05)
+        # SO_LINGER 0: close with a reset, as a client that vanishes.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(0.5)
+    text = server.log.read_text(errors="replace")
+    assert "CancelledError" not in text and "Traceback" not in text
 
 
 def test_mailbox_operations(server: Server, settle: float) -> None:

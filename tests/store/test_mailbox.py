@@ -74,3 +74,18 @@ def test_flags_and_keywords_persist(tmp_path: Path) -> None:
     assert not info.recent and int(info.internal_date) == 1_000_000_000
     box.deliver(b"new one")
     assert [item.recent for item in box.messages()] == [False, True]
+
+
+def test_flags_of_a_message_kept_open_after_expunge(tmp_path: Path) -> None:
+    """A message another session expunged, still read through its open
+    descriptor (/proc/self/fd/N), is not renamed: set_flags says it is gone."""
+    import os
+
+    box = Mailbox(tmp_path / "INBOX.mdir")
+    box.deliver(b"Subject: a\r\n\r\nbody\r\n")
+    (info,) = box.messages()
+    with open(info.path, "rb") as handle:
+        kept = info._replace(path=f"/proc/self/fd/{handle.fileno()}")
+        box.remove([info])
+        assert box.set_flags(kept, {"\\Seen"}) is None
+        assert os.listdir(tmp_path / "INBOX.mdir" / "cur") == []

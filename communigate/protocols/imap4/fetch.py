@@ -11,7 +11,6 @@ from communigate.protocols.imap4.message import (
     body_structure,
     envelope,
     header_subset,
-    split_header,
 )
 from communigate.protocols.imap4.reader import Argument
 from communigate.protocols.imap4.search import View
@@ -39,6 +38,10 @@ _SECTION = re.compile(
     r"(?:\s*\(([^)]*)\))?\](?:<(\d+)\.(\d+)>)?\Z",
     re.IGNORECASE,
 )
+
+
+#: Names of cached header-field choices: printable ASCII, no space.
+_CACHE_KEY = re.compile(r"[!-~]+\Z")
 
 
 class FetchError(ValueError):
@@ -149,9 +152,14 @@ def internal_date_text(view: View) -> str:
 
 
 def response(view: View, attributes: list[Attribute], flags: frozenset[str]) -> bytes:
-    """The parenthesised data of one ``* n FETCH (...)`` response."""
+    """The parenthesised data of one ``* n FETCH (...)`` response.
+
+    What the mailbox's cache holds (the header, ENVELOPE, BODYSTRUCTURE,
+    chosen header fields) is served without opening the message file;
+    ``BODY[]`` and ``BODY[TEXT]`` read the file without parsing it; only a
+    numbered section or a BODYSTRUCTURE seen for the first time parse MIME.
+    """
     out: list[bytes] = []
-    part: Part | None = None
     for attribute in attributes:
         name = attribute.name
         if name == "FLAGS":
@@ -163,29 +171,58 @@ def response(view: View, attributes: list[Attribute], flags: frozenset[str]) -> 
         elif name == "RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % view.size)
         else:
-            part = part or view.part()
-            out.append(_body_item(view, part, attribute))
+            out.append(_body_item(view, attribute))
     return b"(" + b" ".join(out) + b")"
 
 
-def _body_item(view: View, part: Part, attribute: Attribute) -> bytes:
+def _body_item(view: View, attribute: Attribute) -> bytes:
     name = attribute.name
     if name == "ENVELOPE":
-        return b"ENVELOPE " + format_data(envelope(part))
+        return b"ENVELOPE " + view.cached(
+            "imap.envelope", lambda: format_data(envelope(Part.of_header(view.header())))
+        )
     if name in ("BODYSTRUCTURE", "BODY"):
-        return name.encode() + b" " + format_data(body_structure(part, name == "BODYSTRUCTURE"))
+        extensible = name == "BODYSTRUCTURE"
+        return (
+            name.encode()
+            + b" "
+            + view.cached(
+                f"imap.{name.lower()}",
+                lambda: format_data(body_structure(view.part(), extensible)),
+            )
+        )
     if name == "RFC822":
         return b"RFC822 " + format_data(Literal(view.data()))
     if name == "RFC822.HEADER":
-        return b"RFC822.HEADER " + format_data(Literal(split_header(view.data())[0]))
+        return b"RFC822.HEADER " + format_data(Literal(view.header()))
     if name == "RFC822.TEXT":
-        return b"RFC822.TEXT " + format_data(Literal(split_header(view.data())[1]))
-    data = (
-        view.data() if not attribute.path and not attribute.text else section_bytes(part, attribute)
-    )
+        return b"RFC822.TEXT " + format_data(Literal(view.data()[len(view.header()) :]))
+    data = _top_level(view, attribute)
+    if data is None:
+        data = section_bytes(view.part(), attribute)
     if data is None:
         return _section_name(attribute) + b" NIL"
     if attribute.partial is not None:
         origin, length = attribute.partial
         data = data[origin : origin + length]
     return _section_name(attribute) + b" " + format_data(Literal(data))
+
+
+def _top_level(view: View, attribute: Attribute) -> bytes | None:
+    """A section of the message as a whole, found without parsing its MIME
+    structure; None for a numbered part."""
+    if attribute.path:
+        return None
+    if not attribute.text:
+        return view.data()
+    if attribute.text == "HEADER":
+        return view.header()
+    if attribute.text == "TEXT":
+        return view.data()[len(view.header()) :]
+    exclude = attribute.text.endswith(".NOT")
+    key = "imap.hdr" + ("-not." if exclude else ".") + ",".join(sorted(attribute.fields)).lower()
+    if len(key) > 200 or not _CACHE_KEY.match(key):
+        return header_subset(Part.of_header(view.header()), list(attribute.fields), exclude)
+    return view.cached(
+        key, lambda: header_subset(Part.of_header(view.header()), list(attribute.fields), exclude)
+    )

@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from email.utils import parsedate_to_datetime
 
+from twisted.python.failure import Failure
+
 from communigate.portal.avatars import HiddenMailbox, MailboxLocation
 from communigate.protocols.imap4.mutf7 import mailbox_name
 from communigate.protocols.imap4.reader import Argument
 from communigate.protocols.imap4.selected import SelectedMailbox
 from communigate.protocols.imap4.states import AUTHENTICATED, CommandFailed, SessionBase, State
-from communigate.protocols.imap4.syntax import astring, flag_list
+from communigate.protocols.imap4.syntax import astring
 from communigate.store.acl import ALL_RIGHTS, ACLError, check_identifier, normalise_rights
 from communigate.store.mailbox import INBOX
 from communigate.store.mailstore import MailboxError
@@ -119,16 +121,7 @@ class MailboxCommands(SessionBase):
         if location.local == INBOX:
             location.mailbox.create()
         selected = SelectedMailbox(location, rights, read_only)
-        permanent = set()
-        if "w" in rights:
-            permanent |= {"\\Answered", "\\Flagged", "\\Draft", *location.mailbox.keywords()}
-            if location.mailbox.can_add_keywords():
-                permanent.add("\\*")
-        if "s" in rights:
-            permanent.add("\\Seen")
-        if "d" in rights:
-            permanent.add("\\Deleted")
-        for line in selected.select_responses(flag_list(permanent)):
+        for line in selected.select_responses():
             self.send(line)
         self.selected = selected
         self.state = State.SELECTED
@@ -326,12 +319,40 @@ class MailboxCommands(SessionBase):
         flags = [flag for flag in flags if self.flag_allowed(flag, rights)]
         mailbox = location.mailbox
         try:
-            uid = mailbox.append(message, flags, when)
+            # In tmp/ now (a spooled message is linked: the spool may go);
+            # flushed to disk and given its UID in the thread pool.
+            staged = mailbox.stage(message, flags, when)
         except FileNotFoundError:
             # The account (or mailbox) was deleted meanwhile: it stays so.
             raise CommandFailed(f"[NONEXISTENT] no mailbox {location.public}") from None
+        # Later commands wait: the tagged OK comes once the message is durable.
+        self.busy = True
+        committing = self.factory.writer.commit(mailbox, staged)
+        committing.addCallbacks(
+            self._appended,
+            self._append_failed,
+            callbackArgs=(tag, location),
+            errbackArgs=(tag, location),
+        )
+        committing.addBoth(lambda _: self._resume())
+
+    def _appended(self, uid: int, tag: str, location: MailboxLocation) -> None:
+        """The APPENDed message is on disk: APPENDUID (RFC 4315 §3)."""
+        if not self.connected:
+            return
         self.updates()
-        self.tagged(tag, "OK", f"[APPENDUID {mailbox.uidvalidity} {uid}] APPEND completed")
+        validity = location.mailbox.uidvalidity
+        self.tagged(tag, "OK", f"[APPENDUID {validity} {uid}] APPEND completed")
+
+    def _append_failed(self, failure: Failure, tag: str, location: MailboxLocation) -> None:
+        """The message could not be stored; nothing of it is in the mailbox."""
+        if not self.connected:
+            return
+        if failure.check(FileNotFoundError):
+            self.tagged(tag, "NO", f"[NONEXISTENT] no mailbox {location.public}")
+            return
+        self.log.failure("IMAP APPEND to {mailbox} failed", failure, mailbox=location.public)
+        self.tagged(tag, "NO", "[SERVERBUG] internal error")
 
     @staticmethod
     def parse_date_time(text: str) -> float:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import decode_header, make_header
+from functools import cached_property
 
 from communigate.protocols.imap4.syntax import Data, Literal
 
@@ -102,10 +103,16 @@ class Part:
             part.message = cls.parse(body, "text/plain", depth + 1)
         return part
 
-    @property
+    @cached_property
     def fields(self) -> list[tuple[str, str, bytes]]:
-        """The header's fields."""
+        """The header's fields (split once)."""
         return header_fields(self.header)
+
+    @classmethod
+    def of_header(cls, header: bytes) -> Part:
+        """A part known by its header only (for ENVELOPE, header fields and
+        SEARCH of header keys, which need nothing else)."""
+        return cls(header, b"")
 
     def get(self, name: str) -> str | None:
         """The first field of that name, unfolded."""

@@ -5,11 +5,20 @@ UID forms.  Rights: FETCH needs ``r`` (granted at SELECT) and sets \\Seen only
 with ``s``; STORE needs ``s`` for \\Seen (else it is not kept), ``d`` for
 \\Deleted and ``w`` for other flags; EXPUNGE needs ``d``; COPY and MOVE need
 ``i`` on the target (MOVE also ``d`` here).
+
+A FETCH response showing a keyword the client has not been told of comes
+after new ``* FLAGS`` and ``PERMANENTFLAGS`` (:meth:`SelectedMailbox.announce`).
+A message another session expunged is served until the session may be told
+(RFC 2180 §4.1.2): from the descriptor kept when a session of this process
+expunged it (:mod:`.expunged`), else from what is known of it (UID, FLAGS,
+RFC822.SIZE); only items that need a vanished file end the FETCH with
+``NO [EXPUNGEISSUED]`` (RFC 5530).
 """
 
 from __future__ import annotations
 
 from communigate.protocols.imap4 import fetch, search
+from communigate.protocols.imap4.expunged import EXPUNGED
 from communigate.protocols.imap4.reader import Argument
 from communigate.protocols.imap4.selected import SelectedMailbox
 from communigate.protocols.imap4.sequence import SequenceError, SequenceSet
@@ -173,31 +182,72 @@ class MessageCommands(SessionBase):
         if marks_seen and not any(item.name == "FLAGS" for item in attributes):
             attributes.append(fetch.Attribute("FLAGS"))
         self.updates(expunges=False)
+        shows_flags = any(item.name == "FLAGS" for item in attributes)
         gone = False
         # Responses are written in batches: one write per message costs more
         # than building the response when thousands are fetched.
         batch: list[bytes] = []
         for number, info in selected.select(numbers, uid):
             if marks_seen and "\\Seen" not in info.flags:
-                changed = selected.mailbox.set_flags(info, info.flags | {"\\Seen"})
+                changed = self._set_flags(selected, number, info, info.flags | {"\\Seen"})
                 if changed is not None:
                     info = changed
                     selected.replace(number, info)
-            view = selected.view(number, info)
-            try:
-                data = fetch.response(view, attributes, info.flags)
-            except FileNotFoundError:
+            data = self._fetch_one(selected, number, info, attributes)
+            if data is None:
                 gone = True
                 continue
+            if shows_flags:
+                # A keyword another session created is announced first.
+                batch.extend(line + b"\r\n" for line in selected.announce(info.flags))
             batch.append(b"* %d FETCH %s\r\n" % (number, data))
             if len(batch) >= 256:
                 self.write(b"".join(batch))
                 batch.clear()
         self.write(b"".join(batch))
         if gone:
-            self.tagged(tag, "NO", "some messages were expunged by another session")
+            # RFC 2180 §4.1.3 for what cannot be served; RFC 5530 §3.
+            self.tagged(tag, "NO", "[EXPUNGEISSUED] some of the requested messages no longer exist")
         else:
             self.tagged(tag, "OK", "FETCH completed")
+
+    @staticmethod
+    def _fetch_one(
+        selected: SelectedMailbox, number: int, info: MessageInfo, attributes: list[fetch.Attribute]
+    ) -> bytes | None:
+        """One message's FETCH data, or None if what was asked needs a file
+        that is gone.
+
+        A message another session expunged is still served from what is
+        known of it (UID, FLAGS, RFC822.SIZE) until this session may report
+        the expunge (RFC 2180 §4.1.2); one whose file another session
+        renamed (a flag change) is found again by its UID."""
+        for _ in range(2):
+            try:
+                return fetch.response(selected.view(number, info), attributes, info.flags)
+            except FileNotFoundError:
+                moved = selected.relocate(number, info)
+                if moved is None:
+                    return None
+                info = moved
+        return None
+
+    @staticmethod
+    def _set_flags(
+        selected: SelectedMailbox, number: int, info: MessageInfo, flags: frozenset[str]
+    ) -> MessageInfo | None:
+        """Give a message these flags; None if it is gone.  One another
+        session renamed is found again by its UID and gets this change
+        applied to the flags it has now, so the other session's change is
+        not undone."""
+        changed = selected.mailbox.set_flags(info, flags)
+        if changed is None:
+            moved = selected.relocate(number, info)
+            fresh = selected.on_disk(info.uid)
+            if moved is not None and fresh is not None:
+                wanted = (fresh.flags | (flags - info.flags)) - (info.flags - flags)
+                changed = selected.mailbox.set_flags(moved, wanted)
+        return changed
 
     # -- STORE --------------------------------------------------------------
 
@@ -240,12 +290,14 @@ class MessageCommands(SessionBase):
                 wanted = info.flags - canonical
             current = info
             if wanted != info.flags:
-                changed = selected.mailbox.set_flags(info, wanted)
+                changed = self._set_flags(selected, number, info, wanted)
                 if changed is None:
                     continue
                 current = changed
                 selected.replace(number, current)
             if not silent:
+                for line in selected.announce(current.flags):
+                    self.send(line)
                 shown = current.flags | ({"\\Recent"} if current.uid in selected.recent else set())
                 uid_part = b"UID %d " % current.uid if uid else b""
                 self.send(b"* %d FETCH (%sFLAGS %s)" % (number, uid_part, flag_list(shown)))
@@ -301,7 +353,9 @@ class MessageCommands(SessionBase):
         if code:
             self.send(b"* OK " + code.strip().encode("utf-8") + b" moved")
         moved = set(source_uids)
-        selected.mailbox.remove(info for _, info in chosen if info.uid in moved)
+        gone = [info for _, info in chosen if info.uid in moved]
+        EXPUNGED.retain(selected.mailbox.path, selected, gone)
+        selected.mailbox.remove(gone)
         for number in range(len(selected.messages), 0, -1):
             if selected.messages[number - 1].uid in moved:
                 del selected.messages[number - 1]

@@ -3,7 +3,8 @@ message views.  Every search key of RFC 3501 is understood.  Pure code.
 
 Text keys compare case-insensitively; header keys see RFC 2047 words
 decoded.  Keys that need only flags, sizes, UIDs or dates never read the
-message; the others read it once, through the view.
+message; header keys use the header from the mailbox's cache; BODY and
+TEXT read the file once, through the view, without parsing its MIME.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ class View(Protocol):
 
     def internal_date(self) -> datetime: ...
 
+    def header(self) -> bytes:
+        """The message's header with its blank line (cached: the message
+        file is not opened once the mailbox's cache has it)."""
+        ...
+
+    def cached(self, name: str, compute: Callable[[], bytes]) -> bytes:
+        """A value worked out from the message, kept in the mailbox's cache
+        under ``name``."""
+        ...
+
     def part(self) -> Part: ...
 
     def data(self) -> bytes: ...
@@ -65,7 +76,7 @@ def _text(value: Argument) -> str:
 
 
 def _header_contains(view: View, name: str, needle: str) -> bool:
-    for key, value, _ in view.part().fields:
+    for key, value, _ in _headers(view).fields:
         if key == name and needle in decode_words(value).lower():
             return True
     return False
@@ -79,8 +90,18 @@ def _flag(name: str, present: bool = True) -> Predicate:
     return lambda view, _n, _u: (name in view.flags) == present
 
 
+def _headers(view: View) -> Part:
+    """The message known by its (cached) header alone."""
+    return Part.of_header(view.header())
+
+
+def _body(view: View) -> bytes:
+    """The message's body, read without parsing its MIME structure."""
+    return view.data()[len(view.header()) :]
+
+
 def _sent(view: View) -> date | None:
-    sent = sent_date(view.part())
+    sent = sent_date(_headers(view))
     return sent.date() if sent else None
 
 
@@ -148,13 +169,11 @@ class _Parser:
         if word == "HEADER":
             name, needle = _text(self.next()), _text(self.next())
             if not needle:
-                return lambda view, _n, _u: view.part().get(name) is not None
+                return lambda view, _n, _u: _headers(view).get(name) is not None
             return lambda view, _n, _u: _header_contains(view, name, needle)
         if word == "BODY":
             needle = _text(self.next())
-            return lambda view, _n, _u: (
-                needle in view.part().body.decode("utf-8", "replace").lower()
-            )
+            return lambda view, _n, _u: needle in _lower(_body(view))
         if word == "TEXT":
             needle = _text(self.next())
             return lambda view, _n, _u: needle in _lower(view.data())

@@ -12,6 +12,11 @@ without ``+``) and the session must log in before ``LoginTimeout``, which
 input does not extend; after login the idle time-out applies and APPEND
 messages up to ``max_message`` are spooled to disk as they arrive.
 
+IDLE waits on change notifications (:mod:`communigate.store.changes`), not
+on a timer.  A client that shuts down its sending side still gets the
+answers to what it sent; a client gone while its login is checked cancels
+the check (logged as one info line by the checker).
+
 Extensions: LITERAL+ (RFC 7888), SASL-IR (RFC 4959), IDLE (RFC 2177),
 NAMESPACE (RFC 2342), UIDPLUS (RFC 4315), CHILDREN (RFC 3348), UNSELECT
 (RFC 3691), MOVE (RFC 6851), ID (RFC 2971), ENABLE (RFC 5161), ACL
@@ -25,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from communigate import __version__
 from communigate.cred.credentials import ConnectionInfo, LoginPassword
@@ -36,6 +42,7 @@ from communigate.cred.errors import LoginFailure
 from communigate.cred.sasl import framing, registry
 from communigate.cred.sasl.mechanism import MalformedResponse
 from communigate.portal.avatars import IIMAPAccount
+from communigate.portal.durable import DurableWriter
 from communigate.protocols.access import LoginService
 from communigate.protocols.imap4.mailboxes import MailboxCommands
 from communigate.protocols.imap4.messages import MessageCommands
@@ -59,11 +66,11 @@ from communigate.protocols.imap4.states import (
 from communigate.protocols.limits import Limits, LimitsReader, SessionTimers
 from communigate.protocols.saslexchange import SASLExchange
 from communigate.protocols.tls import switch_to_tls
+from communigate.store.changes import IMailboxChanges, ISubscription, MailboxNotifier
 from communigate.store.spool import MessageSpool, SpooledMessage, default_spool
 
 MAX_ERRORS = 30
 MAX_LOGIN_FAILURES = 3
-IDLE_POLL = 0.25
 EXTENSIONS = (
     "LITERAL+",
     "SASL-IR",
@@ -79,8 +86,13 @@ EXTENSIONS = (
 )
 
 
+@implementer(IHalfCloseableProtocol)
 class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
-    """One IMAP session."""
+    """One IMAP session.
+
+    A client that shuts down its sending side after pipelining commands
+    (LOGIN, LOGOUT) still gets their answers: the session closes once the
+    commands read are done (as Dovecot does)."""
 
     log = Logger()
     factory: IMAP4Factory
@@ -114,7 +126,9 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.login_failures = 0
         self.pending: Deferred[Any] | None = None
         self.exchange: SASLExchange | None = None
-        self.idling: tuple[str, LoopingCall] | None = None
+        self.idling: tuple[str, ISubscription | None] | None = None
+        #: The client shut down its side: close when the queue is done.
+        self.read_closed = False
         self.auth_tag: str | None = None
         self.limits: Limits | None = None
         self.timers: SessionTimers | None = None
@@ -161,6 +175,16 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         if self.logout is not None:
             self.logout()
             self.logout = None
+
+    def readConnectionLost(self) -> None:
+        """The client will send nothing more: answer what it sent, then
+        close (IHalfCloseableProtocol)."""
+        self.read_closed = True
+        self.run_queue()
+
+    def writeConnectionLost(self) -> None:
+        """Our sending side is closed: nothing more to do."""
+        self.close()
 
     def timed_out(self, why: str) -> None:
         """Close a session that did not log in in time, or stayed idle
@@ -221,7 +245,8 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.run_queue()
 
     def run_queue(self) -> None:
-        """Run queued events until one has to wait."""
+        """Run queued events until one has to wait; after a half-close,
+        close once everything read is answered."""
         while self.queue and not self.busy and self.state is not State.LOGOUT:
             event = self.queue.popleft()
             if isinstance(event, Line):
@@ -233,6 +258,9 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
                     self.close()
             else:
                 self.run(event)
+        if self.read_closed and not self.busy and self.state is not State.LOGOUT:
+            self.stop_idle()
+            self.close()
 
     def bad(self, tag: str | None, text: str) -> None:
         """Answer BAD; too many protocol errors end the session."""
@@ -312,7 +340,12 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.tagged(tag, "OK", "CAPABILITY completed")
 
     def do_NOOP(self, tag: str, arguments: list[Argument]) -> None:
-        """RFC 3501 §6.1.2: also reports mailbox changes."""
+        """RFC 3501 §6.1.2: also reports mailbox changes.
+
+        Two ``stat`` calls say whether the mailbox changed (Dovecot syncs on
+        NOOP too), so a NOOP sent right after a change made elsewhere sees
+        it whatever order the events reach this process in; nothing is
+        polled between commands."""
         self.updates()
         self.tagged(tag, "OK", "NOOP completed")
 
@@ -444,22 +477,33 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
     # -- IDLE ----------------------------------------------------------------
 
     def do_IDLE(self, tag: str, arguments: list[Argument]) -> None:
-        """RFC 2177: report changes as they happen until DONE."""
+        """RFC 2177: report changes as they happen until DONE.
+
+        Nothing is polled: the session subscribes to its mailbox's change
+        notifications (:mod:`communigate.store.changes`) before it reports
+        what changed so far, so no change falls between the two."""
         self.send(b"+ idling")
-        self.updates()
-        poll = LoopingCall(self.updates)
-        poll.clock = self.factory.reactor
-        self.idling = (tag, poll)
-        self.reader.raw_lines = True
+        watch = None
         if self.selected is not None:
-            poll.start(IDLE_POLL, now=False)
+            watch = self.factory.changes.subscribe(self.selected.mailbox.path, self.mailbox_changed)
+        self.idling = (tag, watch)
+        self.reader.raw_lines = True
+        self.updates()
+
+    def mailbox_changed(self) -> None:
+        """A notification: the selected mailbox changed; tell an idling
+        client at once."""
+        if self.idling is None or self.selected is None or not self.connected:
+            return
+        for line in self.selected.refresh(changed=True):
+            self.send(line)
 
     def stop_idle(self) -> None:
         """Leave IDLE."""
         if self.idling is not None:
-            _, poll = self.idling
-            if poll.running:
-                poll.stop()
+            _, watch = self.idling
+            if watch is not None:
+                watch.cancel()
             self.idling = None
             self.reader.raw_lines = False
 
@@ -469,7 +513,11 @@ class IMAP4Factory(Factory):
 
     Each new connection takes its limits from ``limits``, by default the
     ``Limits`` server setting; APPEND messages are spooled into the folder
-    ``spool`` (the server passes ``Spool/`` of the base directory)."""
+    ``spool`` (the server passes ``Spool/`` of the base directory) and
+    flushed to disk in the thread pool ``pool``.  IDLE sessions learn of
+    changes from ``changes`` (the server shares one notifier, with
+    inotify, between its IMAP listeners); without one, a notifier of this
+    process's own changes that polls for the others' is made."""
 
     protocol = IMAP4Server  # type: ignore[assignment]
     noisy = False
@@ -483,9 +531,14 @@ class IMAP4Factory(Factory):
         max_message: int = 64 * 1024 * 1024,
         limits: LimitsReader | None = None,
         spool: Path | None = None,
+        pool: Any = None,
+        changes: IMailboxChanges | None = None,
     ) -> None:
         self.service = service
         self.reactor = reactor
+        self.changes = changes if changes is not None else MailboxNotifier(reactor)
+        #: APPEND flushes messages to disk in ``pool`` (at once without one).
+        self.writer = DurableWriter(reactor, pool)
         self.tls = tls
         self.implicit_tls = implicit_tls
         self.max_message = max_message

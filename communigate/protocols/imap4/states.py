@@ -39,6 +39,11 @@ class SessionBase:
     """What the command mixins use of a session; the server provides it."""
 
     account: Any
+    factory: Any
+    log: Any
+    connected: int
+    busy: bool
+    _resume: Callable[[], None]
     selected: SelectedMailbox | None
     state: State
     send: Callable[[bytes], None]

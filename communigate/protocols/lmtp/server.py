@@ -18,10 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from communigate.portal.delivery import DeliveryError, deliver_to, resolve_recipients
+from communigate.portal.delivery import DeliveryError, deliver_durably, resolve_recipients
+from communigate.portal.durable import DurableWriter
 from communigate.portal.names import BadLoginName, FullName
 from communigate.portal.router import LocalAccount, Router
 from communigate.protocols.limits import LimitsReader
@@ -200,7 +202,9 @@ class LMTPServer(CodedReplyServer):
             self.discard()
 
     def finish(self) -> None:
-        """Store one copy per recipient; one reply each (RFC 2033 §4.2)."""
+        """Store one copy per recipient; one reply each (RFC 2033 §4.2),
+        sent once the copies are on disk (flushed in the thread pool;
+        pipelined commands wait until then)."""
         spool, self.data = self.data, None
         message = None
         if spool is not None and not self.too_big:
@@ -208,26 +212,48 @@ class LMTPServer(CodedReplyServer):
                 message = spool.finish()
             except OSError:
                 self.log.failure("LMTP could not spool the message")
-        for recipient, accounts in self.recipients:
-            if self.too_big:
-                self.reply(552, f"5.3.4 message too big for {recipient}")
+        outcomes: list[Deferred[Any]] = []
+        for _recipient, accounts in self.recipients:
+            if self.too_big or message is None:
+                outcomes.append(succeed(None))
                 continue
-            if message is None:
-                self.reply(451, f"4.3.0 {recipient}: temporary failure, try again")
-                continue
-            try:
-                deliver_to(self.factory.directory, accounts, message)
-            except OSError:
-                self.log.failure("LMTP delivery to {recipient} failed", recipient=recipient)
-                self.reply(451, f"4.3.0 {recipient}: temporary failure, try again")
-                continue
-            self.log.info("LMTP delivered to {recipient}", recipient=recipient)
-            self.reply(250, f"2.0.0 {recipient} delivered")
+            outcomes.append(
+                deliver_durably(self.factory.directory, self.factory.writer, accounts, message)
+            )
+        # Every copy is staged (linked): the spool itself can go.
         if message is not None:
             message.discard()
         elif spool is not None:
             spool.discard()
+        recipients, too_big, stored = self.recipients, self.too_big, message is not None
         self.reset()
+        self.busy = True
+        waiting = DeferredList(outcomes, consumeErrors=True)
+        waiting.addCallback(self._delivered, recipients, too_big, stored)
+        waiting.addErrback(lambda failure: self.log.failure("LMTP replies failed", failure))
+        waiting.addBoth(lambda _: self.resume())
+
+    def _delivered(
+        self,
+        outcomes: list[tuple[bool, Any]],
+        recipients: list[tuple[str, list[LocalAccount]]],
+        too_big: bool,
+        stored: bool,
+    ) -> None:
+        """One reply per recipient, in order, for the finished deliveries."""
+        if not self.connected:
+            return
+        for (recipient, _), (success, result) in zip(recipients, outcomes, strict=True):
+            if too_big:
+                self.reply(552, f"5.3.4 message too big for {recipient}")
+            elif not stored:
+                self.reply(451, f"4.3.0 {recipient}: temporary failure, try again")
+            elif not success:
+                self.log.failure("LMTP delivery to {recipient} failed", result, recipient=recipient)
+                self.reply(451, f"4.3.0 {recipient}: temporary failure, try again")
+            else:
+                self.log.info("LMTP delivered to {recipient}", recipient=recipient)
+                self.reply(250, f"2.0.0 {recipient} delivered")
 
 
 class LMTPFactory(Factory):
@@ -235,7 +261,8 @@ class LMTPFactory(Factory):
 
     Each connection takes its limits from ``limits``, by default the
     ``Limits`` server setting; messages are spooled into the folder
-    ``spool`` (the server passes ``Spool/`` of the base directory)."""
+    ``spool`` (the server passes ``Spool/`` of the base directory) and
+    flushed to disk in the thread pool ``pool``."""
 
     protocol = LMTPServer  # type: ignore[assignment]
     noisy = False
@@ -248,8 +275,11 @@ class LMTPFactory(Factory):
         max_message: int,
         limits: LimitsReader | None = None,
         spool: Path | None = None,
+        pool: Any = None,
     ) -> None:
         self.directory = directory
+        #: Deliveries are flushed to disk in ``pool`` (at once without one).
+        self.writer = DurableWriter(reactor, pool)
         self.router = Router(directory)
         self.reactor = reactor
         self.hostname = hostname

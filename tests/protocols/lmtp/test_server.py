@@ -59,3 +59,26 @@ def test_sequence_and_size(directory: FileDirectory) -> None:
     lines = talk(server, transport, b"x" * 50 + b"\r\n.\r\n")
     assert lines[0].startswith(b"552")
     assert inbox(directory, "company.com", "info") == []
+
+
+def test_replies_wait_for_the_flush(directory: FileDirectory) -> None:
+    """250 comes once the copy is durable; a pipelined QUIT waits behind it."""
+    from communigate.portal.durable import DurableWriter
+    from tests.conftest import SyncReactor
+    from tests.portal.test_durable import HeldPool
+
+    server, transport = session(directory)
+    pool = HeldPool()
+    server.factory.writer = DurableWriter(SyncReactor(), pool)  # type: ignore[attr-defined]
+    talk(server, transport, b"LHLO mta\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<info@company.com>\r\n")
+    lines = talk(server, transport, b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    assert lines == [b"354 end data with <CR><LF>.<CR><LF>"]
+    assert inbox(directory, "company.com", "info") == []
+    transport.clear()
+    pool.run_one()
+    assert transport.value().split(b"\r\n")[:-1] == [
+        b"250 2.0.0 info@company.com delivered",
+        b"221 2.0.0 bye",
+    ]
+    (message,) = inbox(directory, "company.com", "info")
+    assert message.endswith(b"Subject: x\r\n\r\nhi\r\n")

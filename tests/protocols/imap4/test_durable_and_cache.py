@@ -1,0 +1,106 @@
+"""APPEND answered once the message is durable (flushed in the thread
+pool), and FETCH served from the mailbox's cache without the file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from communigate.portal.durable import DurableWriter
+from communigate.store.files import FileDirectory
+from communigate.store.mailbox import Mailbox
+from tests.conftest import SyncReactor
+from tests.portal.test_durable import HeldPool
+from tests.protocols.imap4.test_server import Session, login
+
+MULTIPART = (
+    b"From: Ann <ann@example.org>\r\nTo: bob@example.net\r\nSubject: parts\r\n"
+    b"Date: Tue, 1 Feb 2022 10:00:00 +0000\r\nMessage-ID: <1@x>\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    b"--b\r\nContent-Type: application/octet-stream\r\n\r\nQUJD\r\n--b--\r\n"
+)
+
+
+def test_append_answers_after_the_commit(directory: FileDirectory) -> None:
+    """The tagged OK waits for the flush; pipelined commands wait behind it."""
+    session = Session(directory)
+    pool = HeldPool()
+    session.server.factory.writer = DurableWriter(SyncReactor(), pool)
+    login(session)
+    out = session.send(b"a APPEND INBOX (\\Seen) {12+}\r\nSubject: x\r\n\r\nb NOOP\r\n")
+    assert b"a OK" not in out and b"b OK" not in out
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    assert inbox.messages() == []
+    pool.run_one()
+    out = session.take()
+    assert re.search(rb"a OK \[APPENDUID \d+ 1\] APPEND completed\r\nb OK", out)
+    (info,) = inbox.messages()
+    assert info.flags == frozenset({"\\Seen"})
+
+
+def test_append_to_a_vanished_account_is_refused(directory: FileDirectory) -> None:
+    """A commit that fails answers NO and stores nothing."""
+    session = Session(directory)
+    pool = HeldPool()
+    session.server.factory.writer = DurableWriter(SyncReactor(), pool)
+    login(session)
+    assert session.send(b"a APPEND INBOX {3+}\r\nx\r\n\r\n") == b""
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    shutil.rmtree(inbox.path / "tmp")
+    pool.run_one()
+    assert session.take().startswith(b"a NO [NONEXISTENT]")
+    assert inbox.messages() == []
+
+
+def test_fetch_from_the_cache_matches_and_needs_no_file(directory: FileDirectory) -> None:
+    """ENVELOPE, BODYSTRUCTURE and header sections are the same from the
+    cache, and are served once the message file is gone."""
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    inbox.create()
+    inbox.append(MULTIPART, ["\\Seen"])
+    session = Session(directory)
+    login(session)
+    session.send(b"s SELECT INBOX\r\n")
+    items = (
+        b"(ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[HEADER] "
+        b"BODY.PEEK[HEADER.FIELDS (Subject From)] BODY.PEEK[HEADER.FIELDS.NOT (To)] "
+        b"RFC822.HEADER)"
+    )
+    first = session.send(b"f FETCH 1 " + items + b"\r\n")
+    assert b"f OK" in first and b"ENVELOPE (" in first and b'"MIXED"' in first
+    second = session.send(b"f FETCH 1 " + items + b"\r\n")
+    assert second == first
+    (info,) = inbox.messages()
+    os.unlink(info.path)
+    assert session.send(b"f FETCH 1 " + items + b"\r\n") == first
+
+
+def test_sections_without_mime_parse_match(directory: FileDirectory) -> None:
+    """BODY[], BODY[TEXT], BODY[1] and partial fetches give the exact bytes."""
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    inbox.create()
+    inbox.append(MULTIPART, ["\\Seen"])
+    session = Session(directory)
+    login(session)
+    session.send(b"s SELECT INBOX\r\n")
+    out = session.send(b"f FETCH 1 (BODY.PEEK[] BODY.PEEK[TEXT]<0.7> BODY.PEEK[1])\r\n")
+    header_end = MULTIPART.index(b"\r\n\r\n") + 4
+    assert b"BODY[] {%d}\r\n" % len(MULTIPART) + MULTIPART in out
+    assert b"BODY[TEXT]<0> {7}\r\n" + MULTIPART[header_end : header_end + 7] in out
+    assert b"BODY[1] {5}\r\nhello" in out
+
+
+def test_search_header_keys_use_the_cache(directory: FileDirectory) -> None:
+    """SEARCH by header keys works from the cached header alone."""
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    inbox.create()
+    inbox.append(MULTIPART, ["\\Seen"])
+    session = Session(directory)
+    login(session)
+    session.send(b"s SELECT INBOX\r\n")
+    (info,) = inbox.messages()
+    os.unlink(info.path)
+    out = session.send(b"t SEARCH FROM ann SUBJECT parts SENTON 1-Feb-2022\r\n")
+    assert b"* SEARCH 1\r\n" in out

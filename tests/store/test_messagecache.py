@@ -1,0 +1,134 @@
+"""The per-mailbox message cache: filled at delivery, read by other
+processes, robust against torn appends, emptied by expunge."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from communigate.store.mailbox import Mailbox
+from communigate.store.messagecache import (
+    CACHE_FILE,
+    MessageCache,
+    append_records,
+    read_header,
+    split_header,
+)
+
+MESSAGE = b"From: Ann <ann@example.org>\r\nSubject: hello\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def mailbox(tmp_path: Path) -> Mailbox:
+    box = Mailbox(tmp_path / "INBOX.mdir")
+    box.create()
+    return box
+
+
+def fresh(mailbox: Mailbox) -> MessageCache:
+    """The cache as another process would read it."""
+    return MessageCache(mailbox.path, mailbox.uidvalidity)
+
+
+def test_delivery_fills_header_and_date(mailbox: Mailbox) -> None:
+    """A delivered message's header and internal date are cached at once."""
+    uid = mailbox.deliver(MESSAGE)
+    (info,) = mailbox.messages()
+    values = fresh(mailbox).get(uid)
+    assert values["header"] == b"From: Ann <ann@example.org>\r\nSubject: hello\r\n\r\n"
+    assert float(values["date"]) == info.internal_date
+
+
+def test_cached_header_needs_no_file(mailbox: Mailbox) -> None:
+    """Once cached, a header is served without the message file."""
+    uid = mailbox.append(MESSAGE, ["\\Seen"], 1_000_000.0)
+    (info,) = mailbox.messages()
+    os.unlink(info.path)
+    assert fresh(mailbox).header(uid, info.path).startswith(b"From: Ann")
+
+
+def test_value_is_computed_once_and_shared(mailbox: Mailbox) -> None:
+    """A value worked out on first use is kept for this and other readers."""
+    uid = mailbox.deliver(MESSAGE)
+    calls: list[int] = []
+
+    def compute() -> bytes:
+        calls.append(1)
+        return b"(ENVELOPE-DATA)"
+
+    first = fresh(mailbox)
+    assert first.value(uid, "imap.envelope", compute) == b"(ENVELOPE-DATA)"
+    assert first.value(uid, "imap.envelope", compute) == b"(ENVELOPE-DATA)"
+    assert fresh(mailbox).value(uid, "imap.envelope", compute) == b"(ENVELOPE-DATA)"
+    assert calls == [1]
+
+
+def test_header_read_from_file_on_a_miss(mailbox: Mailbox) -> None:
+    """Without a cache file the header comes from the file and is then cached."""
+    uid = mailbox.deliver(MESSAGE)
+    os.unlink(mailbox.path / CACHE_FILE)
+    (info,) = mailbox.messages()
+    reader = fresh(mailbox)
+    assert reader.header(uid, info.path) == split_header(MESSAGE)
+    assert fresh(mailbox).get(uid)["header"] == split_header(MESSAGE)
+
+
+def test_torn_append_is_dropped_and_later_records_kept(mailbox: Mailbox) -> None:
+    """A record cut short by a crash is skipped; the file is rewritten."""
+    uid = mailbox.deliver(MESSAGE)
+    with open(mailbox.path / CACHE_FILE, "ab") as handle:
+        handle.write(b"99 imap.envelope 10 123\nshort")
+    append_records(mailbox.path, mailbox.uidvalidity, [(uid, "imap.body", b"(BODY)")])
+    reader = fresh(mailbox)
+    assert "header" in reader.get(uid)
+    assert reader.get(99) == {}
+    # The damaged part is gone from the file: records appended now are read.
+    append_records(mailbox.path, mailbox.uidvalidity, [(uid, "imap.x", b"X")])
+    assert fresh(mailbox).get(uid)["imap.x"] == b"X"
+    assert b"short" not in (mailbox.path / CACHE_FILE).read_bytes()
+
+
+def test_expunge_removes_entries(mailbox: Mailbox) -> None:
+    """Expunged messages leave the cache, for every reader."""
+    first = mailbox.deliver(MESSAGE)
+    second = mailbox.deliver(MESSAGE)
+    mailbox.remove([info for info in mailbox.messages() if info.uid == first])
+    reader = fresh(mailbox)
+    assert reader.get(first) == {}
+    assert "header" in reader.get(second)
+
+
+def test_other_uidvalidity_is_ignored(mailbox: Mailbox) -> None:
+    """A cache file made for another UIDVALIDITY holds nothing."""
+    uid = mailbox.deliver(MESSAGE)
+    assert MessageCache(mailbox.path, mailbox.uidvalidity + 1).get(uid) == {}
+
+
+def test_read_header_of_long_and_headerless_files(tmp_path: Path) -> None:
+    """Reading the start of a file splits the header as the whole message does."""
+    long = b"X: " + b"y" * 40_000 + b"\r\n\r\nbody\r\n"
+    bare = b"no blank line\r\n"
+    for data in (long, bare, b"\r\nbody only\r\n"):
+        path = tmp_path / "m"
+        path.write_bytes(data)
+        assert read_header(path) == split_header(data)
+
+
+def test_mailbox_made_again_starts_afresh(tmp_path: Path) -> None:
+    """A mailbox deleted and made again (same UIDVALIDITY second) never
+    shows the old messages' cached values."""
+    folder = tmp_path / "Box.mdir"
+    old = Mailbox(folder)
+    old.create()
+    uid = old.deliver(MESSAGE)
+    assert "header" in old.cache.get(uid)
+    validity = old.uidvalidity
+    shutil.rmtree(folder)
+    again = Mailbox(folder)
+    again.create()
+    (folder / "uids.settings").write_text(f"{{ UIDValidity = #{validity}; UIDNext = #1; }}")
+    assert again.deliver(b"Subject: other\r\n\r\nx\r\n") == uid
+    assert again.cache.header(uid, "/nonexistent").startswith(b"Subject: other")
