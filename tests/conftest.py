@@ -89,3 +89,23 @@ class SyncClockReactor(Clock):
 
     def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
         f(*a, **kw)
+
+
+def login_service(directory: FileDirectory, service_class: type[Any] | None = None) -> Any:
+    """The login service protocol unit tests log in through: the directory's
+    resolver, the internal password source, the realm, all synchronous."""
+    from twisted.cred.portal import Portal
+
+    from communigate.cred.checkers.internal import InternalPassword
+    from communigate.portal.accounts import AccountResolver
+    from communigate.portal.checker import AccountChecker
+    from communigate.portal.realm import AccountRealm
+    from communigate.protocols.access import LoginService
+
+    resolver = AccountResolver(directory)
+    source = InternalPassword(SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
+    checker = AccountChecker(resolver, [source], SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
+    portal = Portal(AccountRealm(directory), [checker])
+    return (service_class or LoginService)(
+        portal, resolver, scram_key=b"k" * 32, hostname="test.host"
+    )

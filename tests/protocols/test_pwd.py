@@ -3,20 +3,15 @@ answered in order, and the shared connection limits."""
 
 from __future__ import annotations
 
-from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from communigate.cred.checkers.internal import InternalPassword
-from communigate.portal.accounts import AccountResolver
-from communigate.portal.checker import AccountChecker
-from communigate.portal.realm import AccountRealm
 from communigate.protocols.access import LoginService
 from communigate.protocols.pwd import PWDFactory, PWDServer
 from communigate.store.files import FileDirectory
-from tests.conftest import SyncReactor, SyncThreadPool
+from tests.conftest import login_service
 
 
 class Session:
@@ -24,11 +19,7 @@ class Session:
 
     def __init__(self, directory: FileDirectory, service: LoginService | None = None) -> None:
         if service is None:
-            resolver = AccountResolver(directory)
-            source = InternalPassword(SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
-            checker = AccountChecker(resolver, [source], SyncReactor(), SyncThreadPool())
-            portal = Portal(AccountRealm(directory), [checker])
-            service = LoginService(portal, resolver, scram_key=b"k" * 32, hostname="test.host")
+            service = login_service(directory)
         self.clock = Clock()
         server = PWDFactory(service, self.clock).buildProtocol(IPv4Address("TCP", "127.0.0.9", 1))
         assert isinstance(server, PWDServer)

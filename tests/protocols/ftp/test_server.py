@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -17,9 +16,6 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from communigate.cred.checkers.internal import InternalPassword
-from communigate.portal.accounts import AccountResolver
-from communigate.portal.checker import AccountChecker
 from communigate.portal.filesession import FileSession, IFileSession
 from communigate.portal.realm import AccountRealm
 from communigate.protocols.access import LoginService
@@ -36,7 +32,7 @@ from communigate.protocols.ftp.server import (
 from communigate.protocols.ftp.session import MAX_ERRORS
 from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
-from tests.conftest import SyncReactor, SyncThreadPool
+from tests.conftest import login_service
 
 CLIENT = "127.0.0.9"
 LOGIN = b"USER info\r\nPASS pw-company.com\r\n"
@@ -101,12 +97,8 @@ class Session:
         transport_class: type[StringTransport] = StringTransport,
         **options: Any,
     ) -> None:
-        resolver = AccountResolver(directory)
-        source = InternalPassword(SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
-        checker = AccountChecker(resolver, [source], SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
-        portal = Portal(AccountRealm(directory), [checker])
         self.directory = directory
-        self.service = service_class(portal, resolver, scram_key=b"k" * 32, hostname="test.host")
+        self.service = login_service(directory, service_class)
         self.reactor = Reactor()
         options.setdefault("passive_ports", range(50000, 50100))
         self.factory = FTPFactory(self.service, self.reactor, pool=None, **options)

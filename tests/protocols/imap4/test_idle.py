@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
@@ -19,18 +18,14 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import provider
 
-from communigate.cred.checkers.internal import InternalPassword
-from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
-from communigate.portal.realm import AccountRealm
-from communigate.protocols.access import LoginService
 from communigate.protocols.imap4.expunged import ExpungedFiles
 from communigate.protocols.imap4.selected import SelectedMailbox
 from communigate.protocols.imap4.server import IMAP4Factory, IMAP4Server
 from communigate.store.changes import ChangeBus, EventSink, MailboxNotifier, mailbox_key
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox, MessageInfo
-from tests.conftest import SyncReactor, SyncThreadPool
+from tests.conftest import login_service
 from tests.store.test_changes import FakeWatch
 
 
@@ -47,12 +42,7 @@ class Session:
         changes: MailboxNotifier | None = None,
         clock: Clock | None = None,
     ) -> None:
-        pool = SyncThreadPool()
-        resolver = AccountResolver(directory)
-        source = InternalPassword(SyncReactor(), pool)  # type: ignore[arg-type]
-        checker = AccountChecker(resolver, [source], SyncReactor(), pool)
-        portal = Portal(AccountRealm(directory), [checker])
-        self.service = LoginService(portal, resolver, scram_key=b"k" * 32, hostname="test.host")
+        self.service = login_service(directory)
         self.clock = clock if clock is not None else Clock()
         factory = IMAP4Factory(self.service, self.clock, changes=changes)
         server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.9", 4000))

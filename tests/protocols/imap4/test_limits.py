@@ -7,16 +7,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from communigate.cred.checkers.internal import InternalPassword
-from communigate.portal.accounts import AccountResolver
-from communigate.portal.checker import AccountChecker
-from communigate.portal.realm import AccountRealm
-from communigate.protocols.access import LoginService
 from communigate.protocols.imap4.reader import (
     BadCommand,
     Command,
@@ -28,18 +22,14 @@ from communigate.protocols.imap4.server import IMAP4Factory, IMAP4Server
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox
 from communigate.store.spool import MessageSpool, SpooledMessage
-from tests.conftest import SyncReactor, SyncThreadPool
+from tests.conftest import login_service
 
 
 class Session:
     """An IMAP server on a StringTransport, spooling into ``spool``."""
 
     def __init__(self, directory: FileDirectory, spool: Path, max_message: int = 10**7) -> None:
-        resolver = AccountResolver(directory)
-        source = InternalPassword(SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
-        checker = AccountChecker(resolver, [source], SyncReactor(), SyncThreadPool())
-        portal = Portal(AccountRealm(directory), [checker])
-        service = LoginService(portal, resolver, scram_key=b"k" * 32, hostname="test.host")
+        service = login_service(directory)
         self.clock = Clock()
         factory = IMAP4Factory(service, self.clock, max_message=max_message, spool=spool)
         server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.9", 4000))

@@ -7,20 +7,14 @@ import hashlib
 import hmac
 
 import pytest
-from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from communigate.cred.checkers.internal import InternalPassword
-from communigate.portal.accounts import AccountResolver
-from communigate.portal.checker import AccountChecker
-from communigate.portal.realm import AccountRealm
-from communigate.protocols.access import LoginService
 from communigate.protocols.pop3.server import MAX_ERRORS, POP3Factory, POP3Server
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox
-from tests.conftest import SyncReactor, SyncThreadPool, bcrypt_password
+from tests.conftest import bcrypt_password, login_service
 
 
 class Session:
@@ -34,12 +28,8 @@ class Session:
         transport_class: type[StringTransport] = StringTransport,
         tls: object = None,
     ) -> None:
-        resolver = AccountResolver(directory)
-        source = InternalPassword(SyncReactor(), SyncThreadPool())  # type: ignore[arg-type]
-        checker = AccountChecker(resolver, [source], SyncReactor(), SyncThreadPool())
-        portal = Portal(AccountRealm(directory), [checker])
         self.clock = Clock()
-        self.service = LoginService(portal, resolver, scram_key=b"k" * 32, hostname="test.host")
+        self.service = login_service(directory)
         self.factory = POP3Factory(self.service, self.clock, timeout=600, tls=tls)
         self.server = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.9", 4000))
         assert isinstance(self.server, POP3Server)
