@@ -47,19 +47,34 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.servers import Base, communigate, free_port, raise_file_limit, wait_for
+from benchmarks.servers import (
+    Base,
+    Failed,
+    Run,
+    Work,
+    attempt,
+    cell,
+    communigate,
+    free_port,
+    link_or_copy,
+    median,
+    process_tree,
+    raise_file_limit,
+    server_log_tail,
+    step,
+    wait_for,
+)
 
 HOST = "bench.test"  # the name both certificates carry; resolved to 127.0.0.1
 # The same name on both servers; for vsftpd a throw-away system user.
@@ -98,30 +113,6 @@ class Target:
     pid: int  # the listener; its descendants are counted too
     storage: Path  # the directory the FTP user starts in
     cafile: Path
-
-
-@dataclass
-class Run:
-    value: float | None  # None: failed
-    note: str = ""
-
-
-@dataclass
-class Work:
-    label: str
-    unit: str
-    better: str  # "higher" or "lower"
-    run: Callable[[Target], Run]
-    fresh: bool = False  # a server started for each run
-    runs: dict[str, list[Run]] = field(default_factory=dict)
-
-
-class Failed(Exception):
-    """A run that did not do what it should have."""
-
-
-def step(what: str) -> None:
-    print(f"... {what}", file=sys.stderr, flush=True)
 
 
 # -- curl ---------------------------------------------------------------------
@@ -262,32 +253,6 @@ def tls_description(target: Target) -> str:
 # -- idle sessions ------------------------------------------------------------
 
 
-def children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, for every process."""
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(parent, []).append(int(entry.name))
-    return tree
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
-    tree = children()
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(tree.get(current, []))
-    return found
-
-
 def pss_kib(pid: int) -> tuple[int, int, int]:
     """(Pss, Pss_Anon, both in KiB; number of processes) of ``pid``'s
     process tree."""
@@ -391,14 +356,6 @@ def idle_memory(target: Target, count: int) -> Run:
 # -- servers ------------------------------------------------------------------
 
 Starter = Callable[[], AbstractContextManager[Target]]
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """The payload at a second place without a second copy on the disk."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def communigate_setup(root: Path, payload: Path, idle: int) -> Starter:
@@ -511,22 +468,7 @@ def vsftpd_setup(root: Path, payload: Path, idle: int) -> Iterator[Starter | Non
         subprocess.run(["userdel", USER], capture_output=True, check=False)
 
 
-def server_log_tail(root: Path) -> str:
-    try:
-        lines = (root / "server.log").read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-15:])
-
-
 # -- running and reporting ----------------------------------------------------
-
-
-def attempt(work: Work, target: Target) -> Run:
-    try:
-        return work.run(target)
-    except (Failed, OSError, subprocess.SubprocessError, ValueError) as error:
-        return Run(None, str(error) or type(error).__name__)
 
 
 def measure(works: list[Work], starters: dict[str, Starter], repeats: int) -> dict[str, str]:
@@ -561,19 +503,6 @@ def measure(works: list[Work], starters: dict[str, Starter], repeats: int) -> di
                     result = Run(None, f"did not start ({error})")
                 work.runs.setdefault(name, []).append(result)
     return tls
-
-
-def median(runs: list[Run]) -> float | None:
-    values = [run.value for run in runs if run.value is not None]
-    return statistics.median(values) if values else None
-
-
-def cell(value: float | None) -> str:
-    if value is None:
-        return "failed"
-    if abs(value) >= 1000:
-        return f"{value:.0f}"
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
 def report(works: list[Work], names: list[str], args: argparse.Namespace) -> None:
