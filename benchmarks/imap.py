@@ -17,7 +17,8 @@ with bcrypt ones) and both run at once.  What is measured:
   processes it forks) divided by the number that logged in;
 * SELECT of a ``--big``-message mailbox and FETCH 1:* (UID FLAGS
   RFC822.SIZE) on it (communigate only: the mailbox is written in its store
-  layout).
+  layout), and the 99th percentile of another session's NOOP round trips
+  meanwhile (one every 5 ms): a large mailbox must not stall the others.
 
 Every work is run ``--repeats`` times, interleaved (communigate run 1,
 dovecot run 1, communigate run 2, ...); the table gives the median of the
@@ -276,11 +277,41 @@ async def idle_connections(target: Target, count: int) -> Run:
     return Run((after.pss - before.pss) / kept, note)
 
 
-async def big_mailbox(target: Target) -> Run:
-    """Seconds for SELECT of the big mailbox and FETCH 1:* on it."""
+async def ping(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    latencies: list[float],
+    done: asyncio.Event,
+    stop: float,
+    most: int,
+) -> None:
+    """NOOP on a logged-in session every 5 ms, its round trips (seconds)
+    added to ``latencies``, until ``done`` is set, the monotonic time
+    ``stop`` or ``most`` NOOPs."""
+    while not done.is_set() and time.monotonic() < stop and len(latencies) < most:
+        start = time.monotonic()
+        writer.write(b"n NOOP\r\n")
+        await writer.drain()
+        while not (await reader.readline()).startswith(b"n "):
+            pass
+        latencies.append(time.monotonic() - start)
+        await asyncio.sleep(0.005)
+
+
+async def big_mailbox(target: Target) -> tuple[float, float, list[float]]:
+    """SELECT of the big mailbox and FETCH 1:* on it: their seconds, and
+    the NOOP round trips (seconds) another session saw meanwhile, one NOOP
+    every 5 ms."""
     reader, writer = await asyncio.open_connection(target.host, target.port, limit=1 << 20)
+    pinged, pinger_writer = await asyncio.open_connection(target.host, target.port)
+    latencies: list[float] = []
+    done = asyncio.Event()
     try:
         await reader.readline()
+        await pinged.readline()
+        pinger_writer.write(b"a LOGIN user0 secret\r\nb SELECT INBOX\r\n")
+        while not (await pinged.readline()).startswith(b"b "):
+            pass
 
         async def command(text: bytes) -> float:
             start = time.monotonic()
@@ -297,11 +328,38 @@ async def big_mailbox(target: Target) -> Run:
                     return time.monotonic() - start
 
         await command(b"a LOGIN big secret")
+        pinging = asyncio.ensure_future(
+            ping(pinged, pinger_writer, latencies, done, time.monotonic() + 1200, 200_000)
+        )
         select = await asyncio.wait_for(command(b"b SELECT INBOX"), 600)
         fetch = await asyncio.wait_for(command(b"c FETCH 1:* (UID FLAGS RFC822.SIZE)"), 600)
+        done.set()
+        await asyncio.wait_for(pinging, 60)
     finally:
         writer.close()
+        pinger_writer.close()
+    return select, fetch, latencies
+
+
+def big_select(target: Target) -> Run:
+    """Seconds for SELECT + FETCH 1:* of the big mailbox."""
+    select, fetch, _ = asyncio.run(big_mailbox(target))
     return Run(select + fetch, f"SELECT {select:.2f} s, FETCH {fetch:.2f} s")
+
+
+def big_stall(target: Target) -> Run:
+    """Another session's NOOP p99 (ms) during SELECT + FETCH 1:* of the
+    big mailbox."""
+    select, fetch, latencies = asyncio.run(big_mailbox(target))
+    if not latencies:
+        raise Failed("no NOOP answered")
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    return Run(
+        p99,
+        f"max {latencies[-1] * 1000:.1f} ms, {len(latencies)} NOOPs, "
+        f"SELECT {select:.2f} s, FETCH {fetch:.2f} s",
+    )
 
 
 async def noop_latency(target: Target, clients: int, seconds: float) -> Run:
@@ -313,22 +371,11 @@ async def noop_latency(target: Target, clients: int, seconds: float) -> Run:
     await writer.drain()
     if not (await reader.readline()).startswith(b"a OK"):
         raise Failed("LOGIN refused")
-    stop = time.monotonic() + seconds
     latencies: list[float] = []
-
-    async def pinger() -> None:
-        while time.monotonic() < stop and len(latencies) < 10_000:
-            start = time.monotonic()
-            writer.write(b"n NOOP\r\n")
-            await writer.drain()
-            while not (await reader.readline()).startswith(b"n "):
-                pass
-            latencies.append(time.monotonic() - start)
-            await asyncio.sleep(0.005)
-
+    pinger = ping(reader, writer, latencies, asyncio.Event(), time.monotonic() + seconds, 10_000)
     try:
         await asyncio.wait_for(
-            asyncio.gather(pinger(), logins_per_second(target, clients, 10**6, seconds, "b")),
+            asyncio.gather(pinger, logins_per_second(target, clients, 10**6, seconds, "b")),
             seconds + 60,
         )
     finally:
@@ -371,7 +418,14 @@ def main() -> None:
             f"SELECT + FETCH 1:* of {args.big}",
             "s",
             "lower",
-            lambda target: asyncio.run(big_mailbox(target)),
+            big_select,
+            only=("communigate",),
+        ),
+        Work(
+            f"NOOP p99 during SELECT + FETCH 1:* of {args.big}",
+            "ms",
+            "lower",
+            big_stall,
             only=("communigate",),
         ),
         Work(

@@ -16,6 +16,25 @@ from communigate.store.files import FileDirectory
 from communigate.store.initialise import initialise
 
 
+class Exchange:
+    """A protocol on a StringTransport: ``send`` feeds it bytes and returns
+    what it wrote since the last ``take``."""
+
+    server: Any
+    transport: Any
+
+    def take(self) -> bytes:
+        """What the server wrote since the last call."""
+        out = self.transport.value()
+        self.transport.clear()
+        return out
+
+    def send(self, data: bytes) -> bytes:
+        """Feed ``data`` to the server; what it wrote."""
+        self.server.dataReceived(data)
+        return self.take()
+
+
 class ManualClock:
     """A monotonic clock the test moves by hand."""
 

@@ -33,18 +33,25 @@ import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+if TYPE_CHECKING:
+    from communigate.store.mailbox import Mailbox
+    from communigate.store.mailboxindex import MailboxIndex
+
 #: Seconds between stamp checks of mailboxes inotify cannot watch.
 FALLBACK_POLL = 30.0
 
 #: The folders of a mailbox whose entries change with its messages.
 MESSAGE_FOLDERS = ("new", "cur")
+
+#: inotify's masks of events that name a folder entry.
+_ENTRY_EVENTS = 0x100 | 0x200 | 0x40 | 0x80  # CREATE, DELETE, MOVED_FROM, MOVED_TO
 
 
 def mailbox_key(path: str | os.PathLike[str]) -> str:
@@ -114,6 +121,16 @@ class IMailboxChanges(Interface):
         """Call ``callback`` (on the reactor thread, coalesced) whenever the
         mailbox folder ``path`` changes, until the subscription is cancelled."""
 
+    def open_index(mailbox: Mailbox) -> MailboxIndex:
+        """The shared listing of ``mailbox`` (:mod:`.mailboxindex`), kept
+        up to date while held; give it back with ``close_index``."""
+
+    def close_index(index: MailboxIndex) -> None:
+        """One holder of ``index`` is done with it."""
+
+    def sync(index: MailboxIndex, force: bool = False) -> None:
+        """Bring ``index`` up to date with every change made so far."""
+
 
 class EventSink(Protocol):
     """What a kernel watch reports to."""
@@ -124,9 +141,21 @@ class EventSink(Protocol):
     def everything_changed(self) -> None:
         """Events were lost: every watched mailbox may have changed."""
 
+    def entry(self, key: str, sub: str, name: str, present: bool, cookie: int) -> None:
+        """A file ``name`` appeared in (``present``) or left the folder
+        ``sub`` of a watched mailbox; ``cookie`` pairs a rename's halves."""
+
+    def drained(self) -> None:
+        """Everything queued so far was reported."""
+
 
 class IFolderWatch(Interface):
     """Watches mailbox folders for changes made by any process."""
+
+    reports_entries = Attribute(
+        "Whether every change is also reported with the file's name "
+        "(``EventSink.entry``), so a shared listing can follow it."
+    )
 
     def watch(key: str) -> bool:
         """Start watching a mailbox; False if it cannot be watched."""
@@ -136,6 +165,9 @@ class IFolderWatch(Interface):
 
     def close() -> None:
         """Stop watching everything."""
+
+    def drain() -> None:
+        """Report every event queued so far, now."""
 
 
 @implementer(ISubscription)
@@ -183,6 +215,8 @@ class MailboxNotifier:
         self._kernel: Any = None
         self._fallback = fallback
         self._subscriptions: dict[str, list[Subscription]] = {}
+        #: Shared listings (:mod:`.mailboxindex`) and how many hold each.
+        self._indexes: dict[str, tuple[MailboxIndex, int]] = {}
         self._watched: set[str] = set()
         self._polled: dict[str, tuple[int, ...]] = {}
         self._poll: LoopingCall | None = None
@@ -198,8 +232,11 @@ class MailboxNotifier:
         subscription = Subscription(self, key, callback)
         existing = self._subscriptions.setdefault(key, [])
         existing.append(subscription)
-        if len(existing) == 1:
+        if len(existing) == 1 and key not in self._indexes:
             self._start_watching(key)
+        elif key in self._polled:
+            # The subscriber looks at the mailbox now: older changes are seen.
+            self._polled[key] = folder_stamp(key)
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:
@@ -211,13 +248,57 @@ class MailboxNotifier:
             return
         self._subscriptions.pop(key, None)
         self._pending.discard(key)
+        if key not in self._indexes:
+            self._stop_watching(key)
+
+    # -- shared listings ---------------------------------------------------
+
+    def open_index(self, mailbox: Mailbox) -> MailboxIndex:
+        """The shared listing of ``mailbox`` (not yet loaded the first
+        time: see :meth:`MailboxIndex.load_steps`); give it back with
+        :meth:`close_index`.  A mailbox with an open index is watched."""
+        from communigate.store.mailboxindex import MailboxIndex
+
+        key = mailbox_key(mailbox.path)
+        found = self._indexes.get(key)
+        if found is not None:
+            self._indexes[key] = (found[0], found[1] + 1)
+            return found[0]
+        index = MailboxIndex(mailbox)
+        self._indexes[key] = (index, 1)
+        if key not in self._subscriptions:
+            self._start_watching(key)
+        index.watched = key in self._watched and getattr(self._kernel, "reports_entries", False)
+        return index
+
+    def close_index(self, index: MailboxIndex) -> None:
+        """One holder of ``index`` is done with it."""
+        found = self._indexes.get(index.key)
+        if found is None or found[0] is not index:
+            return
+        if found[1] > 1:
+            self._indexes[index.key] = (index, found[1] - 1)
+            return
+        del self._indexes[index.key]
+        if index.key not in self._subscriptions:
+            self._stop_watching(index.key)
+
+    def sync(self, index: MailboxIndex, force: bool = False) -> None:
+        """Bring ``index`` up to date now: read the kernel's queue (changes
+        made before this call are in it), or compare stamps (``force``: list
+        an unwatched one again whatever they say)."""
+        if index.watched and self._kernel is not None:
+            self._kernel.drain()
+        index.sync(force)
+
+    def _stop_watching(self, key: str) -> None:
         if key in self._watched:
             self._watched.discard(key)
             self._kernel.ignore(key)
         self._polled.pop(key, None)
         if not self._polled and self._poll is not None and self._poll.running:
             self._poll.stop()
-        if not self._subscriptions and self._listening:
+        if not self._subscriptions and not self._indexes and self._listening:
             self._bus.forget(self.published)
             self._listening = False
 
@@ -275,14 +356,33 @@ class MailboxNotifier:
             self._flush = self._reactor.callLater(0, self._deliver)
 
     def published(self, key: str) -> None:
-        """A change published on the bus: the kernel reports its own."""
+        """A change published on the bus: the kernel reports its own; an
+        unwatched shared listing is made again at its next look (its stamps
+        may not show a change made within one tick of the last listing)."""
         if key not in self._watched:
+            found = self._indexes.get(key)
+            if found is not None:
+                found[0].invalidate()
             self.changed(key)
 
     def everything_changed(self) -> None:
-        """Events were lost (inotify queue overflow): tell everybody."""
+        """Events were lost (inotify queue overflow): tell everybody, list
+        every shared listing again."""
+        for index, _ in list(self._indexes.values()):
+            index.invalidate()
         for key in list(self._subscriptions):
             self.changed(key)
+
+    def entry(self, key: str, sub: str, name: str, present: bool, cookie: int) -> None:
+        """A kernel event with a file name: the shared listing follows it."""
+        found = self._indexes.get(key)
+        if found is not None:
+            found[0].entry(sub, name, present, cookie)
+
+    def drained(self) -> None:
+        """The kernel's queue was read to its end."""
+        for index, _ in list(self._indexes.values()):
+            index.drained()
 
     def poll(self) -> None:
         """Compare the stamps of the mailboxes inotify does not watch."""
@@ -317,13 +417,14 @@ class InotifyWatch:
     """
 
     log = Logger()
+    reports_entries = True
 
     def __init__(self, reactor: Any, sink: EventSink) -> None:
         from twisted.internet import inotify
 
         self._inotify_module = inotify
         self._sink = sink
-        self._descriptors: dict[int, str] = {}
+        self._descriptors: dict[int, tuple[str, str]] = {}
         self._folders: dict[str, list[Path]] = {}
         self._notify = _reader(reactor, self)
 
@@ -345,7 +446,7 @@ class InotifyWatch:
             for sub in MESSAGE_FOLDERS:
                 folder = Path(key, sub)
                 descriptor = self._notify.watch(FilePath(os.fsencode(folder)), mask=mask)
-                self._descriptors[descriptor] = key
+                self._descriptors[descriptor] = (key, sub)
                 folders.append(folder)
         except Exception as error:
             self.log.info(
@@ -371,7 +472,7 @@ class InotifyWatch:
             except Exception:
                 # The kernel already dropped it (folder deleted).
                 self._notify.drop(FilePath(os.fsencode(folder)))
-        for descriptor, owner in list(self._descriptors.items()):
+        for descriptor, (owner, _) in list(self._descriptors.items()):
             if owner == key:
                 del self._descriptors[descriptor]
 
@@ -379,15 +480,28 @@ class InotifyWatch:
         """Close the inotify descriptor."""
         self._notify.loseConnection()
 
-    def event(self, descriptor: int, mask: int) -> None:
+    def drain(self) -> None:
+        """Read and report every event queued so far."""
+        self._notify.drain()
+
+    def drained(self) -> None:
+        """The reader reached the end of the queue."""
+        self._sink.drained()
+
+    def event(self, descriptor: int, mask: int, cookie: int = 0, name: bytes = b"") -> None:
         """One event read from the descriptor."""
         inotify = self._inotify_module
         if mask & inotify.IN_Q_OVERFLOW:
             self._sink.everything_changed()
             return
-        key = self._descriptors.get(descriptor)
-        if key is None:
+        found = self._descriptors.get(descriptor)
+        if found is None:
             return
+        key, sub = found
+        if name and mask & _ENTRY_EVENTS:
+            present = bool(mask & (inotify.IN_CREATE | inotify.IN_MOVED_TO))
+            moved = mask & (inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO)
+            self._sink.entry(key, sub, os.fsdecode(name), present, cookie if moved else 0)
         self._sink.changed(key)
 
 
@@ -403,15 +517,35 @@ def _reader_class() -> type:
             self._pending_bytes = b""
             self.startReading()
 
+        def doRead(self) -> None:
+            """Readable: report everything queued."""
+            self.drain()
+
+        def drain(self) -> None:
+            """Read the descriptor until it is empty (it does not block)."""
+            while True:
+                try:
+                    data = os.read(self._fd, 65536)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    # Empty (EAGAIN), or closed.
+                    break
+                if not data:
+                    break
+                self._doRead(data)
+            self._owner.drained()
+
         def _doRead(self, data: bytes) -> None:
             buffer = self._pending_bytes + data
             offset = 0
             while len(buffer) - offset >= 16:
-                descriptor, mask, _cookie, size = struct.unpack_from("=iIII", buffer, offset)
+                descriptor, mask, cookie, size = struct.unpack_from("=iIII", buffer, offset)
                 if len(buffer) - offset < 16 + size:
                     break
+                name = buffer[offset + 16 : offset + 16 + size].rstrip(b"\0")
                 offset += 16 + size
-                self._owner.event(descriptor, mask)
+                self._owner.event(descriptor, mask, cookie, name)
                 if mask & IN_IGNORED:  # the kernel dropped the watch
                     self._drop_descriptor(descriptor)
             self._pending_bytes = buffer[offset:]

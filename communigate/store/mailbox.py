@@ -42,7 +42,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -412,33 +412,49 @@ class Mailbox:
                 flags.add(keywords[ord(letter) - ord("a")])
         return frozenset(flags)
 
-    def messages(self) -> list[MessageInfo]:
-        """The messages in UID order, read from file names only."""
-        found = []
+    def namer(self) -> Callable[[str, str], MessageInfo | None]:
+        """A parser of message file names: ``(sub, name)`` (``sub`` is
+        ``new`` or ``cur``) to the message's listing, or None for a name that
+        is no message.  Flag sets are shared between messages; the keyword
+        list is read again when a letter beyond it appears."""
         keywords = self.keywords()
         flag_sets: dict[str, frozenset[str]] = {}
         match_name = _NAME.match
+        folders = {sub: os.path.join(self.path, sub) for sub in ("new", "cur")}
+
+        def parse(sub: str, name: str) -> MessageInfo | None:
+            nonlocal keywords
+            match = match_name(name)
+            if not match:
+                return None
+            uid, size, dot_free, letters = match.groups()
+            letters = letters or ""
+            flags = flag_sets.get(letters)
+            if flags is None:
+                if any(
+                    letter.islower() and ord(letter) - 97 >= len(keywords) for letter in letters
+                ):
+                    keywords = self.keywords()
+                flags = flag_sets[letters] = self._flags_of(letters, keywords)
+            return MessageInfo(
+                int(uid), int(size), f"{folders[sub]}/{name}", bool(dot_free), flags, sub == "new"
+            )
+
+        return parse
+
+    def messages(self) -> list[MessageInfo]:
+        """The messages in UID order, read from file names only."""
+        found = []
+        parse = self.namer()
         for sub in ("new", "cur"):
-            folder = os.path.join(self.path, sub)
             try:
-                names = os.listdir(folder)
+                names = os.listdir(os.path.join(self.path, sub))
             except FileNotFoundError:
                 continue
-            recent = sub == "new"
             for name in names:
-                match = match_name(name)
-                if not match:
-                    continue
-                uid, size, dot_free, letters = match.groups()
-                letters = letters or ""
-                flags = flag_sets.get(letters)
-                if flags is None:
-                    flags = flag_sets[letters] = self._flags_of(letters, keywords)
-                found.append(
-                    MessageInfo(
-                        int(uid), int(size), f"{folder}/{name}", bool(dot_free), flags, recent
-                    )
-                )
+                info = parse(sub, name)
+                if info is not None:
+                    found.append(info)
         found.sort()
         return found
 

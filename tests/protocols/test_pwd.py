@@ -11,10 +11,10 @@ from twisted.internet.testing import StringTransport
 from communigate.protocols.access import LoginService
 from communigate.protocols.pwd import PWDFactory, PWDServer
 from communigate.store.files import FileDirectory
-from tests.conftest import login_service
+from tests.conftest import Exchange, login_service
 
 
-class Session:
+class Session(Exchange):
     """A PWD server on a StringTransport."""
 
     def __init__(self, directory: FileDirectory, service: LoginService | None = None) -> None:
@@ -29,15 +29,6 @@ class Session:
             peerAddress=IPv4Address("TCP", "127.0.0.9", 4000),
         )
         self.server.makeConnection(self.transport)
-
-    def take(self) -> bytes:
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def send(self, data: bytes) -> bytes:
-        self.server.dataReceived(data)
-        return self.take()
 
 
 class SlowLogin(LoginService):

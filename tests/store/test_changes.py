@@ -43,6 +43,7 @@ class FakeWatch:
         self.refused = refused or set()
         self.watched: set[str] = set()
         self.closed = False
+        self.reports_entries = False
 
     def watch(self, key: str) -> bool:
         if key in self.refused:
@@ -254,6 +255,13 @@ def test_inotify_sees_another_process(mailbox: Mailbox) -> None:
         def everything_changed(self) -> None:
             woken.append("*")
 
+        def entry(self, key: str, sub: str, name: str, present: bool, cookie: int) -> None:
+            entries.append((sub, name.split(",")[0], present, bool(cookie)))
+
+        def drained(self) -> None:
+            pass
+
+    entries: list[tuple[str, str, bool, bool]] = []
     watch = InotifyWatch(reactor, Sink())
     key = mailbox_key(mailbox.path)
     doomed = Mailbox(mailbox.path.parent / "Doomed.mdir")
@@ -264,15 +272,20 @@ def test_inotify_sees_another_process(mailbox: Mailbox) -> None:
     mailbox.deliver(b"Subject: x\r\n\r\nbody\r\n")
     reader.doRead()
     assert woken and set(woken) == {key}
+    # The new file is named (the shared listing follows names).
+    assert entries == [("new", "1", True, True)]
     woken.clear()
     for sub in ("tmp", "new", "cur"):
         os.rmdir(doomed.path / sub)
     reader.doRead()
     assert reader.connected and mailbox_key(doomed.path) in woken
     [info] = mailbox.messages()
+    entries.clear()
     mailbox.set_flags(info, {"\\Seen"})
     reader.doRead()
     assert key in woken
+    # A rename: both halves, paired by their cookie.
+    assert entries == [("new", "1", False, True), ("cur", "1", True, True)]
     watch.ignore(mailbox_key(doomed.path))
     watch.ignore(key)
     watch.close()

@@ -10,6 +10,7 @@ the mailbox's ACL gives (spec §8).
 from __future__ import annotations
 
 import re
+from collections.abc import Generator
 from email.utils import parsedate_to_datetime
 
 from twisted.python.failure import Failure
@@ -102,15 +103,18 @@ class MailboxCommands(SessionBase):
 
     # -- selection -----------------------------------------------------------
 
-    def do_SELECT(self, tag: str, arguments: list[Argument]) -> None:
+    def do_SELECT(self, tag: str, arguments: list[Argument]) -> Generator[None, None, None]:
         """RFC 3501 §6.3.1."""
-        self._open(tag, arguments, read_only=False)
+        return self._open(tag, arguments, read_only=False)
 
-    def do_EXAMINE(self, tag: str, arguments: list[Argument]) -> None:
+    def do_EXAMINE(self, tag: str, arguments: list[Argument]) -> Generator[None, None, None]:
         """RFC 3501 §6.3.2."""
-        self._open(tag, arguments, read_only=True)
+        return self._open(tag, arguments, read_only=True)
 
-    def _open(self, tag: str, arguments: list[Argument], read_only: bool) -> None:
+    def _open(
+        self, tag: str, arguments: list[Argument], read_only: bool
+    ) -> Generator[None, None, None]:
+        """Select a mailbox; a large one is listed in slices."""
         self.arguments(arguments, 1)
         if self.selected is not None:
             self.selected = None
@@ -120,7 +124,12 @@ class MailboxCommands(SessionBase):
         rights = self.require(location, "r")
         if location.local == INBOX:
             location.mailbox.create()
-        selected = SelectedMailbox(location, rights, read_only)
+        selected = SelectedMailbox(location, rights, read_only, self.factory.changes)
+        try:
+            yield from selected.open_steps()
+        except BaseException:
+            selected.close()
+            raise
         for line in selected.select_responses():
             self.send(line)
         self.selected = selected

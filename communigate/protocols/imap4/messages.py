@@ -17,6 +17,8 @@ RFC822.SIZE); only items that need a vanished file end the FETCH with
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
+
 from communigate.protocols.imap4 import fetch, search
 from communigate.protocols.imap4.expunged import EXPUNGED
 from communigate.protocols.imap4.reader import Argument
@@ -25,6 +27,12 @@ from communigate.protocols.imap4.sequence import SequenceError, SequenceSet
 from communigate.protocols.imap4.states import SELECTED, CommandFailed, SessionBase, State
 from communigate.protocols.imap4.syntax import flag_list
 from communigate.store.mailbox import INBOX, MessageInfo
+from communigate.store.mailboxindex import SLICE
+
+#: What a handler that works in slices returns (the server runs it).
+Steps = Generator[None, None, None]
+#: Messages fetched or stored between two slices.
+FETCH_SLICE = 512
 
 
 def _uid_ranges(uids: list[int]) -> str:
@@ -77,12 +85,12 @@ class MessageCommands(SessionBase):
         except SequenceError as error:
             raise CommandFailed(str(error), "BAD") from None
 
-    def do_UID(self, tag: str, arguments: list[Argument]) -> None:
+    def do_UID(self, tag: str, arguments: list[Argument]) -> Steps | None:
         """UID FETCH/STORE/SEARCH/COPY/MOVE/EXPUNGE (RFC 3501 §6.4.8)."""
         if not arguments or not isinstance(arguments[0], str):
             raise CommandFailed("UID needs a command", "BAD")
         name, rest = arguments[0].upper(), arguments[1:]
-        handlers = {
+        handlers: dict[str, Callable[[str, list[Argument], bool], Steps | None]] = {
             "FETCH": self._fetch,
             "STORE": self._store,
             "SEARCH": self._search,
@@ -92,7 +100,7 @@ class MessageCommands(SessionBase):
         }
         if name not in handlers:
             raise CommandFailed(f"UID {name[:20]} is not a command", "BAD")
-        handlers[name](tag, rest, True)
+        return handlers[name](tag, rest, True)
 
     def do_CHECK(self, tag: str, arguments: list[Argument]) -> None:
         """RFC 3501 §6.4.1: everything is on disk already."""
@@ -137,11 +145,11 @@ class MessageCommands(SessionBase):
 
     # -- SEARCH and FETCH -------------------------------------------------
 
-    def do_SEARCH(self, tag: str, arguments: list[Argument]) -> None:
+    def do_SEARCH(self, tag: str, arguments: list[Argument]) -> Steps:
         """RFC 3501 §6.4.4."""
-        self._search(tag, arguments, False)
+        return self._search(tag, arguments, False)
 
-    def _search(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+    def _search(self, tag: str, arguments: list[Argument], uid: bool) -> Steps:
         selected = self.current()
         try:
             predicate = search.parse(arguments)
@@ -150,21 +158,23 @@ class MessageCommands(SessionBase):
         self.updates(expunges=False)
         largest, largest_uid = selected.exists, selected.largest_uid()
         found = []
-        for number, info in enumerate(selected.messages, 1):
+        for number, info in enumerate(list(selected.messages), 1):
             view = selected.view(number, info)
             try:
                 if predicate(view, largest, largest_uid):
                     found.append(info.uid if uid else number)
             except FileNotFoundError:
                 continue
+            if number % SLICE == 0:
+                yield
         self.send(b"* SEARCH" + b"".join(b" %d" % value for value in found))
         self.tagged(tag, "OK", "SEARCH completed")
 
-    def do_FETCH(self, tag: str, arguments: list[Argument]) -> None:
+    def do_FETCH(self, tag: str, arguments: list[Argument]) -> Steps:
         """RFC 3501 §6.4.5."""
-        self._fetch(tag, arguments, False)
+        return self._fetch(tag, arguments, False)
 
-    def _fetch(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+    def _fetch(self, tag: str, arguments: list[Argument], uid: bool) -> Steps:
         self.arguments(arguments, 2)
         selected = self.current()
         numbers = self.sequence(arguments[0])
@@ -187,7 +197,7 @@ class MessageCommands(SessionBase):
         # Responses are written in batches: one write per message costs more
         # than building the response when thousands are fetched.
         batch: list[bytes] = []
-        for number, info in selected.select(numbers, uid):
+        for count, (number, info) in enumerate(selected.select_iter(numbers, uid), 1):
             if marks_seen and "\\Seen" not in info.flags:
                 changed = self._set_flags(selected, number, info, info.flags | {"\\Seen"})
                 if changed is not None:
@@ -204,6 +214,10 @@ class MessageCommands(SessionBase):
             if len(batch) >= 256:
                 self.write(b"".join(batch))
                 batch.clear()
+            if count % FETCH_SLICE == 0:
+                self.write(b"".join(batch))
+                batch.clear()
+                yield
         self.write(b"".join(batch))
         if gone:
             # RFC 2180 §4.1.3 for what cannot be served; RFC 5530 §3.
@@ -251,11 +265,11 @@ class MessageCommands(SessionBase):
 
     # -- STORE --------------------------------------------------------------
 
-    def do_STORE(self, tag: str, arguments: list[Argument]) -> None:
+    def do_STORE(self, tag: str, arguments: list[Argument]) -> Steps:
         """RFC 3501 §6.4.6."""
-        self._store(tag, arguments, False)
+        return self._store(tag, arguments, False)
 
-    def _store(self, tag: str, arguments: list[Argument], uid: bool) -> None:
+    def _store(self, tag: str, arguments: list[Argument], uid: bool) -> Steps:
         self.arguments(arguments, 3)
         selected = self.current()
         numbers = self.sequence(arguments[0])
@@ -279,7 +293,9 @@ class MessageCommands(SessionBase):
         kept = {flag for flag in flags if flag.lower() != "\\seen" or "s" in rights}
         canonical = {_canonical(flag) for flag in kept}
         self.updates(expunges=False)
-        for number, info in selected.select(numbers, uid):
+        for count, (number, info) in enumerate(selected.select_iter(numbers, uid), 1):
+            if count % FETCH_SLICE == 0:
+                yield
             protected = {flag for flag in info.flags if not self.flag_allowed(flag, rights)}
             wanted: frozenset[str]
             if action == "FLAGS":

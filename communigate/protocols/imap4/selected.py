@@ -2,9 +2,14 @@
 client has been told, and the untagged updates that bring it up to date
 when other sessions change the mailbox (RFC 3501 §5.2, §7.4.1).
 
-A mailbox is re-listed only when its folders changed (two ``stat`` calls),
-so a NOOP on an unchanged mailbox reads nothing; during IDLE the session
-re-lists only when notified (:mod:`communigate.store.changes`).
+The messages come from the mailbox's shared listing
+(:mod:`communigate.store.mailboxindex`, one per process, following the
+kernel's events), so a change is looked at once per process, not once per
+session, and a session compares only the messages that changed since its
+last look: a NOOP on an unchanged mailbox costs one read of the kernel's
+queue.  A large mailbox is taken in slices (:meth:`SelectedMailbox.open_steps`)
+and sets of messages are found by range, so a million messages never hold
+up the other sessions.
 
 Keywords: the client is told ``* FLAGS`` and ``* OK [PERMANENTFLAGS]``
 again before any FETCH response that shows a keyword it has not been told
@@ -20,16 +25,22 @@ session changed its flags) is found again by its UID.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
+from operator import attrgetter
 
 from communigate.portal.avatars import MailboxLocation
 from communigate.protocols.imap4.expunged import EXPUNGED
 from communigate.protocols.imap4.message import Part
 from communigate.protocols.imap4.sequence import SequenceSet
 from communigate.protocols.imap4.syntax import flag_list
+from communigate.store.changes import IMailboxChanges
 from communigate.store.mailbox import MAX_KEYWORDS, Mailbox, MessageInfo
+from communigate.store.mailboxindex import SLICE
+
+_UID = attrgetter("uid")
 
 
 class MessageView:
@@ -79,46 +90,90 @@ SYSTEM_FLAGS = frozenset({"\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\D
 
 
 class SelectedMailbox:
-    """What one session knows of its selected mailbox."""
+    """What one session knows of its selected mailbox.
 
-    def __init__(self, location: MailboxLocation, rights: str, read_only: bool) -> None:
+    The messages come from the mailbox's shared listing
+    (:class:`~communigate.store.mailboxindex.MailboxIndex`, one per process,
+    from ``changes``); :meth:`open_steps` (or :meth:`open`) takes them, a
+    large mailbox in slices; :meth:`close` gives the listing back."""
+
+    def __init__(
+        self,
+        location: MailboxLocation,
+        rights: str,
+        read_only: bool,
+        changes: IMailboxChanges,
+    ) -> None:
         self.location = location
         self.mailbox = location.mailbox
         self.rights = rights
         self.read_only = read_only or not (set(rights) & set("swd"))
         self.messages: list[MessageInfo] = []
         self.recent: set[int] = set()
-        self._stamp: tuple[int, ...] | None = None
+        self._changes = changes
+        self.index = changes.open_index(self.mailbox)
+        self._open = True
+        self._position = (-1, 0)
         #: Flags the client was told of in the last ``* FLAGS``.
         self._announced: frozenset[str] = SYSTEM_FLAGS | {"\\Recent"}
-        #: The listing made to find renamed messages, until the next refresh.
-        self._relisted: dict[int, MessageInfo] | None = None
-        #: Messages found removed but not yet reported (RFC 3501 §7.4.1).
-        self._unreported = False
-        self.messages = self._load()
+        #: UIDs found removed but not yet reported (RFC 3501 §7.4.1).
+        self._gone: set[int] = set()
+        #: The first message without \\Seen when the mailbox was opened.
+        self._unseen: int | None = None
         EXPUNGED.hold(self.mailbox.path, self)
 
-    def _load(self) -> list[MessageInfo]:
-        self._relisted = None
-        self._stamp = self.mailbox.change_stamp()
-        listing = self.mailbox.messages()
-        if not self.read_only and any(info.recent for info in listing):
-            self.recent |= self.mailbox.take_recent(listing)
-            self._stamp = self.mailbox.change_stamp()
-            listing = self.mailbox.messages()
-        return listing
+    def close(self) -> None:
+        """Give the shared listing back (the session left the mailbox)."""
+        if self._open:
+            self._open = False
+            self._changes.close_index(self.index)
+            EXPUNGED.release(self.mailbox.path, self)
+
+    def open(self) -> None:
+        """Take the messages at once (blocking)."""
+        for _ in self.open_steps():
+            pass
+
+    def open_steps(self) -> Iterator[None]:
+        """Take the messages, yielding between slices of a large mailbox;
+        a read-write session takes the \\Recent ones out of ``new/``."""
+        yield from self.index.ready_steps()
+        self._changes.sync(self.index)
+        self._position = self.index.position()
+        listing = self.index.listing()
+        if not self.read_only:
+            yield from self._take_recent(listing)
+        self.messages = listing
+        self._unseen = None
+        for number, info in enumerate(listing, 1):
+            if "\\Seen" not in info.flags:
+                self._unseen = number
+                break
+            if number % SLICE == 0:
+                yield
+
+    def _take_recent(self, infos: list[MessageInfo], start: int = 0) -> Iterator[None]:
+        """Move messages of ``infos[start:]`` out of ``new/`` (in place);
+        the ones this session moved first are \\Recent for it alone
+        (RFC 3501 §2.3.2)."""
+        for position in range(start, len(infos)):
+            info = infos[position]
+            if not info.recent:
+                continue
+            moved = self.mailbox.set_flags(info, info.flags)
+            if moved is not None:
+                self.recent.add(info.uid)
+                infos[position] = moved
+            else:
+                # Another session took it; found again by its UID if read.
+                infos[position] = info._replace(recent=False)
+            if (position + 1) % SLICE == 0:
+                yield
 
     @property
     def exists(self) -> int:
         """The number of messages the client knows."""
         return len(self.messages)
-
-    def first_unseen(self) -> int | None:
-        """The number of the first message without \\Seen."""
-        for number, info in enumerate(self.messages, 1):
-            if "\\Seen" not in info.flags:
-                return number
-        return None
 
     def permanent_flags(self, keywords: list[str]) -> set[str]:
         """The flags this session may store (RFC 3501 §7.1, PERMANENTFLAGS)."""
@@ -163,7 +218,7 @@ class SelectedMailbox:
             b"* OK [UIDVALIDITY %d] UIDs valid" % self.mailbox.uidvalidity,
             b"* OK [UIDNEXT %d] predicted next UID" % self.mailbox.uidnext,
         ]
-        unseen = self.first_unseen()
+        unseen = self._unseen
         if unseen is not None:
             lines.append(b"* OK [UNSEEN %d] first unseen message" % unseen)
         return lines
@@ -174,33 +229,40 @@ class SelectedMailbox:
 
     def select(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, MessageInfo]]:
         """Numbered messages in a set (of sequence numbers or UIDs)."""
+        return list(self.select_iter(numbers, by_uid))
+
+    def select_iter(self, numbers: SequenceSet, by_uid: bool) -> Iterator[tuple[int, MessageInfo]]:
+        """Numbered messages in a set, in order, found by range (a set of
+        a million messages is walked, not tested message by message)."""
+        messages = self.messages
         if by_uid:
-            largest = self.largest_uid()
-            return [
-                (number, info)
-                for number, info in enumerate(self.messages, 1)
-                if numbers.contains(info.uid, largest)
-            ]
-        count = len(self.messages)
-        return [
-            (number, info)
-            for number, info in enumerate(self.messages, 1)
-            if numbers.contains(number, count)
-        ]
+            for first, last in numbers.spans(self.largest_uid()):
+                start = bisect_left(messages, first, key=_UID)
+                stop = bisect_right(messages, last, key=_UID)
+                yield from zip(range(start + 1, stop + 1), messages[start:stop], strict=True)
+            return
+        for first, last in numbers.spans(len(messages)):
+            yield from zip(range(first, last + 1), messages[first - 1 : last], strict=True)
+
+    def number_of(self, uid: int) -> int | None:
+        """The message number of a UID the client knows, or None."""
+        position = bisect_left(self.messages, uid, key=_UID)
+        if position < len(self.messages) and self.messages[position].uid == uid:
+            return position + 1
+        return None
 
     def relocate(self, number: int, info: MessageInfo) -> MessageInfo | None:
         """A message whose file was not where it was listed: found again by
-        its UID (another session renamed it to change its flags; the flags
-        this session knows are kept until the next refresh reports them),
-        or None if it is gone.  A message another session of this process
-        expunged is read from the descriptor it kept (:mod:`.expunged`).
-        The mailbox is listed once per refresh."""
+        its UID in the shared listing (another session renamed it to change
+        its flags; the flags this session knows are kept until the next
+        refresh reports them), or None if it is gone.  A message another
+        session of this process expunged is read from the descriptor it
+        kept (:mod:`.expunged`)."""
         kept = EXPUNGED.path(self.mailbox.path, info.uid)
         if kept is not None and kept != info.path:
             return self._moved(number, info._replace(path=kept))
-        if self._relisted is None:
-            self._relisted = {fresh.uid: fresh for fresh in self.mailbox.messages()}
-        fresh = self._relisted.get(info.uid)
+        self._changes.sync(self.index)
+        fresh = self.index.infos.get(info.uid)
         if fresh is None or fresh.path == info.path:
             return None
         return self._moved(number, info._replace(path=fresh.path))
@@ -211,8 +273,8 @@ class SelectedMailbox:
         return moved
 
     def on_disk(self, uid: int) -> MessageInfo | None:
-        """A message as the last :meth:`relocate` listed it."""
-        return self._relisted.get(uid) if self._relisted is not None else None
+        """A message as the shared listing has it now."""
+        return self.index.infos.get(uid)
 
     def view(self, number: int, info: MessageInfo) -> MessageView:
         """A view for SEARCH and FETCH."""
@@ -227,42 +289,59 @@ class SelectedMailbox:
 
         With ``expunges`` False (during FETCH, STORE, SEARCH) removed
         messages are kept for now and reported later (RFC 3501 §7.4.1).
-        ``changed`` says a notification came: the folders are listed even if
-        their stamps look the same (a change within one tick of the file
-        system's clock leaves the modification time as it was).
+        Only the UIDs the shared listing logged since this session's last
+        look are compared, unless it was listed anew (then all are).
+        ``changed`` says a notification came: a listing no kernel watch
+        follows is made again even if the folders' stamps look the same (a
+        change within one tick of the file system's clock).
         """
-        unchanged = not changed and self.mailbox.change_stamp() == self._stamp
-        if unchanged and not (expunges and self._unreported):
+        self._changes.sync(self.index, changed)
+        uids = self.index.changed_since(self._position)
+        self._position = self.index.position()
+        if uids is None:
+            self._gone |= {info.uid for info in self.messages} - self.index.infos.keys()
+            uids = [info.uid for info in self.messages]
+            uids += [uid for uid in self.index.infos if uid > self.largest_uid()]
+        elif not uids and not (expunges and self._gone):
             return []
-        listing = self._load()
-        current = {info.uid: info for info in listing}
         updates: list[bytes] = []
-        if expunges:
-            self._unreported = False
-            for number in range(len(self.messages), 0, -1):
-                if self.messages[number - 1].uid not in current:
+        current = self.index.infos
+        added = []
+        largest = self.largest_uid()
+        for uid in sorted(set(uids)):
+            fresh = current.get(uid)
+            if fresh is None:
+                if self.number_of(uid) is not None:
+                    self._gone.add(uid)
+            elif uid > largest:
+                added.append(fresh)
+            else:
+                self._gone.discard(uid)
+        if expunges and self._gone:
+            for uid in sorted(self._gone, reverse=True):
+                number = self.number_of(uid)
+                if number is not None:
                     del self.messages[number - 1]
                     updates.append(b"* %d EXPUNGE" % number)
-        elif len(current) < len(self.messages) or any(
-            info.uid not in current for info in self.messages
-        ):
-            self._unreported = True
-        known = {info.uid for info in self.messages}
-        for number, info in enumerate(self.messages, 1):
-            fresh = current.get(info.uid)
-            if fresh is not None and fresh.flags != info.flags:
-                self.messages[number - 1] = fresh
+            self._gone.clear()
+        for uid in sorted(set(uids)):
+            fresh = current.get(uid)
+            number = self.number_of(uid) if fresh is not None and uid <= largest else None
+            if number is None:
+                continue
+            known = self.messages[number - 1]
+            assert fresh is not None
+            self.messages[number - 1] = fresh
+            if fresh.flags != known.flags:
                 updates.extend(self.announce(fresh.flags))
                 updates.append(
                     b"* %d FETCH (UID %d FLAGS %s)"
-                    % (number, info.uid, flag_list(self._with_recent(fresh)))
+                    % (number, uid, flag_list(self._with_recent(fresh)))
                 )
-            elif fresh is not None:
-                self.messages[number - 1] = fresh
-        added = [
-            info for info in listing if info.uid not in known and info.uid > self.largest_uid()
-        ]
         if added:
+            if not self.read_only:
+                for _ in self._take_recent(added):
+                    pass
             self.messages.extend(added)
             updates.append(b"* %d EXISTS" % len(self.messages))
             updates.append(b"* %d RECENT" % len(self.recent))
@@ -286,5 +365,4 @@ class SelectedMailbox:
         for number, _ in reversed(doomed):
             del self.messages[number - 1]
             responses.append(b"* %d EXPUNGE" % number)
-        self._stamp = self.mailbox.change_stamp()
         return responses, [info.uid for _, info in doomed]

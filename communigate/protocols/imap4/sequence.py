@@ -47,6 +47,30 @@ class SequenceSet:
                 return True
         return False
 
+    def spans(self, largest: int, low: int = 1) -> list[tuple[int, int]]:
+        """The set as sorted, disjoint ``(first, last)`` ranges within
+        ``low``…``largest`` (``*`` is ``largest``)."""
+        if largest < low:
+            return []
+        ranges = []
+        for start, end in self.ranges:
+            first = largest if start is None else start
+            last = largest if end is None else end
+            if first > last:
+                first, last = last, first
+            first, last = max(first, low), min(last, largest)
+            if first <= last:
+                ranges.append((first, last))
+        ranges.sort()
+        merged: list[tuple[int, int]] = []
+        for first, last in ranges:
+            if merged and first <= merged[-1][1] + 1:
+                if last > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], last)
+            else:
+                merged.append((first, last))
+        return merged
+
     def has_star(self) -> bool:
         """Whether ``*`` appears (``n:*`` always matches the largest)."""
         return any(low is None or high is None for low, high in self.ranges)

@@ -26,12 +26,14 @@ NAMESPACE (RFC 2342), UIDPLUS (RFC 4315), CHILDREN (RFC 3348), UNSELECT
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import CooperativeTask, Cooperator, NotPaused
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -86,6 +88,26 @@ EXTENSIONS = (
 )
 
 
+@implementer(IPushProducer)
+class _TaskProducer:
+    """Pauses a command running in slices while the client does not read."""
+
+    def __init__(self, task: CooperativeTask) -> None:
+        self._task = task
+
+    def pauseProducing(self) -> None:
+        self._task.pause()
+
+    def resumeProducing(self) -> None:
+        try:
+            self._task.resume()
+        except NotPaused:
+            pass
+
+    def stopProducing(self) -> None:
+        self._task.stop()
+
+
 @implementer(IHalfCloseableProtocol)
 class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
     """One IMAP session.
@@ -119,7 +141,7 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.busy = False
         self.account: Any = None
         self.logout: Any = None
-        self.selected: SelectedMailbox | None = None
+        self._selected: SelectedMailbox | None = None
         self.connection: ConnectionInfo | None = None
         self.secure = False
         self.errors = 0
@@ -132,6 +154,19 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.auth_tag: str | None = None
         self.limits: Limits | None = None
         self.timers: SessionTimers | None = None
+        #: A command running in slices (:meth:`perform`).
+        self.sliced: tuple[CooperativeTask, Generator[None, None, None]] | None = None
+
+    @property
+    def selected(self) -> SelectedMailbox | None:
+        """The selected mailbox; replacing it gives the old one back."""
+        return self._selected
+
+    @selected.setter
+    def selected(self, value: SelectedMailbox | None) -> None:
+        old, self._selected = self._selected, value
+        if old is not None and old is not value:
+            old.close()
 
     # -- connection --------------------------------------------------------
 
@@ -148,6 +183,12 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.reader.max_literal = limits.prelogin_data
         self.timers = SessionTimers(self.factory.reactor, limits, self.timed_out)
         self.timers.start()
+        # An answer that ends in a later reactor turn (APPEND after its
+        # commit, a sliced FETCH) would otherwise wait for the client's
+        # delayed ACK of the part before it.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.secure = self.factory.implicit_tls
         self.connection = self.service.connection(self.transport, "imap4", self.secure)
         domain = self.service.domain(self.connection)
@@ -169,6 +210,13 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.queue.clear()
         if self.pending is not None:
             self.pending.cancel()
+        if self.sliced is not None:
+            task, steps = self.sliced
+            task.stop()
+            # Its clean-up (a mailbox half opened) runs now, not at some
+            # later garbage collection.
+            steps.close()
+        self.selected = None
         if self.exchange is not None:
             self.exchange.cancel()
         self.stop_idle()
@@ -281,12 +329,11 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
             self.bad(command.tag, f"{command.name} is not allowed in the {self.state.value} state")
             return
         try:
-            getattr(self, handler)(command.tag, command.arguments)
+            steps = getattr(self, handler)(command.tag, command.arguments)
+            if isinstance(steps, Generator):
+                self.perform(command.tag, command.name, steps)
         except CommandFailed as failure:
-            if failure.status == "BAD":
-                self.bad(command.tag, str(failure))
-            else:
-                self.tagged(command.tag, failure.status, str(failure))
+            self.failed(command.tag, failure)
         except Exception:
             self.log.failure("IMAP command {name} failed", name=command.name)
             self.tagged(command.tag, "NO", "[SERVERBUG] internal error")
@@ -294,6 +341,44 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
             # A spooled message was linked where it belongs, or refused.
             for message in spooled_in(command.arguments):
                 message.discard()
+
+    def failed(self, tag: str, failure: CommandFailed) -> None:
+        """Answer a command that failed."""
+        if failure.status == "BAD":
+            self.bad(tag, str(failure))
+        else:
+            self.tagged(tag, failure.status, str(failure))
+
+    def perform(self, tag: str, name: str, steps: Generator[None, None, None]) -> None:
+        """Run a command whose handler yields between slices of its work
+        (a large mailbox).  What fits in one slice is done at once; the rest
+        goes on between other sessions' work, paused while the client does
+        not read what was written, and later commands wait."""
+        try:
+            next(steps)
+        except StopIteration:
+            return
+        self.busy = True
+        task = self.factory.cooperator.cooperate(steps)
+        self.sliced = (task, steps)
+        transport: Any = self.transport
+        transport.registerProducer(_TaskProducer(task), True)
+
+        def finished(result: Any) -> None:
+            self.sliced = None
+            transport.unregisterProducer()
+            if not self.connected:
+                return
+            if isinstance(result, Failure):
+                if isinstance(result.value, CommandFailed):
+                    self.failed(tag, result.value)
+                else:
+                    self.log.failure("IMAP command {name} failed", result, name=name)
+                    self.tagged(tag, "NO", "[SERVERBUG] internal error")
+            self.busy = False
+            self.run_queue()
+
+        task.whenDone().addBoth(finished)
 
     def raw_line(self, data: bytes) -> None:
         """A line read in raw mode: SASL data or IDLE's DONE."""
@@ -536,6 +621,8 @@ class IMAP4Factory(Factory):
     ) -> None:
         self.service = service
         self.reactor = reactor
+        #: Runs commands that work in slices (large mailboxes).
+        self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
         self.changes = changes if changes is not None else MailboxNotifier(reactor)
         #: APPEND flushes messages to disk in ``pool`` (at once without one).
         self.writer = DurableWriter(reactor, pool)

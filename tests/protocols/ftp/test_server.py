@@ -32,7 +32,7 @@ from communigate.protocols.ftp.server import (
 from communigate.protocols.ftp.session import MAX_ERRORS
 from communigate.protocols.tls import DomainContexts
 from communigate.store.files import FileDirectory
-from tests.conftest import login_service
+from tests.conftest import Exchange, login_service
 
 CLIENT = "127.0.0.9"
 LOGIN = b"USER info\r\nPASS pw-company.com\r\n"
@@ -85,7 +85,7 @@ class TLSRecordingTransport(StringTransport):
         self.tls_started = True
 
 
-class Session:
+class Session(Exchange):
     """An FTP server on a StringTransport, logging into a FileDirectory."""
 
     def __init__(
@@ -111,15 +111,6 @@ class Session:
             hostAddress=IPv4Address("TCP", local, 21), peerAddress=IPv4Address("TCP", peer, 4000)
         )
         self.server.makeConnection(self.transport)
-
-    def take(self) -> bytes:
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def send(self, data: bytes) -> bytes:
-        self.server.dataReceived(data)
-        return self.take()
 
     def login(self) -> bytes:
         self.take()

@@ -25,7 +25,7 @@ from communigate.protocols.imap4.server import IMAP4Factory, IMAP4Server
 from communigate.store.changes import ChangeBus, EventSink, MailboxNotifier, mailbox_key
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox, MessageInfo
-from tests.conftest import login_service
+from tests.conftest import Exchange, login_service
 from tests.store.test_changes import FakeWatch
 
 
@@ -33,7 +33,7 @@ class Holder:
     """Something that can hold a mailbox open (weakly referenced)."""
 
 
-class Session:
+class Session(Exchange):
     """An IMAP server on a StringTransport, with its own Clock."""
 
     def __init__(
@@ -54,15 +54,6 @@ class Session:
         )
         self.server.makeConnection(self.transport)
         self.take()
-
-    def take(self) -> bytes:
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def send(self, data: bytes) -> bytes:
-        self.server.dataReceived(data)
-        return self.take()
 
     def selected(self) -> SelectedMailbox:
         assert self.server.selected is not None
@@ -142,6 +133,9 @@ def test_idle_hears_another_process_through_the_kernel(
     clock.advance(0)
     assert b"* 2 EXISTS" in session.take()
     session.send(b"DONE\r\n")
+    # Watched while selected (the shared listing follows it), not after.
+    assert watch.watched == {key}
+    session.send(b"c CLOSE\r\n")
     assert watch.watched == set()
 
 

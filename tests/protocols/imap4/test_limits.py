@@ -22,10 +22,10 @@ from communigate.protocols.imap4.server import IMAP4Factory, IMAP4Server
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox
 from communigate.store.spool import MessageSpool, SpooledMessage
-from tests.conftest import login_service
+from tests.conftest import Exchange, login_service
 
 
-class Session:
+class Session(Exchange):
     """An IMAP server on a StringTransport, spooling into ``spool``."""
 
     def __init__(self, directory: FileDirectory, spool: Path, max_message: int = 10**7) -> None:
@@ -41,15 +41,6 @@ class Session:
         )
         self.server.makeConnection(self.transport)
         self.take()
-
-    def take(self) -> bytes:
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def send(self, data: bytes) -> bytes:
-        self.server.dataReceived(data)
-        return self.take()
 
     def login(self) -> None:
         assert b"a OK" in self.send(b"a LOGIN info pw-company.com\r\n")

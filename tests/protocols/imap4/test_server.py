@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from communigate.protocols.imap4.server import IMAP4Factory, IMAP4Server
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox
-from tests.conftest import login_service
+from tests.conftest import Exchange, login_service
 
 
 class TLSRecordingTransport(StringTransport):
@@ -25,7 +25,7 @@ class TLSRecordingTransport(StringTransport):
         self.tls_started = True
 
 
-class Session:
+class Session(Exchange):
     """An IMAP server on a StringTransport."""
 
     def __init__(self, directory: FileDirectory, tls: object = None, max_message: int = 10**6):
@@ -40,15 +40,6 @@ class Session:
         )
         self.server.makeConnection(self.transport)
         self.take()
-
-    def take(self) -> bytes:
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def send(self, data: bytes) -> bytes:
-        self.server.dataReceived(data)
-        return self.take()
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from twisted.internet.testing import StringTransport
 from communigate.protocols.pop3.server import MAX_ERRORS, POP3Factory, POP3Server
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox
-from tests.conftest import bcrypt_password, login_service
+from tests.conftest import Exchange, bcrypt_password, login_service
 
 
-class Session:
+class Session(Exchange):
     """A POP3 server on a StringTransport."""
 
     def __init__(
@@ -45,10 +45,6 @@ class Session:
         out = self.transport.value()
         self.transport.clear()
         return out
-
-    def send(self, data: bytes) -> bytes:
-        self.server.dataReceived(data)
-        return self.take()
 
     def login(self, user: bytes, password: bytes) -> bytes:
         return self.send(b"USER " + user + b"\r\nPASS " + password + b"\r\n")
