@@ -13,6 +13,9 @@ in one commit together: one UID-file write and one folder flush serve them
 all (the way a database groups commits).  Different mailboxes commit in
 parallel, as many as the pool has threads.
 
+The folders an expunge changed are flushed in the pool too
+(:meth:`DurableWriter.flush`).
+
 Without a pool (the command line, tests) commits run at once, blocking.
 """
 
@@ -24,7 +27,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
-from communigate.store.mailbox import Mailbox, StagedMessage
+from communigate.store.mailbox import Mailbox, StagedMessage, flush_folders
 
 
 class DurableWriter:
@@ -94,3 +97,14 @@ class DurableWriter:
                     done.callback(outcome)
         if key in self._waiting and key not in self._running:
             self._start(key)
+
+    def flush(self, folders: list[str]) -> Deferred[None]:
+        """Flush folders whose entries changed (an expunge) to disk; fires
+        once they are (at once without a pool or folders)."""
+        if self.pool is None or not folders:
+            try:
+                flush_folders(folders)
+            except OSError:
+                return fail()
+            return succeed(None)
+        return deferToThreadPool(self.reactor, self.pool, flush_folders, folders)

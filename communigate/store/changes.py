@@ -131,6 +131,9 @@ class IMailboxChanges(Interface):
     def sync(index: MailboxIndex, force: bool = False) -> None:
         """Bring ``index`` up to date with every change made so far."""
 
+    def find_index(path: str | os.PathLike[str]) -> MailboxIndex | None:
+        """The shared listing of a mailbox if one is held, up to date."""
+
 
 class EventSink(Protocol):
     """What a kernel watch reports to."""
@@ -217,6 +220,8 @@ class MailboxNotifier:
         self._subscriptions: dict[str, list[Subscription]] = {}
         #: Shared listings (:mod:`.mailboxindex`) and how many hold each.
         self._indexes: dict[str, tuple[MailboxIndex, int]] = {}
+        #: Listings holding the first half of a rename.
+        self._unpaired: set[str] = set()
         self._watched: set[str] = set()
         self._polled: dict[str, tuple[int, ...]] = {}
         self._poll: LoopingCall | None = None
@@ -378,11 +383,25 @@ class MailboxNotifier:
         found = self._indexes.get(key)
         if found is not None:
             found[0].entry(sub, name, present, cookie)
+            if cookie and not present:
+                self._unpaired.add(key)
 
     def drained(self) -> None:
-        """The kernel's queue was read to its end."""
-        for index, _ in list(self._indexes.values()):
-            index.drained()
+        """The kernel's queue was read to its end: listings with the first
+        half of a rename and no second one settle it."""
+        for key in list(self._unpaired):
+            found = self._indexes.get(key)
+            if found is None or not found[0].drained():
+                self._unpaired.discard(key)
+
+    def find_index(self, path: str | os.PathLike[str]) -> MailboxIndex | None:
+        """The shared listing of a mailbox if some session holds one (up to
+        date: the kernel's queue is read first), else None."""
+        found = self._indexes.get(mailbox_key(path))
+        if found is None:
+            return None
+        self.sync(found[0])
+        return found[0]
 
     def poll(self) -> None:
         """Compare the stamps of the mailboxes inotify does not watch."""

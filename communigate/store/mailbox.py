@@ -142,12 +142,19 @@ def _flush(path: str) -> None:
         os.close(fd)
 
 
+def flush_folders(folders: Iterable[str]) -> None:
+    """Flush folders whose entries changed to disk (blocking)."""
+    for folder in folders:
+        fsync_directory(Path(folder))
+
+
 class Mailbox:
     """One mailbox folder; safe to use from several processes at once."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._keywords: tuple[tuple[int, int], list[str]] | None = None
+        self._uids: tuple[tuple[int, int, int], tuple[int, int]] | None = None
         self._cache: MessageCache | None = None
 
     @property
@@ -197,16 +204,29 @@ class Mailbox:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _read_uids(self) -> tuple[int, int]:
+        """UIDVALIDITY and UIDNEXT; read again only when the file was
+        replaced (every write renames a new file in)."""
+        path = os.path.join(self.path, "uids.settings")
         try:
-            text = (self.path / "uids.settings").read_text("utf-8")
+            status = os.stat(path)
+        except FileNotFoundError:
+            return 0, 1
+        identity = (status.st_ino, status.st_mtime_ns, status.st_size)
+        if self._uids is not None and self._uids[0] == identity:
+            return self._uids[1]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
         except FileNotFoundError:
             return 0, 1
         values = settingsformat.loads_dictionary(text)
         validity, next_uid = values.get("UIDValidity"), values.get("UIDNext")
-        return (
+        found = (
             validity if isinstance(validity, int) else 0,
             next_uid if isinstance(next_uid, int) else 1,
         )
+        self._uids = (identity, found)
+        return found
 
     def _write_uids(self, validity: int, next_uid: int) -> None:
         text = settingsformat.dumps_dictionary({"UIDValidity": validity, "UIDNext": next_uid})
@@ -518,9 +538,13 @@ class Mailbox:
             return None
         return target.append(data, info.flags, when)
 
-    def remove(self, infos: Iterable[MessageInfo]) -> None:
+    def remove(self, infos: Iterable[MessageInfo], flush: bool = True) -> list[str]:
         """Expunge messages by UID.  A message another session re-flagged
-        (renamed) is found again by its UID; one already removed is fine."""
+        (renamed) is found again by its UID; one already removed is fine.
+
+        The folders the files left are flushed to disk (so an expunge
+        survives a crash), or, with ``flush`` False, returned for the caller
+        to flush off the reactor thread (:func:`flush_folders`)."""
         folders = set()
         moved = set()
         expunged = []
@@ -540,11 +564,12 @@ class Mailbox:
                     except FileNotFoundError:
                         continue
                     folders.add(os.path.dirname(current.path))
-        for folder in folders:
-            fsync_directory(Path(folder))
+        if flush:
+            flush_folders(folders)
         if folders:
             CHANGES.publish(self.path)
         self.cache.forget(expunged)
+        return [] if flush else sorted(folders)
 
     def clean_tmp(self, now: float | None = None) -> None:
         """Remove files left in ``tmp/`` by deliveries that crashed."""

@@ -198,9 +198,10 @@ class MailboxIndex:
         self.infos[info.uid] = info
         self._changed(info.uid)
 
-    def drained(self) -> None:
+    def drained(self) -> bool:
         """The owner read everything queued: renames whose second half did
-        not come in two reads moved the message out of the mailbox."""
+        not come in two reads moved the message out of the mailbox.  Whether
+        halves are still waiting."""
         for cookie, (uid, path, drains) in list(self._moving.items()):
             if drains >= 1:
                 del self._moving[cookie]
@@ -209,6 +210,7 @@ class MailboxIndex:
                     self._remove(uid)
             else:
                 self._moving[cookie] = (uid, path, drains + 1)
+        return bool(self._moving)
 
     def _remove(self, uid: int) -> None:
         del self.infos[uid]

@@ -288,7 +288,10 @@ class MailboxCommands(SessionBase):
         mailbox = location.mailbox
         if location.local == INBOX:
             mailbox.create()
-        listing = mailbox.messages()
+        # A mailbox some session has selected is counted from its shared
+        # listing, not listed again.
+        index = self.factory.changes.find_index(mailbox.path)
+        listing = index.infos.values() if index is not None and index.loaded else mailbox.messages()
         values = {
             "MESSAGES": len(listing),
             "RECENT": sum(1 for info in listing if info.recent),

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 
+from twisted.python.failure import Failure
+
 from communigate.protocols.imap4 import fetch, search
 from communigate.protocols.imap4.expunged import EXPUNGED
 from communigate.protocols.imap4.reader import Argument
@@ -114,10 +116,11 @@ class MessageCommands(SessionBase):
     def do_CLOSE(self, tag: str, arguments: list[Argument]) -> None:
         """RFC 3501 §6.4.2: expunge silently (with ``d``), then unselect."""
         selected = self.current()
+        folders: list[str] = []
         if not selected.read_only and "d" in selected.rights:
-            selected.expunge()
+            _, _, folders = selected.expunge()
         self._leave()
-        self.tagged(tag, "OK", "CLOSE completed")
+        self._when_flushed(tag, folders, [], "CLOSE completed")
 
     def do_UNSELECT(self, tag: str, arguments: list[Argument]) -> None:
         """RFC 3691: unselect without expunging."""
@@ -138,10 +141,29 @@ class MessageCommands(SessionBase):
         if selected.read_only or "d" not in selected.rights:
             raise CommandFailed("[NOPERM] no right to expunge in this mailbox")
         self.updates()
-        lines, _ = selected.expunge(uids)
-        for line in lines:
-            self.send(line)
-        self.tagged(tag, "OK", "EXPUNGE completed")
+        lines, _, folders = selected.expunge(uids)
+        self._when_flushed(tag, folders, lines, "EXPUNGE completed")
+
+    def _when_flushed(self, tag: str, folders: list[str], lines: list[bytes], text: str) -> None:
+        """Send ``lines`` and the tagged OK once the folders an expunge
+        changed are flushed to disk (in the thread pool; later commands
+        wait), so what the client is told survives a crash."""
+
+        def flushed(result: object) -> None:
+            if not self.connected:
+                return
+            if isinstance(result, Failure):
+                self.log.failure("IMAP {text}: flushing folders failed", result, text=text)
+                self.tagged(tag, "NO", "[SERVERBUG] internal error")
+                return
+            for line in lines:
+                self.send(line)
+            self.tagged(tag, "OK", text)
+
+        self.busy = True
+        flushing = self.factory.writer.flush(folders)
+        flushing.addBoth(flushed)
+        flushing.addBoth(lambda _: self._resume())
 
     # -- SEARCH and FETCH -------------------------------------------------
 
@@ -366,18 +388,19 @@ class MessageCommands(SessionBase):
         if selected.read_only or "d" not in selected.rights:
             raise CommandFailed("[NOPERM] no right to remove messages from this mailbox")
         chosen, code, source_uids, _ = self._copy_messages(arguments, uid)
+        lines = []
         if code:
-            self.send(b"* OK " + code.strip().encode("utf-8") + b" moved")
+            lines.append(b"* OK " + code.strip().encode("utf-8") + b" moved")
         moved = set(source_uids)
         gone = [info for _, info in chosen if info.uid in moved]
         EXPUNGED.retain(selected.mailbox.path, selected, gone)
-        selected.mailbox.remove(gone)
+        folders = selected.mailbox.remove(gone, flush=False)
         for number in range(len(selected.messages), 0, -1):
             if selected.messages[number - 1].uid in moved:
                 del selected.messages[number - 1]
-                self.send(b"* %d EXPUNGE" % number)
-        self.updates()
-        self.tagged(tag, "OK", "MOVE completed")
+                lines.append(b"* %d EXPUNGE" % number)
+        lines.extend(selected.refresh())
+        self._when_flushed(tag, folders, lines, "MOVE completed")
 
 
 _SYSTEM = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}

@@ -350,9 +350,10 @@ class SelectedMailbox:
     def _with_recent(self, info: MessageInfo) -> frozenset[str]:
         return info.flags | ({"\\Recent"} if info.uid in self.recent else frozenset())
 
-    def expunge(self, uids: SequenceSet | None = None) -> tuple[list[bytes], list[int]]:
+    def expunge(self, uids: SequenceSet | None = None) -> tuple[list[bytes], list[int], list[str]]:
         """Remove \\Deleted messages (only those in ``uids`` if given); the
-        EXPUNGE responses and the UIDs removed."""
+        EXPUNGE responses, the UIDs removed and the folders to flush to disk
+        before the client is told (:meth:`DurableWriter.flush`)."""
         largest = self.largest_uid()
         doomed = [
             (number, info)
@@ -360,9 +361,9 @@ class SelectedMailbox:
             if "\\Deleted" in info.flags and (uids is None or uids.contains(info.uid, largest))
         ]
         EXPUNGED.retain(self.mailbox.path, self, [info for _, info in doomed])
-        self.mailbox.remove(info for _, info in doomed)
+        folders = self.mailbox.remove((info for _, info in doomed), flush=False)
         responses = []
         for number, _ in reversed(doomed):
             del self.messages[number - 1]
             responses.append(b"* %d EXPUNGE" % number)
-        return responses, [info.uid for _, info in doomed]
+        return responses, [info.uid for _, info in doomed], folders

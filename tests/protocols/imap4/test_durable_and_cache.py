@@ -40,6 +40,37 @@ def test_append_answers_after_the_commit(directory: FileDirectory) -> None:
     assert info.flags == frozenset({"\\Seen"})
 
 
+def test_expunge_answers_after_the_folder_is_flushed(directory: FileDirectory) -> None:
+    """EXPUNGE removes the files at once but tells the client (EXPUNGE
+    responses, tagged OK) only once the folder is flushed in the pool;
+    pipelined commands wait behind it; MOVE and CLOSE likewise."""
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    for number in range(3):
+        inbox.deliver(b"Subject: %d\r\n\r\nx\r\n" % number)
+    session = Session(directory)
+    pool = HeldPool()
+    session.server.factory.writer = DurableWriter(SyncReactor(), pool)
+    login(session)
+    session.send(b"s SELECT INBOX\r\n")
+    session.send(b"t STORE 1 +FLAGS (\\Deleted)\r\n")
+    out = session.send(b"e EXPUNGE\r\nn NOOP\r\n")
+    assert out == b"" and len(inbox.messages()) == 2
+    [(_, work, folders)] = pool.jobs
+    assert work.__name__ == "flush_folders"
+    assert folders == ([str(inbox.path / "cur")],)
+    pool.run_one()
+    assert session.take() == b"* 1 EXPUNGE\r\ne OK EXPUNGE completed\r\nn OK NOOP completed\r\n"
+    assert b"c OK" in session.send(b"c CREATE Other\r\n")
+    assert session.send(b"m MOVE 1 Other\r\n") == b""
+    pool.run_one()
+    out = session.take()
+    assert b"* OK [COPYUID" in out and b"* 1 EXPUNGE\r\nm OK MOVE completed" in out
+    session.send(b"t STORE 1 +FLAGS (\\Deleted)\r\n")
+    assert session.send(b"x CLOSE\r\n") == b""
+    pool.run_one()
+    assert session.take() == b"x OK CLOSE completed\r\n" and inbox.messages() == []
+
+
 def test_append_to_a_vanished_account_is_refused(directory: FileDirectory) -> None:
     """A commit that fails answers NO and stores nothing."""
     session = Session(directory)
