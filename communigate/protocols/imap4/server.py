@@ -33,7 +33,13 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import CooperativeTask, Cooperator, NotPaused
+from twisted.internet.task import (
+    CooperativeTask,
+    Cooperator,
+    NotPaused,
+    TaskDone,
+    TaskFinished,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -90,22 +96,34 @@ EXTENSIONS = (
 
 @implementer(IPushProducer)
 class _TaskProducer:
-    """Pauses a command running in slices while the client does not read."""
+    """Pauses a command running in slices while the client does not read.
+
+    A transport asks again to pause at every write over its buffer size
+    (Twisted's TCP transport does), but a task counts its pauses: only
+    the first request of a run counts here."""
 
     def __init__(self, task: CooperativeTask) -> None:
         self._task = task
+        self._paused = False
 
     def pauseProducing(self) -> None:
-        self._task.pause()
+        if not self._paused:
+            self._paused = True
+            self._task.pause()
 
     def resumeProducing(self) -> None:
-        try:
-            self._task.resume()
-        except NotPaused:
-            pass
+        if self._paused:
+            self._paused = False
+            try:
+                self._task.resume()
+            except (NotPaused, TaskDone):
+                pass
 
     def stopProducing(self) -> None:
-        self._task.stop()
+        try:
+            self._task.stop()
+        except TaskFinished:
+            pass
 
 
 @implementer(IHalfCloseableProtocol)
@@ -211,11 +229,7 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         if self.pending is not None:
             self.pending.cancel()
         if self.sliced is not None:
-            task, steps = self.sliced
-            task.stop()
-            # Its clean-up (a mailbox half opened) runs now, not at some
-            # later garbage collection.
-            steps.close()
+            self.sliced[0].stop()
         self.selected = None
         if self.exchange is not None:
             self.exchange.cancel()
@@ -366,6 +380,9 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
 
         def finished(result: Any) -> None:
             self.sliced = None
+            # A stopped command's clean-up (a mailbox half opened) runs
+            # now, not at some later garbage collection.
+            steps.close()
             transport.unregisterProducer()
             if not self.connected:
                 return

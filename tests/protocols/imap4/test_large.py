@@ -143,6 +143,8 @@ def test_a_client_that_does_not_read_pauses_its_fetch(
     session.send(b"f FETCH 1:* FLAGS\r\n")
     producer = session.transport.producer
     assert producer is not None
+    # Transports ask again at every write over their buffer size.
+    producer.pauseProducing()
     producer.pauseProducing()
     session.take()
     server.turn(50)
@@ -164,3 +166,18 @@ def test_a_session_that_leaves_mid_command_stops_it(
     session.take()
     server.turn(100)
     assert session.take() == b"" and session.server.sliced is None
+
+
+def test_a_session_that_leaves_mid_select_gives_the_listing_back(
+    directory: FileDirectory, inbox: Mailbox
+) -> None:
+    """A connection lost while SELECT lists a large mailbox in slices gives
+    the shared listing back at once (its watch ends with it)."""
+    server = Server(directory)
+    session = server.session()
+    assert b"s OK" not in session.send(b"s SELECT INBOX\r\n")
+    assert server.factory.changes.find_index(inbox.path) is not None
+    session.server.connectionLost(None)
+    assert server.factory.changes.find_index(inbox.path) is None
+    server.turn(10)
+    assert session.take() == b""
