@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -281,14 +282,13 @@ async def ping(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     latencies: list[float],
-    done: asyncio.Event,
     stop: float,
     most: int,
 ) -> None:
     """NOOP on a logged-in session every 5 ms, its round trips (seconds)
-    added to ``latencies``, until ``done`` is set, the monotonic time
-    ``stop`` or ``most`` NOOPs."""
-    while not done.is_set() and time.monotonic() < stop and len(latencies) < most:
+    added to ``latencies``, until the monotonic time ``stop`` or ``most``
+    NOOPs."""
+    while time.monotonic() < stop and len(latencies) < most:
         start = time.monotonic()
         writer.write(b"n NOOP\r\n")
         await writer.drain()
@@ -298,20 +298,50 @@ async def ping(
         await asyncio.sleep(0.005)
 
 
+#: A NOOP client in a process of its own (the one reading a FETCH of a
+#: million lines would delay its own pings): logs in as user0, then sends a
+#: NOOP every 5 ms until a line arrives on stdin (or 20 minutes), and
+#: prints the round trips in seconds, one per line.
+PINGER = """
+import select, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+sock = socket.create_connection((host, port))
+stream = sock.makefile("rb")
+stream.readline()
+sock.sendall(b"a LOGIN user0 secret\\r\\nb SELECT INBOX\\r\\n")
+while not stream.readline().startswith(b"b "):
+    pass
+print("ready", flush=True)
+found = []
+stop = time.monotonic() + 1200
+while time.monotonic() < stop and len(found) < 200000:
+    if select.select([sys.stdin], [], [], 0.005)[0]:
+        break
+    start = time.monotonic()
+    sock.sendall(b"n NOOP\\r\\n")
+    while not stream.readline().startswith(b"n "):
+        pass
+    found.append(time.monotonic() - start)
+print("\\n".join(repr(value) for value in found), flush=True)
+"""
+
+
 async def big_mailbox(target: Target) -> tuple[float, float, list[float]]:
     """SELECT of the big mailbox and FETCH 1:* on it: their seconds, and
-    the NOOP round trips (seconds) another session saw meanwhile, one NOOP
-    every 5 ms."""
+    the NOOP round trips (seconds) another session, in another process,
+    saw meanwhile."""
+    pinger = subprocess.Popen(
+        [sys.executable, "-c", PINGER, target.host, str(target.port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert pinger.stdin is not None and pinger.stdout is not None
     reader, writer = await asyncio.open_connection(target.host, target.port, limit=1 << 20)
-    pinged, pinger_writer = await asyncio.open_connection(target.host, target.port)
-    latencies: list[float] = []
-    done = asyncio.Event()
     try:
+        if pinger.stdout.readline().strip() != "ready":
+            raise Failed("the NOOP client did not log in")
         await reader.readline()
-        await pinged.readline()
-        pinger_writer.write(b"a LOGIN user0 secret\r\nb SELECT INBOX\r\n")
-        while not (await pinged.readline()).startswith(b"b "):
-            pass
 
         async def command(text: bytes) -> float:
             start = time.monotonic()
@@ -328,16 +358,12 @@ async def big_mailbox(target: Target) -> tuple[float, float, list[float]]:
                     return time.monotonic() - start
 
         await command(b"a LOGIN big secret")
-        pinging = asyncio.ensure_future(
-            ping(pinged, pinger_writer, latencies, done, time.monotonic() + 1200, 200_000)
-        )
         select = await asyncio.wait_for(command(b"b SELECT INBOX"), 600)
         fetch = await asyncio.wait_for(command(b"c FETCH 1:* (UID FLAGS RFC822.SIZE)"), 600)
-        done.set()
-        await asyncio.wait_for(pinging, 60)
     finally:
         writer.close()
-        pinger_writer.close()
+        output, _ = pinger.communicate("stop\n", timeout=120)
+    latencies = [float(line) for line in output.split()]
     return select, fetch, latencies
 
 
@@ -372,7 +398,7 @@ async def noop_latency(target: Target, clients: int, seconds: float) -> Run:
     if not (await reader.readline()).startswith(b"a OK"):
         raise Failed("LOGIN refused")
     latencies: list[float] = []
-    pinger = ping(reader, writer, latencies, asyncio.Event(), time.monotonic() + seconds, 10_000)
+    pinger = ping(reader, writer, latencies, time.monotonic() + seconds, 10_000)
     try:
         await asyncio.wait_for(
             asyncio.gather(pinger, logins_per_second(target, clients, 10**6, seconds, "b")),

@@ -125,8 +125,9 @@ class IMailboxChanges(Interface):
         """The shared listing of ``mailbox`` (:mod:`.mailboxindex`), kept
         up to date while held; give it back with ``close_index``."""
 
-    def close_index(index: MailboxIndex) -> None:
-        """One holder of ``index`` is done with it."""
+    def close_index(index: MailboxIndex) -> bool:
+        """One holder of ``index`` is done with it; whether it was the
+        last (the index is no longer followed and may be emptied)."""
 
     def sync(index: MailboxIndex, force: bool = False) -> None:
         """Bring ``index`` up to date with every change made so far."""
@@ -276,17 +277,20 @@ class MailboxNotifier:
         index.watched = key in self._watched and getattr(self._kernel, "reports_entries", False)
         return index
 
-    def close_index(self, index: MailboxIndex) -> None:
-        """One holder of ``index`` is done with it."""
+    def close_index(self, index: MailboxIndex) -> bool:
+        """One holder of ``index`` is done with it; whether it was the last
+        (the index is no longer followed and may be emptied)."""
         found = self._indexes.get(index.key)
         if found is None or found[0] is not index:
-            return
+            return False
         if found[1] > 1:
             self._indexes[index.key] = (index, found[1] - 1)
-            return
+            return False
         del self._indexes[index.key]
+        self._unpaired.discard(index.key)
         if index.key not in self._subscriptions:
             self._stop_watching(index.key)
+        return True
 
     def sync(self, index: MailboxIndex, force: bool = False) -> None:
         """Bring ``index`` up to date now: read the kernel's queue (changes

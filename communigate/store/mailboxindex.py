@@ -37,6 +37,7 @@ expunged), which also works in slices, else by one sort.
 
 from __future__ import annotations
 
+import gc
 import os
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -46,10 +47,43 @@ from communigate.store.changes import folder_stamp, mailbox_key
 from communigate.store.mailbox import Mailbox, MessageInfo
 
 #: Directory entries read (or messages placed) between two yields.
-SLICE = 4096
+SLICE = 1024
 #: UIDs kept in the change log before the oldest are dropped (a session
 #: further behind compares everything once).
 MAX_LOG = 65536
+#: Listings of more messages than this are kept out of the cyclic garbage
+#: collector's way (see :func:`_keep_from_collector`).
+FREEZE_AT = 8192
+
+#: Listings now kept out of the collector's way.
+_frozen = 0
+
+
+def _keep_from_collector(index: MailboxIndex) -> None:
+    """Move every object the cyclic collector tracks now out of its way.
+
+    A full collection walks every tracked object; the listing of a million
+    messages is a million of them (160 ms a walk, several walks while it
+    grows), so a large listing is frozen as it is made (:func:`gc.freeze`):
+    reference counting still frees it when it is released.  Garbage cycles
+    of the moment are frozen with it; they are collected after the last
+    large listing is released (:func:`_release_collector`)."""
+    global _frozen
+    if not index.frozen:
+        index.frozen = True
+        _frozen += 1
+    gc.freeze()
+
+
+def _release_collector() -> None:
+    """A large listing was released: when none is left, the collector
+    sees everything again."""
+    global _frozen
+    _frozen -= 1
+    if _frozen <= 0:
+        _frozen = 0
+        gc.unfreeze()
+
 
 _UID = attrgetter("uid")
 
@@ -69,6 +103,8 @@ class MailboxIndex:
         self.generation = 0
         #: Whether a listing has been made.
         self.loaded = False
+        #: Whether it is kept out of the cyclic collector's way.
+        self.frozen = False
         self._log: list[int] = []
         self._dropped = 0
         self._stamp: tuple[int, ...] | None = None
@@ -117,6 +153,8 @@ class MailboxIndex:
                         if info is not None:
                             fresh[info.uid] = info
                         if count % SLICE == 0:
+                            if len(fresh) > FREEZE_AT:
+                                _keep_from_collector(self)
                             yield
             ordered: list[MessageInfo] = []
             yield from _in_uid_order(fresh, ordered)
@@ -136,6 +174,22 @@ class MailboxIndex:
         self.loaded = True
         for sub, name, present, cookie in held:
             self.entry(sub, name, present, cookie)
+
+    def release_steps(self) -> Iterator[None]:
+        """Empty the index in slices (freeing a million messages at once
+        would hold up everything else); it is no longer used."""
+        ordered, self._sorted = self._sorted or [], []
+        infos, self.infos = self.infos, {}
+        self.loaded = False
+        yield from release_steps(ordered)
+        while infos:
+            for _ in range(min(len(infos), SLICE * 8)):
+                infos.popitem()
+            if infos:
+                yield
+        if self.frozen:
+            self.frozen = False
+            _release_collector()
 
     def listing(self) -> list[MessageInfo]:
         """The messages in UID order (a list the caller may keep)."""
@@ -237,6 +291,14 @@ class MailboxIndex:
         if generation != self.generation or offset < self._dropped:
             return None
         return self._log[offset - self._dropped :]
+
+
+def release_steps(items: list[MessageInfo]) -> Iterator[None]:
+    """Empty a list in slices, yielding between them."""
+    while items:
+        del items[-SLICE * 8 :]
+        if items:
+            yield
 
 
 def _in_uid_order(infos: dict[int, MessageInfo], out: list[MessageInfo]) -> Iterator[None]:

@@ -34,7 +34,7 @@ from communigate.store.mailboxindex import SLICE
 #: What a handler that works in slices returns (the server runs it).
 Steps = Generator[None, None, None]
 #: Messages fetched or stored between two slices.
-FETCH_SLICE = 512
+FETCH_SLICE = 128
 
 
 def _uid_ranges(uids: list[int]) -> str:

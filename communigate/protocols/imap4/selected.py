@@ -25,6 +25,7 @@ session changed its flags) is found again by its UID.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ from communigate.protocols.imap4.sequence import SequenceSet
 from communigate.protocols.imap4.syntax import flag_list
 from communigate.store.changes import IMailboxChanges
 from communigate.store.mailbox import MAX_KEYWORDS, Mailbox, MessageInfo
-from communigate.store.mailboxindex import SLICE
+from communigate.store.mailboxindex import SLICE, release_steps
 
 _UID = attrgetter("uid")
 
@@ -122,12 +123,27 @@ class SelectedMailbox:
         self._unseen: int | None = None
         EXPUNGED.hold(self.mailbox.path, self)
 
-    def close(self) -> None:
-        """Give the shared listing back (the session left the mailbox)."""
-        if self._open:
-            self._open = False
-            self._changes.close_index(self.index)
-            EXPUNGED.release(self.mailbox.path, self)
+    def close(self, later: Callable[[Iterator[None]], object] | None = None) -> None:
+        """Give the shared listing back (the session left the mailbox).
+
+        What a large mailbox held is freed in slices by ``later`` (which
+        runs the steps it is given, such as a cooperator's ``cooperate``),
+        so leaving a million messages holds up nobody; without it, or for
+        a small mailbox, at once."""
+        if not self._open:
+            return
+        self._open = False
+        messages, self.messages = self.messages, []
+        EXPUNGED.release(self.mailbox.path, self)
+        steps = [release_steps(messages)]
+        if self._changes.close_index(self.index):
+            steps.append(self.index.release_steps())
+        if later is not None and len(messages) > SLICE:
+            later(itertools.chain.from_iterable(steps))
+            return
+        for step in steps:
+            for _ in step:
+                pass
 
     def open(self) -> None:
         """Take the messages at once (blocking)."""
@@ -157,6 +173,8 @@ class SelectedMailbox:
         the ones this session moved first are \\Recent for it alone
         (RFC 3501 §2.3.2)."""
         for position in range(start, len(infos)):
+            if position and position % SLICE == 0:
+                yield
             info = infos[position]
             if not info.recent:
                 continue
@@ -167,8 +185,6 @@ class SelectedMailbox:
             else:
                 # Another session took it; found again by its UID if read.
                 infos[position] = info._replace(recent=False)
-            if (position + 1) % SLICE == 0:
-                yield
 
     @property
     def exists(self) -> int:

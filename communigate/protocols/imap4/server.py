@@ -25,8 +25,9 @@ NAMESPACE (RFC 2342), UIDPLUS (RFC 4315), CHILDREN (RFC 3348), UNSELECT
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,16 @@ EXTENSIONS = (
     "ENABLE",
     "ACL",
 )
+
+
+#: Seconds of sliced work between two looks at the other connections.
+SLICE_BUDGET = 0.004
+
+
+def _budget() -> Callable[[], bool]:
+    """A cooperator's time budget for one turn: :data:`SLICE_BUDGET`."""
+    end = time.monotonic() + SLICE_BUDGET
+    return lambda: time.monotonic() >= end
 
 
 @implementer(IPushProducer)
@@ -184,7 +195,7 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
     def selected(self, value: SelectedMailbox | None) -> None:
         old, self._selected = self._selected, value
         if old is not None and old is not value:
-            old.close()
+            old.close(self.factory.cooperator.cooperate)
 
     # -- connection --------------------------------------------------------
 
@@ -638,8 +649,11 @@ class IMAP4Factory(Factory):
     ) -> None:
         self.service = service
         self.reactor = reactor
-        #: Runs commands that work in slices (large mailboxes).
-        self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+        #: Runs commands that work in slices (large mailboxes), a few
+        #: milliseconds at a time between the reactor's other work.
+        self.cooperator = Cooperator(
+            terminationPredicateFactory=_budget, scheduler=lambda work: reactor.callLater(0, work)
+        )
         self.changes = changes if changes is not None else MailboxNotifier(reactor)
         #: APPEND flushes messages to disk in ``pool`` (at once without one).
         self.writer = DurableWriter(reactor, pool)

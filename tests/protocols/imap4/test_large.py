@@ -11,7 +11,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from communigate.protocols.imap4 import messages
+from communigate.protocols.imap4 import messages, selected
 from communigate.protocols.imap4.server import IMAP4Factory, IMAP4Server
 from communigate.store import mailboxindex
 from communigate.store.changes import ChangeBus, MailboxNotifier
@@ -29,6 +29,7 @@ def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mailboxindex, "SLICE", 16)
     monkeypatch.setattr(messages, "FETCH_SLICE", 25)
     monkeypatch.setattr(messages, "SLICE", 16)
+    monkeypatch.setattr(selected, "SLICE", 16)
 
 
 @pytest.fixture
@@ -181,3 +182,22 @@ def test_a_session_that_leaves_mid_select_gives_the_listing_back(
     assert server.factory.changes.find_index(inbox.path) is None
     server.turn(10)
     assert session.take() == b""
+
+
+def test_leaving_a_large_mailbox_frees_it_in_slices(
+    directory: FileDirectory, inbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UNSELECT of a large mailbox answers at once; what it held is freed
+    by work in several slices handed to the cooperator."""
+    server = Server(directory)
+    session = server.session()
+    finish(server, session, b"s", session.send(b"s SELECT INBOX\r\n"))
+    index = server.factory.changes.find_index(inbox.path)
+    assert index is not None and len(index) == COUNT
+    given: list = []
+    monkeypatch.setattr(server.factory.cooperator, "cooperate", given.append)
+    assert session.send(b"x UNSELECT\r\n") == b"x OK UNSELECT completed\r\n"
+    assert server.factory.changes.find_index(inbox.path) is None
+    [steps] = given
+    assert sum(1 for _ in steps) >= 2
+    assert len(index) == 0 and index.listing() == []
