@@ -1,12 +1,15 @@
 """The ``communigate`` administration command.
 
 Every call names the base directory with ``--base`` (default: the
-``COMMUNIGATE_BASE`` environment variable, else ``/var/lib/communigate``).
-Settings are given as ``Key=Value`` with values in CommuniGate's syntax
-(``FailedLoginFlow=(3,1m)``, ``HideAccountUnknown=YES``); ``Key=`` with
-nothing after ``=`` removes the key so the default applies again.  Errors
-print one line on stderr and exit with status 1; nothing is half-written.
-A running server sees every change within a second.
+``COMMUNIGATE_BASE`` environment variable, else ``/var/lib/communigate``),
+before or after the subcommand.  Settings are given as ``Key=Value`` with
+values in CommuniGate's syntax (``FailedLoginFlow=(3,1m)``,
+``HideAccountUnknown=YES``, numbers as ``#20``); ``Key=`` with nothing
+after ``=`` removes the key so the default applies again.  Unknown keys and
+values the server would not understand are refused
+(:mod:`communigate.store.schema`).  Errors print one line on stderr and exit
+with status 1; nothing is half-written.  A running server sees every change
+within a second.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import getpass
 import sys
 from collections.abc import Sequence
 
-from communigate.cli import objects, values
+from communigate import __version__
+from communigate.cli import check, objects, values
 from communigate.cli.arguments import (
     DEFAULT_BASE,
     CommandFailed,
@@ -32,24 +36,42 @@ from communigate.portal.router import (
     parse_record,
     parse_table,
 )
-from communigate.store import acl, certificates, settingsformat
+from communigate.store import acl, certificates, schema, settingsformat
 from communigate.store.directory import DirectoryError
-from communigate.store.files import FileDirectory
+from communigate.store.files import DomainNotEmpty, FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 from communigate.store.mailstore import MailboxError, MailStore, canonical_name
 
 
 def _directory(args: argparse.Namespace) -> FileDirectory:
-    directory = FileDirectory(base_directory(args.base))
+    # Settings as they are on disk: shown and checked without repairs.
+    directory = FileDirectory(base_directory(args.base), repair=False)
     if args.command != "init" and not directory.is_initialised():
         raise CommandFailed(f"{directory.base} is not initialised; run 'communigate init' first")
     return directory
 
 
+#: Shown instead of a password: ``(set)``, which ``Password=`` refuses, so
+#: output fed back in cannot set it (:data:`values.HIDDEN_MARK`).
+HIDDEN_VALUE: list[settingsformat.Value] = [values.HIDDEN_MARK.strip("()")]
+
+
+def hide_passwords(settings: dict[str, settingsformat.Value]) -> dict[str, settingsformat.Value]:
+    """``settings`` with every password (its own, its AccountDefaults')
+    replaced by ``(set)``: neither the clear nor the hashed form is shown."""
+    shown = dict(settings)
+    if "Password" in shown:
+        shown["Password"] = HIDDEN_VALUE
+    defaults = shown.get("AccountDefaults")
+    if isinstance(defaults, dict):
+        shown["AccountDefaults"] = hide_passwords(defaults)
+    return shown
+
+
 def print_settings(settings: object) -> None:
-    """Print a dictionary in CommuniGate's syntax."""
+    """Print a dictionary in CommuniGate's syntax, passwords hidden."""
     if isinstance(settings, dict):
-        sys.stdout.write(settingsformat.dumps_dictionary(settings))
+        sys.stdout.write(settingsformat.dumps_dictionary(hide_passwords(settings)))
 
 
 def read_password(args: argparse.Namespace) -> str | bytes:
@@ -95,6 +117,9 @@ def encoded_password(
 
 
 def cmd_init(args: argparse.Namespace, directory: FileDirectory) -> None:
+    if args.if_missing and directory.is_initialised():
+        print(f"{directory.base} is already initialised; nothing changed")
+        return
     password = initialise(
         directory, args.main_domain or default_main_domain(), args.postmaster_password
     )
@@ -105,6 +130,7 @@ def cmd_init(args: argparse.Namespace, directory: FileDirectory) -> None:
 
 def cmd_server(args: argparse.Namespace, directory: FileDirectory) -> None:
     changes = values.parse_assignments(args.settings)
+    schema.check_changes(schema.Level.SERVER, changes)
     if changes:
         directory.update_server_settings(changes)
     print_settings(dict(directory.server_settings()))
@@ -122,11 +148,15 @@ def cmd_domain(args: argparse.Namespace, directory: FileDirectory) -> None:
         changes["IPAddresses"] = list(args.ip)
     if args.alias:
         changes["DomainAliases"] = [alias.lower() for alias in args.alias]
+    schema.check_changes(schema.Level.DOMAIN, changes)
     if args.action == "create":
         settings = {key: value for key, value in changes.items() if value is not None}
         print(f"created domain {directory.create_domain(args.name, settings)}")
     elif args.action == "delete":
-        directory.delete_domain(args.name)
+        try:
+            directory.delete_domain(args.name, only_if_empty=not args.force)
+        except DomainNotEmpty as error:
+            raise CommandFailed(f"{error}; use --force to delete it with all it holds") from None
         print(f"deleted domain {args.name.lower()}")
     elif args.action == "certificate":
         record = directory.domain(args.name)
@@ -164,10 +194,10 @@ def cmd_account(args: argparse.Namespace, directory: FileDirectory) -> None:
         raise CommandFailed(f"account {args.action} needs NAME@DOMAIN")
     full = address(args.name, directory)
     if args.action == "create":
+        changes = values.parse_assignments(args.settings)
+        schema.check_changes(schema.Level.ACCOUNT, changes)
         settings: dict[str, object] = {
-            key: value
-            for key, value in values.parse_assignments(args.settings).items()
-            if value is not None
+            key: value for key, value in changes.items() if value is not None
         }
         if args.password is not None:
             settings["Password"] = encoded_password(directory, full.domain, settings, args.password)
@@ -182,6 +212,7 @@ def cmd_account(args: argparse.Namespace, directory: FileDirectory) -> None:
         print(f"renamed {full} to {args.settings[0].lower()}@{full.domain}")
     elif args.action == "settings":
         changes = values.parse_assignments(args.settings)
+        schema.check_changes(schema.Level.ACCOUNT, changes)
         if changes:
             print_settings(directory.update_account_settings(full.domain, full.local, changes))
         else:
@@ -309,12 +340,14 @@ COMMANDS = {
     "rights": cmd_rights,
     "acl": cmd_acl,
     "files": objects.cmd_files,
+    "check": check.cmd_check,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     top = argparse.ArgumentParser(prog="communigate", description=__doc__.split("\n")[0])
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     top.add_argument(
         "--base",
         help=f"base directory (default: $COMMUNIGATE_BASE, else {DEFAULT_BASE})",
@@ -324,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create a base directory with its Main Domain")
     init.add_argument("--main-domain", help="name of the Main Domain (default: this host)")
     init.add_argument("--postmaster-password", help="(default: generated and printed)")
+    init.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing (and succeed) if the base directory is already initialised",
+    )
 
     server = sub.add_parser("server", help="show or change server settings")
     server.add_argument("what", choices=["settings"])
@@ -337,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     domain.add_argument("--alias", action="append", help="a domain alias (repeat)")
     domain.add_argument("--cert", help="certificate: a PEM file (chain, leaf first)")
     domain.add_argument("--key", help="certificate: the PEM private key file")
+    domain.add_argument(
+        "--force", action="store_true", help="delete: even a domain that still has accounts"
+    )
 
     account = sub.add_parser("account", help="create, delete, rename, list accounts")
     account.add_argument(
@@ -372,12 +413,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     deliver_parser = sub.add_parser("deliver", help="deliver a message from stdin")
     deliver_parser.add_argument("address", metavar="NAME@DOMAIN")
+    check.add_parser(sub)
+    for parser in sub.choices.values():
+        # Accepted after the subcommand too; SUPPRESS keeps one given before.
+        parser.add_argument("--base", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; 0 on success, 1 with a one-line error otherwise."""
     parser = build_parser()
+    try:
+        return _run(parser, argv)
+    except SystemExit as stop:
+        # argparse's own exits (--help, --version, usage errors) as a status.
+        if stop.code is None:
+            return 0
+        return stop.code if isinstance(stop.code, int) else 1
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args, extra = parser.parse_known_args(argv)
     # argparse does not take positionals after an option (``--password P
     # Key=Value``); such leftovers are more settings.
@@ -396,7 +451,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         directory = _directory(args)
         COMMANDS[args.command](args, directory)
-    except (CommandFailed, DirectoryError, values.ValueSyntaxError) as error:
+    except (
+        CommandFailed,
+        DirectoryError,
+        values.ValueSyntaxError,
+        schema.SettingError,
+    ) as error:
         print(f"communigate: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

@@ -43,7 +43,15 @@ def parse_assignments(arguments: Sequence[str]) -> dict[str, Value | None]:
     return changes
 
 
+#: How ``account settings`` shows a password; never taken as one.
+HIDDEN_MARK = "(set)"
+
+
 def _password(text: str) -> str:
+    if text.strip() == HIDDEN_MARK:
+        raise ValueSyntaxError(
+            f"Password={HIDDEN_MARK} is how a set password is shown; give the password itself"
+        )
     if passwords.is_one_way(text) or not text.startswith(("{", "$")):
         return text
     return "{PLAIN}" + text

@@ -16,6 +16,11 @@ Reads go through :class:`~communigate.store.filecache.CachedFile`, so a
 running server follows changes made by the command line within a second.
 Writes are atomic and serialised by a lock file, so two commands run at once
 never lose each other's change.
+
+Server, domain and account settings files are checked against
+:mod:`communigate.store.schema` each time they are (re)loaded, never per
+lookup: a bad value is logged once (one warning per file, key and problem)
+and replaced so the default applies (:func:`schema.repair`).
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
+from twisted.logger import Logger
 from zope.interface import implementer
 
-from communigate.store import settingsformat
+from communigate.store import schema, settingsformat
 from communigate.store.atomic import write_atomic
 from communigate.store.directory import (
     ACCOUNT_DEFAULTS,
@@ -58,8 +64,50 @@ _OBJECT_FILES = {
 }
 
 
+_log = Logger()
+
+#: Which settings files hold which level of settings, by file name.
+_LEVELS = {
+    "Main.settings": schema.Level.SERVER,
+    "Domain.settings": schema.Level.DOMAIN,
+    "account.settings": schema.Level.ACCOUNT,
+}
+
+
 def _parse_settings(data: bytes) -> dict[str, Value]:
     return settingsformat.loads_dictionary(data.decode("utf-8"))
+
+
+class _RepairingParser:
+    """Reads one settings file and repairs its bad values at every (re)load
+    (:func:`schema.repair`), warning once per file, key and problem."""
+
+    def __init__(self, path: Path, level: schema.Level, warned: set[tuple[str, ...]]) -> None:
+        self.path = path
+        self.level = level
+        self.warned = warned
+        self.previous: dict[str, Value] | None = None
+
+    def __call__(self, data: bytes) -> dict[str, Value]:
+        """The file's settings as the server should use them."""
+        settings, actions = schema.repair(self.level, _parse_settings(data), self.previous)
+        self.previous = settings
+        for problem, action in actions:
+            mark = (str(self.path), problem.key, problem.message)
+            if mark in self.warned:
+                continue
+            self.warned.add(mark)
+            _log.warn(
+                "{path}: {problem}; {action}",
+                path=str(self.path),
+                problem=problem.message,
+                action=action,
+            )
+        return settings
+
+
+class DomainNotEmpty(DirectoryError):
+    """A domain to delete still holds accounts or other named objects."""
 
 
 def _canonical_ip(text: str) -> str:
@@ -89,9 +137,13 @@ class _DomainTable:
 class FileDirectory:
     """Domains, accounts and settings kept as files under ``base``."""
 
-    def __init__(self, base: Path, clock: Clock = time.monotonic) -> None:
+    def __init__(self, base: Path, clock: Clock = time.monotonic, repair: bool = True) -> None:
+        """``repair=False`` reads settings as they are on disk, bad values
+        included (the command line shows and checks them)."""
         self.base = Path(base)
         self._clock = clock
+        self._repair = repair
+        self._warned: set[tuple[str, ...]] = set()
         self._main = self._cached(self.base / "Settings" / "Main.settings")
         self._router = CachedFile(
             self.base / "Settings" / "Router.data",
@@ -106,7 +158,10 @@ class FileDirectory:
     # -- reading -----------------------------------------------------------
 
     def _cached(self, path: Path) -> CachedFile[dict[str, Value]]:
-        return CachedFile(path, _parse_settings, {}, self._clock)
+        level = _LEVELS.get(path.name)
+        if level is None or not self._repair:
+            return CachedFile(path, _parse_settings, {}, self._clock)
+        return CachedFile(path, _RepairingParser(path, level, self._warned), {}, self._clock)
 
     def _settings_file(self, path: Path) -> dict[str, Value]:
         return self._file(path).get()
@@ -388,8 +443,10 @@ class FileDirectory:
             self._write_file(folder / "Settings" / "Domain.settings", dict(settings or {}))
         return name
 
-    def delete_domain(self, name: str) -> None:
-        """Delete a domain with everything in it; the Main Domain stays."""
+    def delete_domain(self, name: str, only_if_empty: bool = False) -> None:
+        """Delete a domain with everything in it; the Main Domain stays.
+        With ``only_if_empty`` a domain that still has accounts, aliases,
+        groups or forwarders is refused."""
         name = check_domain_name(name)
         with self._write_lock():
             if name == self.main_domain():
@@ -397,9 +454,21 @@ class FileDirectory:
             folder = self.base / "Domains" / name
             if not folder.is_dir():
                 raise DirectoryError(f"unknown domain {name}")
+            if only_if_empty:
+                self._require_empty(name)
             trash = folder.with_name(f".{name}.deleted.{os.getpid()}")
             os.rename(folder, trash)
             shutil.rmtree(trash)
+
+    def _require_empty(self, name: str) -> None:
+        """Refuse a domain that still holds named objects (read from disk)."""
+        counts = {"accounts": len(self.account_names(name))}
+        for file_name in _OBJECT_FILES.values():
+            path = self.domain_folder(name) / "Settings" / f"{file_name}.settings"
+            counts[file_name.lower()] = len(self._read_file(path))
+        held = [f"{what}: {count}" for what, count in counts.items() if count]
+        if held:
+            raise DomainNotEmpty(f"domain {name} is not empty: {', '.join(held)}")
 
     def _check_domain_settings(self, name: str, settings: Mapping[str, Value | None]) -> None:
         for item in settingsformat.as_string_list(settings.get("IPAddresses")):

@@ -99,9 +99,9 @@ def test_password_encryption_applies_when_set(base: Path) -> None:
 
 def test_removing_a_setting(base: Path) -> None:
     """Key= removes the key."""
-    run(base, "account", "create", "u@company.com", "X=1")
-    assert run(base, "account", "settings", "u@company.com", "X=") == 0
-    assert "X" not in FileDirectory(base).raw_account_settings("company.com", "u")
+    assert run(base, "account", "create", "u@company.com", "RequireAPOP=YES") == 0
+    assert run(base, "account", "settings", "u@company.com", "RequireAPOP=") == 0
+    assert "RequireAPOP" not in FileDirectory(base).raw_account_settings("company.com", "u")
 
 
 @pytest.mark.parametrize(
