@@ -4,26 +4,39 @@ One :class:`~twisted.cred.portal.Portal` (resolver, password sources, realm)
 serves every protocol listener.  On its first start with an empty base
 directory the server initialises it (Main Domain, postmaster with a generated
 password, printed once).
+
+What administrators watch (:mod:`communigate.observe`): every login
+attempt is one structured log event, every logged-in session's end another
+(with its session id, duration and bytes); ``--log-format json`` writes the
+log as one JSON object per line, ``--log-rotate``/``--log-keep`` rotate it
+by size or by day and keep a number of old files; ``--metrics`` serves
+Prometheus/OpenMetrics text at ``/metrics``.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any
 
-from twisted.application import internet
+from twisted.application import internet, strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.cred.portal import Portal
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
 
 from communigate.cli.arguments import DEFAULT_BASE, base_directory
 from communigate.cred.checkers.external import ExternalHelper, ExternalPassword
 from communigate.cred.checkers.internal import InternalPassword
 from communigate.cred.checkers.system import SystemPassword
+from communigate.observe.events import EventLog, Fanout, IActivityObserver
+from communigate.observe.logs import FORMATS, install_observer, log_observer, parse_rotate
+from communigate.observe.metrics import Metrics, metrics_root
+from communigate.observe.traffic import CountingFactory
 from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
@@ -99,12 +112,35 @@ class Options(usage.Options):
             "Largest message (bytes) a client may APPEND.",
             int,
         ],
+        [
+            "log-format",
+            None,
+            "text",
+            "Log as 'text' lines or as one 'json' object per line (twistd's --logfile says where).",
+        ],
+        [
+            "log-rotate",
+            None,
+            None,
+            "Rotate the log file at a size (10M, 500K, bytes) or 'daily' "
+            "(default: twistd's, at 1M); 'never' to keep one file.",
+        ],
+        ["log-keep", None, None, "Old log files to keep (default: all).", int],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus/OpenMetrics text at /metrics on this endpoint, "
+            "e.g. tcp:9100:interface=127.0.0.1 (default: no metrics).",
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         for name in LISTENERS:
             self[name] = []
+        #: ``--log-rotate`` parsed: bytes, "daily", or None (never).
+        self.rotate: int | str | None = 1_000_000
 
     def opt_pop3(self, description: str) -> None:
         """POP3 listener with STLS, an endpoint description (repeatable;
@@ -145,10 +181,49 @@ class Options(usage.Options):
         self["tftp"].append(description)
 
     def postOptions(self) -> None:
-        """Without any listener option, listen on the standard ports."""
+        """Without any listener option, listen on the standard ports; check
+        the log options."""
         if not any(self[name] for name in LISTENERS):
             self["pop3"] = ["tcp:110"]
             self["imap4"] = ["tcp:143"]
+        if self["log-format"] not in FORMATS:
+            raise usage.UsageError(f"--log-format must be one of {', '.join(FORMATS)}")
+        try:
+            self.rotate = parse_rotate(self["log-rotate"] or "1000000")
+        except ValueError as error:
+            raise usage.UsageError(f"--log-rotate: {error}") from None
+        if self["log-keep"] is not None and self["log-keep"] < 1:
+            raise usage.UsageError("--log-keep must be at least 1")
+
+    def log_observer(self) -> ILogObserver | None:
+        """The log observer these options ask for, None for twistd's own
+        (no log option given, or not run by twistd)."""
+        parent = getattr(self, "parent", None)
+        custom = self["log-format"] != "text" or self["log-rotate"] or self["log-keep"]
+        if parent is None or not custom:
+            return None
+        return log_observer(
+            parent.get("logfile"),
+            bool(parent.get("nodaemon")),
+            self["log-format"],
+            self.rotate,
+            self["log-keep"],
+        )
+
+
+class ServerTree(MultiService):
+    """The top service; it gives twistd the log observer the options chose."""
+
+    def __init__(self, observer: ILogObserver | None = None) -> None:
+        super().__init__()
+        self.log_observer = observer
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Join ``parent``; when it is twistd's application, make the log
+        observer its ``ILogObserver`` component, which twistd then logs to."""
+        if self.log_observer is not None:
+            install_observer(parent, self.log_observer)
+        super().setServiceParent(parent)
 
 
 class ThreadPoolService(Service):
@@ -246,19 +321,23 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
         reactor = default_reactor
     directory = open_directory(options)
-    top = MultiService()
+    top = ServerTree(options.log_observer())
+    metrics = Metrics() if options["metrics"] else None
+    observer: IActivityObserver = Fanout([EventLog(), metrics]) if metrics else EventLog()
     pool = ThreadPool(minthreads=1, maxthreads=options["threads"], name="communigate-auth")
     ThreadPoolService(pool).setServiceParent(top)
 
     resolver = AccountResolver(directory)
     helper = ExternalHelper(reactor, directory.base)
     HelperService(helper).setServiceParent(top)
+    if metrics is not None:
+        metrics.watch_helper(helper)
     sources = [
         InternalPassword(reactor, pool),
         SystemPassword(reactor, pool, directory),
         ExternalPassword(helper, directory),
     ]
-    checker = AccountChecker(resolver, sources, reactor, pool)
+    checker = AccountChecker(resolver, sources, reactor, pool, observer)
     realm = AccountRealm(directory, reactor, pool)
     portal = Portal(realm, [checker])
     # Sessions of deleted accounts end within this many seconds.
@@ -266,13 +345,26 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     sweep.clock = reactor
     sweep.setServiceParent(top)
     tls = DomainContexts(directory)
-    service = LoginService(portal, resolver, tls, salt_key(directory.base))
+    service = LoginService(
+        portal, resolver, tls, salt_key(directory.base), observer=observer, clock=reactor.seconds
+    )
+
+    def counted(protocol: str, factory: Any) -> CountingFactory:
+        """``factory`` with session ids and byte counts per connection."""
+        return CountingFactory(factory, metrics.handshake(protocol) if metrics else None)
+
+    if metrics is not None:
+        site = Site(metrics_root(metrics.registry))
+        site.noisy = False
+        web = strports.service(options["metrics"], site, reactor=reactor)
+        web.setName(f"metrics:{options['metrics']}")
+        web.setServiceParent(top)
 
     timeout = options["pop3-timeout"]
     pop3 = POP3Factory(service, reactor, timeout, tls)
-    add_listeners(top, "pop3", options["pop3"], pop3, reactor, None, directory)
+    add_listeners(top, "pop3", options["pop3"], counted("pop3", pop3), reactor, None, directory)
     pop3s = POP3Factory(service, reactor, timeout, tls, implicit_tls=True)
-    add_listeners(top, "pop3s", options["pop3s"], pop3s, reactor, tls, directory)
+    add_listeners(top, "pop3s", options["pop3s"], counted("pop3s", pop3s), reactor, tls, directory)
     limit = options["max-message"]
     # Messages are spooled beside the mailboxes, so delivery is a hard link.
     spool = spool_folder(directory.base)
@@ -283,7 +375,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     imap4 = IMAP4Factory(
         service, reactor, tls, max_message=limit, spool=spool, pool=pool, changes=changes
     )
-    add_listeners(top, "imap4", options["imap4"], imap4, reactor, None, directory)
+    add_listeners(top, "imap4", options["imap4"], counted("imap4", imap4), reactor, None, directory)
     imaps = IMAP4Factory(
         service,
         reactor,
@@ -294,19 +386,18 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         pool=pool,
         changes=changes,
     )
-    add_listeners(top, "imaps", options["imaps"], imaps, reactor, tls, directory)
+    add_listeners(top, "imaps", options["imaps"], counted("imaps", imaps), reactor, tls, directory)
     lmtp = LMTPFactory(directory, reactor, service.hostname, limit, spool=spool, pool=pool)
     add_listeners(top, "lmtp", options["lmtp"], lmtp, reactor, None, directory)
     low, _, high = str(options["passive-ports"]).partition("-")
     passive = range(int(low), int(high or low) + 1)
     StaleUploadsService(directory, reactor, pool).setServiceParent(top)
     ftp = FTPFactory(service, reactor, tls, passive_ports=passive, pool=pool)
-    add_listeners(top, "ftp", options["ftp"], ftp, reactor, None, directory)
+    add_listeners(top, "ftp", options["ftp"], counted("ftp", ftp), reactor, None, directory)
     ftps = FTPFactory(service, reactor, tls, implicit_tls=True, passive_ports=passive, pool=pool)
-    add_listeners(top, "ftps", options["ftps"], ftps, reactor, tls, directory)
-    add_listeners(
-        top, "pwd", options["pwd"], PWDFactory(service, reactor), reactor, None, directory
-    )
+    add_listeners(top, "ftps", options["ftps"], counted("ftps", ftps), reactor, tls, directory)
+    pwd = counted("pwd", PWDFactory(service, reactor))
+    add_listeners(top, "pwd", options["pwd"], pwd, reactor, None, directory)
     files = TFTPFiles(directory)
     for description in options["tftp"]:
         port, interface = parse_udp(description)
@@ -314,4 +405,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         udp = internet.UDPServer(port, server, interface=interface)
         udp.setName(f"tftp:{description}")
         udp.setServiceParent(top)
+    # What start-up built (modules, functions, the service tree) lives as
+    # long as the process: out of the cyclic collector's way, so its full
+    # collections walk only what sessions make.
+    reactor.callWhenRunning(gc.freeze)
     return top

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.cred.credentials import IUsernamePassword
 from zope.interface import Attribute, Interface, implementer
@@ -19,13 +19,21 @@ from zope.interface import Attribute, Interface, implementer
 
 @dataclass(frozen=True)
 class ConnectionInfo:
-    """Where a login attempt comes from and arrives at."""
+    """Where a login attempt comes from and arrives at.
+
+    ``session`` names the connection in log events (short random hex, the
+    same for every login on one connection); it and the ports are not part
+    of equality, which compares where the client stands, not which socket.
+    """
 
     protocol: str
     local_host: str | None = None
     remote_host: str | None = None
     secure: bool = False
     server_name: str | None = None
+    local_port: int | None = field(default=None, compare=False)
+    remote_port: int | None = field(default=None, compare=False)
+    session: str | None = field(default=None, compare=False)
 
 
 class IConnectionCredentials(IUsernamePassword):

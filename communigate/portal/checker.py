@@ -15,9 +15,11 @@ authenticating account opens another one only if it holds ``CanImpersonate``
 for the target's domain (spec §6).  The avatar ID is the opened account's
 full name.  An authorization identity that is no account is refused with
 the same text as one the account may not open, so it tells nothing about
-which accounts exist.  Every outcome is logged as one event with fields
-(protocol, remote address, login name, account, mechanism, result); never a
-secret.
+which accounts exist.  Every outcome is reported once, as a
+:class:`~communigate.observe.events.LoginEvent` to the checker's observer
+(by default the log): session, addresses and ports, TLS, SNI name, login
+name, account, domain, mechanism, result, latency; never a secret.  An
+account locked by this attempt is reported as a lockout.
 
 Failures cost the same, so that neither the work nor the reply time tells
 an unknown name from a wrong password: a failed check costs one bcrypt
@@ -63,6 +65,15 @@ from communigate.cred.errors import (
 )
 from communigate.cred.interfaces import IPasswordSource
 from communigate.cred.sasl.registry import clear_text_allowed, is_loopback
+from communigate.observe.events import (
+    ABANDONED,
+    INTERNAL_ERROR,
+    OK,
+    EventLog,
+    IActivityObserver,
+    LockoutEvent,
+    LoginEvent,
+)
 from communigate.portal.accounts import Account, AccountResolver
 from communigate.portal.addresses import address_in
 from communigate.portal.policy import LoginThrottle, failure_delay
@@ -70,6 +81,21 @@ from communigate.portal.rights import Rights
 from communigate.store.settingsformat import as_bool, as_string_list
 
 _UNKNOWN_CONNECTION = ConnectionInfo("unknown")
+#: What the Router's answer means, in words for the log (its repr is not).
+_ROUTE_WORDS = {
+    "Unknown": "no such account",
+    "NotAccount": "not an account",
+    "Rejected": "rejected by the Router",
+}
+
+
+def plain_reason(failure: LoginFailure) -> str:
+    """The failure's reason for the log, with a Router answer in words
+    (``x@y: no such account``) instead of a Python repr."""
+    address, routes, route = failure.reason.partition(" routes to ")
+    if not routes:
+        return failure.reason
+    return f"{address}: {_ROUTE_WORDS.get(route.split('(', 1)[0], 'not a local account')}"
 
 
 @implementer(ICredentialsChecker)
@@ -85,8 +111,11 @@ class AccountChecker:
         sources: Sequence[IPasswordSource],
         reactor: Any = None,
         threadpool: ThreadPool | None = None,
+        observer: IActivityObserver | None = None,
     ) -> None:
         self.resolver = resolver
+        #: Told of every verdict and lockout (by default: the log).
+        self.observer: IActivityObserver = observer if observer is not None else EventLog()
         self.sources = list(sources)
         self.rights = Rights(resolver.directory)
         self._reactor = reactor
@@ -130,7 +159,20 @@ class AccountChecker:
         except LoginFailure as failure:
             wrong = account.full_name if isinstance(failure, WrongPassword) and account else None
             self.throttle.failed(wrong, connection.remote_host)
-            self._log(connection, login, account, mechanism, failure)
+            self._report(
+                connection, login, account, mechanism, failure.kind, plain_reason(failure), started
+            )
+            if account is not None and wrong and self.throttle.locked(wrong, account.settings):
+                # Not locked before this attempt (else AccountLocked): it is now.
+                self.observer.lockout(
+                    LockoutEvent(
+                        connection.session,
+                        connection.protocol,
+                        wrong,
+                        account.domain,
+                        connection.remote_host,
+                    )
+                )
             if isinstance(failure, (UnknownAccount, AccountLocked, WrongPassword)):
                 if not costly[0]:
                     yield self._dummy_check()
@@ -138,19 +180,20 @@ class AccountChecker:
             raise
         except CancelledError:
             # The client went away while its check ran: not a server fault.
-            self.log.info(
-                "login check for {login!r} from {address} abandoned: the client disconnected",
-                login=login,
-                address=connection.remote_host,
+            self._report(
+                connection, login, account, mechanism, ABANDONED, "the client disconnected", started
             )
             raise
-        except Exception:
-            self.log.failure("login check failed for {login!r}", login=login)
+        except Exception as error:
+            # Reported inside the except clause: the log event carries the traceback.
+            self._report(connection, login, account, mechanism, INTERNAL_ERROR, str(error), started)
             yield self._answer_later(started, connection)
             raise TemporaryFailure("internal error") from None
         assert account is not None
         self.throttle.succeeded(account.full_name)
-        self._log(connection, login, account, mechanism, None)
+        opened = avatar.decode("utf-8")
+        authorized = opened if opened != account.full_name else None
+        self._report(connection, login, account, mechanism, OK, None, started, authorized)
         return avatar
 
     def _answer_later(self, started: float | None, connection: ConnectionInfo) -> Deferred[Any]:
@@ -325,27 +368,50 @@ class AccountChecker:
             raise ImpersonationRefused(
                 f"{account.full_name} may not impersonate in {target.domain}"
             )
-        self.log.info(
-            "{account} impersonates {target}", account=account.full_name, target=target.full_name
-        )
+        # The login event names it (``authorized``): no line of its own.
         return target.full_name.encode("utf-8")
 
-    def _log(
+    def _domain(
+        self, login: str, account: Account | None, connection: ConnectionInfo
+    ) -> str | None:
+        """The configured domain an attempt concerns: the account's, else
+        the one the name (or, for a bare name, the connection) names; None
+        for a domain only the client knows, so labels stay bounded."""
+        if account is not None:
+            return account.domain
+        directory = self.resolver.directory
+        typed = login.rpartition("@")[2] if "@" in login else None
+        try:
+            if typed is None:
+                return self.resolver.connection_domain(connection)
+            record = directory.domain(typed.lower())
+        except Exception:  # a log field is not worth a failed login
+            return None
+        return record.name if record is not None else None
+
+    def _report(
         self,
         connection: ConnectionInfo,
         login: str,
         account: Account | None,
         mechanism: str,
-        failure: LoginFailure | None,
+        result: str,
+        detail: str | None,
+        started: float | None,
+        authorized: str | None = None,
     ) -> None:
-        self.log.info(
-            "{protocol} {mechanism} login {login!r} from {remote} as {account}: {result}"
-            + (" ({reason})" if failure else ""),
-            protocol=connection.protocol,
-            mechanism=mechanism,
-            remote=connection.remote_host,
-            login=login,
-            account=account.full_name if account else None,
-            result=failure.kind if failure else "ok",
-            reason=failure.reason if failure else None,
+        """Tell the observer the verdict, as one event."""
+        now = self._now()
+        self.observer.login(
+            LoginEvent.of(
+                connection,
+                login=login,
+                account=account.full_name if account else None,
+                domain=self._domain(login, account, connection),
+                mechanism=mechanism,
+                result=result,
+                detail=detail,
+                authorized=authorized,
+                latency=now - started if now is not None and started is not None else None,
+            )
         )

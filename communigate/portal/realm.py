@@ -8,6 +8,7 @@ from typing import Any
 from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
+from communigate.observe.events import ISessionMind
 from communigate.portal.avatars import IIMAPAccount, IMAPAccount, IPOP3Maildrop, POP3Maildrop
 from communigate.portal.filesession import FileSession, IFileSession
 from communigate.portal.passwordchange import IPasswordChange, PasswordChange
@@ -31,7 +32,8 @@ class AccountRealm:
         self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
     ) -> tuple[Any, Any, Callable[[], None]]:
         """An avatar for the first interface this realm can serve; its
-        logout forgets it in :attr:`sessions`."""
+        logout forgets it in :attr:`sessions`.  A :class:`ISessionMind` is
+        told which account was opened (for the logout event)."""
         # IRealm's contract: NotImplementedError when no avatar can be given.
         if not isinstance(avatarId, bytes):
             raise NotImplementedError("anonymous access is not served")
@@ -39,6 +41,8 @@ class AccountRealm:
         for interface in interfaces:
             avatar = self._avatar(interface, domain, name)
             if avatar is not None:
+                if ISessionMind.providedBy(mind):
+                    mind.opened(domain, name)
                 return interface, avatar, self.sessions.opened(domain, name, avatar)
         raise NotImplementedError(f"no avatar for {interfaces!r}")
 

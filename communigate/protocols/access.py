@@ -4,6 +4,12 @@ A protocol gives its transport and asks: which domain is this connection
 for, which login methods to advertise, may clear text be used, log in these
 credentials.  Everything behind (names, Router, checkers, realm, TLS
 certificates) stays behind the portal.
+
+Each connection gets a session id (short random hex, carried by its
+:class:`~communigate.cred.credentials.ConnectionInfo`, so every event of
+the connection can be told apart); the checker reports each login attempt
+once, and this service reports the end of each logged-in session (account,
+duration, the bytes the listener counted) to the same observer.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,13 @@ from twisted.internet.defer import Deferred
 from communigate.cred.credentials import ConnectionInfo
 from communigate.cred.sasl import registry
 from communigate.cred.sasl.registry import ExchangeContext
+from communigate.observe.events import (
+    EventLog,
+    IActivityObserver,
+    LogoutEvent,
+    SessionMind,
+    new_session_id,
+)
 from communigate.portal.accounts import AccountResolver
 from communigate.protocols.tls import DomainContexts, server_name
 from communigate.store.atomic import write_atomic
@@ -48,15 +62,41 @@ class LoginService:
         tls: DomainContexts | None = None,
         scram_key: bytes | None = None,
         hostname: str | None = None,
+        observer: IActivityObserver | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.portal = portal
         self.resolver = resolver
         self.tls = tls
         self.scram_key = scram_key or os.urandom(32)
         self.hostname = hostname or socket.getfqdn()
+        #: Told of every logged-in session that opens and ends.
+        self.observer: IActivityObserver = observer if observer is not None else EventLog()
+        #: Seconds, for session durations; None: durations are not known.
+        self.clock = clock
+        # Session ids of transports that carry none of their own, and the
+        # transports by session id (for their byte counts at logout).
+        self._ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._transports: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+    def session_id(self, transport: Any) -> str:
+        """The transport's session id: the one the listener gave it
+        (``session_id``), else one made up now and kept for it."""
+        session = getattr(transport, "session_id", None)
+        if not isinstance(session, str):
+            try:
+                session = self._ids.setdefault(transport, new_session_id())
+            except TypeError:  # not weakly referenceable: a new id each time
+                return new_session_id()
+        try:
+            self._transports[session] = transport
+        except TypeError:
+            pass
+        return session
 
     def connection(self, transport: Any, protocol: str, secure: bool) -> ConnectionInfo:
-        """The addresses, TLS state and SNI name of a transport."""
+        """The addresses and ports, TLS state, SNI name and session id of a
+        transport."""
         host, peer = transport.getHost(), transport.getPeer()
         return ConnectionInfo(
             protocol=protocol,
@@ -64,6 +104,9 @@ class LoginService:
             remote_host=getattr(peer, "host", None),
             secure=secure,
             server_name=server_name(transport) if secure else None,
+            local_port=getattr(host, "port", None),
+            remote_port=getattr(peer, "port", None),
+            session=self.session_id(transport),
         )
 
     def domain(self, connection: ConnectionInfo) -> str:
@@ -93,5 +136,45 @@ class LoginService:
         return ExchangeContext(connection, self.domain(connection), self.hostname, self.scram_key)
 
     def login(self, credentials: Any, interface: Any) -> Deferred[Any]:
-        """Ask the portal for an avatar."""
-        return self.portal.login(credentials, None, interface)
+        """Ask the portal for an avatar: ``(interface, avatar, logout)``,
+        where ``logout`` also reports the end of the session (once)."""
+        connection = getattr(credentials, "connection", None)
+        if not isinstance(connection, ConnectionInfo):
+            connection = ConnectionInfo("unknown")
+        mind = SessionMind(connection)
+        login = self.portal.login(credentials, mind, interface)
+        return login.addCallback(self._opened, mind)
+
+    def _now(self) -> float | None:
+        return float(self.clock()) if self.clock is not None else None
+
+    def _opened(
+        self, result: tuple[Any, Any, Callable[[], None]], mind: SessionMind
+    ) -> tuple[Any, Any, Callable[[], None]]:
+        interface, avatar, logout = result
+        connection = mind.connection
+        started = self._now()
+        self.observer.opened(connection.protocol)
+        done: list[bool] = []
+
+        def report_logout() -> None:
+            if done:
+                return
+            done.append(True)
+            try:
+                logout()
+            finally:
+                now = self._now()
+                transport = self._transports.get(connection.session or "")
+                self.observer.logout(
+                    LogoutEvent(
+                        session=connection.session,
+                        protocol=connection.protocol,
+                        account=mind.account,
+                        duration=now - started if now is not None and started is not None else None,
+                        bytes_in=getattr(transport, "bytes_in", None),
+                        bytes_out=getattr(transport, "bytes_out", None),
+                    )
+                )
+
+        return interface, avatar, report_logout

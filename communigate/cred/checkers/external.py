@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,11 @@ class ExternalHelper:
         self.sequence = 0
         self.pending: dict[int, tuple[Deferred[bool], bytes, Any]] = {}
         self.restarting: Any = None
+        #: Helper processes spawned so far (the first start and restarts).
+        self.starts = 0
+        #: Called with the seconds each answered request took (metrics).
+        self.on_answer: Callable[[float], None] | None = None
+        self._sent: dict[int, float] = {}
 
     # -- process ---------------------------------------------------------------
 
@@ -153,6 +158,7 @@ class ExternalHelper:
             self.log.error("EXTAUTH cannot start {program}: {error}", program=argv[0], error=error)
             return
         self.process = protocol
+        self.starts += 1
         self.write(self._next(), b"INTF 1")
         for number, (_, command, _) in sorted(self.pending.items()):
             self.write(number, command)
@@ -212,6 +218,7 @@ class ExternalHelper:
         assert self.settings is not None
         timer = self.reactor.callLater(self.settings.timeout, self._timed_out, number)
         self.pending[number] = (result, command, timer)
+        self._sent[number] = self.reactor.seconds()
         self.write(number, command)
         return result
 
@@ -228,8 +235,11 @@ class ExternalHelper:
 
     def _answer(self, number: int, outcome: bool | Exception) -> None:
         entry = self.pending.pop(number, None)
+        sent = self._sent.pop(number, None)
         if entry is None:
             return
+        if sent is not None and self.on_answer is not None:
+            self.on_answer(self.reactor.seconds() - sent)
         result, _, timer = entry
         if timer is not None and timer.active():
             timer.cancel()

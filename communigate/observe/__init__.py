@@ -1,0 +1,1 @@
+"""What administrators watch: login and logout events, log files, metrics."""

@@ -1,0 +1,180 @@
+"""The server's log file: JSON lines or text, rotated by size or by day.
+
+``twistd`` decides where the log goes (``--logfile``, ``--nodaemon``); the
+plugin options ``--log-format json|text``, ``--log-rotate SIZE|daily`` and
+``--log-keep N`` decide how it is written and kept.  The plugin hands its
+observer to twistd as the application's
+:class:`~twisted.logger.ILogObserver` component (:func:`install_observer`),
+which twistd uses in place of its own text file — the documented way for an
+application to choose its log observer; an explicit ``twistd --logger``
+still wins.
+
+A JSON line is one flat object: ``time`` (ISO 8601, UTC), ``level``,
+``namespace``, ``system``, ``text`` (the formatted message) and every field
+of the event whose value is a string, number, boolean or null (or a list of
+them), plus ``traceback`` when the event carries a failure.  Other values
+(objects) appear only in ``text``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogEvent,
+    formatEvent,
+    textFileLogObserver,
+)
+from twisted.python.components import Componentized
+from twisted.python.failure import Failure
+from twisted.python.logfile import DailyLogFile, LogFile
+
+#: ``--log-format`` values.
+FORMATS = ("text", "json")
+#: ``--log-rotate`` suffixes.
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def parse_rotate(value: str) -> int | str | None:
+    """``--log-rotate``: a size (``10M``, ``500k``, ``1048576``) in bytes,
+    ``daily``, or ``never`` (None); raises ValueError otherwise."""
+    text = value.strip().lower()
+    if text == "daily":
+        return "daily"
+    if text in ("never", "none", "0"):
+        return None
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"not a size or 'daily': {value!r}")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, _SCALARS):
+        return not isinstance(value, float) or value == value  # NaN is no JSON
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(item, _SCALARS) for item in value)
+    return False
+
+
+def flat_event(event: LogEvent) -> dict[str, Any]:
+    """The event as one flat JSON-able dict (see the module docstring)."""
+    record: dict[str, Any] = {
+        key: value
+        for key, value in event.items()
+        if not key.startswith("log_") and isinstance(key, str) and _plain(value)
+    }
+    level = event.get("log_level")
+    record.update(
+        time=datetime.fromtimestamp(event.get("log_time") or 0, UTC).isoformat(
+            timespec="milliseconds"
+        ),
+        level=getattr(level, "name", "info"),
+        namespace=event.get("log_namespace"),
+        system=event.get("log_system"),
+        text=formatEvent(event),
+    )
+    failure = event.get("log_failure")
+    if isinstance(failure, Failure):
+        record["traceback"] = failure.getTraceback()
+    return record
+
+
+def event_as_json_line(event: LogEvent) -> str:
+    """One JSON object and a newline; never raises for an odd event."""
+    try:
+        return json.dumps(flat_event(event), ensure_ascii=False) + "\n"
+    except (TypeError, ValueError) as error:
+        fallback = {"level": "error", "text": f"unloggable event: {error}"}
+        return json.dumps(fallback) + "\n"
+
+
+def json_file_observer(out: IO[Any]) -> FileLogObserver:
+    """An observer writing one flat JSON object per line to ``out``."""
+    return FileLogObserver(out, event_as_json_line)
+
+
+def text_file_observer(out: IO[Any]) -> FileLogObserver:
+    """An observer writing twistd's usual text lines to ``out``."""
+    return textFileLogObserver(out)
+
+
+class KeptDailyLogFile(DailyLogFile):
+    """A log file rotated at midnight that keeps the newest ``keep`` old files."""
+
+    def __init__(self, name: str, directory: str, keep: int | None = None) -> None:
+        self.keep = keep
+        super().__init__(name, directory)
+
+    def rotate(self) -> None:
+        """Rotate, then delete the oldest files beyond ``keep``."""
+        super().rotate()
+        if not self.keep:
+            return
+        folder = Path(self.directory)
+        old = sorted(
+            folder.glob(f"{self.name}.*"), key=lambda path: path.stat().st_mtime, reverse=True
+        )
+        for path in old[self.keep :]:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
+def open_log_file(path: str, rotate: int | str | None, keep: int | None) -> IO[Any]:
+    """``path`` opened for appending, rotated at ``rotate`` bytes or daily,
+    keeping ``keep`` old files (all when None)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    if rotate == "daily":
+        daily: Any = KeptDailyLogFile(name, directory, keep)
+        return daily  # a file-like object, as FileLogObserver wants
+    sized: Any = LogFile(
+        name,
+        directory,
+        rotateLength=rotate if isinstance(rotate, int) else None,
+        maxRotatedFiles=keep,
+    )
+    return sized
+
+
+def log_observer(
+    logfile: str | None,
+    nodaemon: bool,
+    log_format: str = "text",
+    rotate: int | str | None = 1_000_000,
+    keep: int | None = None,
+    stdout: IO[Any] | None = None,
+) -> ILogObserver:
+    """The observer for twistd's ``--logfile``/``--nodaemon`` choice of
+    destination, as twistd chooses it (``-`` or no file with
+    ``--nodaemon``: standard output; no file: ``twistd.log``)."""
+    if logfile == "-" or (nodaemon and not logfile):
+        out: IO[Any] = stdout if stdout is not None else sys.stdout
+    else:
+        out = open_log_file(logfile or "twistd.log", rotate, keep)
+    factory: Callable[[IO[Any]], FileLogObserver] = (
+        json_file_observer if log_format == "json" else text_file_observer
+    )
+    return factory(out)
+
+
+def install_observer(application: object, observer: ILogObserver) -> bool:
+    """Make ``observer`` the application's log observer, which twistd
+    begins logging to (unless ``--logger`` names another); False when
+    ``application`` is no twistd application."""
+    if not isinstance(application, Componentized):
+        return False
+    application.setComponent(ILogObserver, observer)
+    return True

@@ -1,0 +1,156 @@
+"""JSON log lines, log rotation and how the plugin gives twistd its observer."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from twisted.application.service import Application
+from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from communigate.observe.events import EventLog, LoginEvent
+from communigate.observe.logs import (
+    KeptDailyLogFile,
+    event_as_json_line,
+    flat_event,
+    json_file_observer,
+    log_observer,
+    open_log_file,
+    parse_rotate,
+)
+from communigate.tap import Options, ServerTree
+
+
+def test_flat_event_has_time_level_namespace_text_and_fields() -> None:
+    """A log event becomes one flat object with its plain fields."""
+    out = io.StringIO()
+    log = Logger(namespace="test.ns", observer=json_file_observer(out))
+    log.warn("hello {who}", who="world", thing=object(), count=3)
+    record = json.loads(out.getvalue())
+    assert record["text"] == "hello world" and record["level"] == "warn"
+    assert record["namespace"] == "test.ns" and record["who"] == "world"
+    assert record["count"] == 3 and "thing" not in record
+    assert record["time"].endswith("+00:00")
+    assert not any(key.startswith("log_") for key in record)
+
+
+def test_failure_carries_its_traceback() -> None:
+    """An event with a failure has the traceback text in one JSON line."""
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = Failure()
+    event = {"log_format": "oops", "log_failure": failure, "log_level": LogLevel.critical}
+    line = event_as_json_line(event)
+    assert line.count("\n") == 1
+    assert "ValueError: boom" in json.loads(line)["traceback"]
+
+
+def test_login_event_as_json_line() -> None:
+    """EventLog's login event is a JSON line with every session field."""
+    out = io.StringIO()
+    observer = json_file_observer(out)
+    from twisted.logger import globalLogPublisher
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        EventLog().login(
+            LoginEvent(
+                "0a1b2c3d4e5f", "imap4", "192.0.2.1", 5000, "127.0.0.1", 143, True, "a.com",
+                "bob", "bob@a.com", "a.com", "PLAIN", "ok", latency=0.01,
+            )
+        )  # fmt: skip
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    [record] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert record["event"] == "login" and record["namespace"] == "communigate.session"
+    assert record["session"] == "0a1b2c3d4e5f" and record["tls"] is True
+    assert record["server_name"] == "a.com" and record["remote_port"] == 5000
+    assert "bob@a.com" in record["text"]
+
+
+def test_odd_values_never_break_a_line() -> None:
+    """A NaN or unserialisable field still gives a JSON line."""
+    line = event_as_json_line({"log_format": "x", "value": float("nan")})
+    assert "value" not in json.loads(line)
+    assert flat_event({"log_format": "{a}", "a": [1, "b"]})["a"] == [1, "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("10M", 10 * 1024**2), ("500k", 500 * 1024), ("1048576", 1048576), ("daily", "daily"),
+     ("never", None), ("2GB", 2 * 1024**3)],
+)  # fmt: skip
+def test_parse_rotate(text: str, value: object) -> None:
+    """--log-rotate takes sizes with K/M/G, 'daily' and 'never'."""
+    assert parse_rotate(text) == value
+
+
+def test_parse_rotate_refuses_nonsense() -> None:
+    """Anything else is refused."""
+    with pytest.raises(ValueError):
+        parse_rotate("weekly")
+
+
+def test_size_rotation_keeps_n_files(tmp_path: Path) -> None:
+    """A size-rotated log keeps only --log-keep old files."""
+    log = open_log_file(str(tmp_path / "server.log"), 100, 2)
+    for _ in range(10):
+        log.write("x" * 60 + "\n")
+    log.close()
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["server.log", "server.log.1", "server.log.2"]
+
+
+def test_daily_rotation_keeps_n_files(tmp_path: Path) -> None:
+    """A daily log deletes the oldest rotated files beyond keep."""
+    log = KeptDailyLogFile("server.log", str(tmp_path), keep=2)
+    for day in range(5):
+        # Each rotation names the file after the day it covered.
+        log.lastDate = (2020, 1, day + 1)
+        log.write("line\n")
+        log.rotate()
+        os.utime(tmp_path / f"server.log.2020_1_{day + 1}", (day * 100, day * 100))
+    log.close()
+    old = sorted(name for name in os.listdir(tmp_path) if name != "server.log")
+    assert len(old) == 2
+
+
+def test_observer_follows_twistd_destination(tmp_path: Path) -> None:
+    """--logfile FILE writes there, '-' writes to standard output."""
+    out = io.StringIO()
+    to_stdout = log_observer("-", True, "json", stdout=out)
+    Logger(observer=to_stdout).info("hi")
+    assert json.loads(out.getvalue())["text"] == "hi"
+    to_file = log_observer(str(tmp_path / "x.log"), True, "text")
+    Logger(observer=to_file).info("there")
+    assert "there" in (tmp_path / "x.log").read_text()
+
+
+def test_options_check_log_options() -> None:
+    """Wrong --log-format, --log-rotate, --log-keep are usage errors."""
+    for argv in (["--log-format", "xml"], ["--log-rotate", "weekly"], ["--log-keep", "0"]):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(argv)
+
+
+def test_server_tree_gives_twistd_the_observer(tmp_path: Path) -> None:
+    """Under twistd (options with a parent), --log-format json makes the
+    top service install a JSON observer as the application's ILogObserver."""
+    options = Options()
+    options.parseOptions(["--log-format", "json", "--log-rotate", "1M", "--log-keep", "3"])
+    options.parent = {"logfile": str(tmp_path / "t.log"), "nodaemon": True}  # type: ignore[assignment]
+    observer = options.log_observer()
+    assert observer is not None
+    application = Application("test")
+    ServerTree(observer).setServiceParent(application)
+    assert application.getComponent(ILogObserver) is observer
+    plain = Options()
+    plain.parseOptions([])
+    plain.parent = {"logfile": "x.log", "nodaemon": True}  # type: ignore[assignment]
+    assert plain.log_observer() is None
