@@ -315,7 +315,8 @@ class SelectedMailbox:
         uids = self.index.changed_since(self._position)
         self._position = self.index.position()
         if uids is None:
-            self._gone |= {info.uid for info in self.messages} - self.index.infos.keys()
+            current = self.index.infos
+            self._gone |= {info.uid for info in self.messages if info.uid not in current}
             uids = [info.uid for info in self.messages]
             uids += [uid for uid in self.index.infos if uid > self.largest_uid()]
         elif not uids and not (expunges and self._gone):
