@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.python.failure import Failure
 
 from communigate.protocols.imap4 import fetch, search
@@ -28,7 +29,7 @@ from communigate.protocols.imap4.selected import SelectedMailbox
 from communigate.protocols.imap4.sequence import SequenceError, SequenceSet
 from communigate.protocols.imap4.states import SELECTED, CommandFailed, SessionBase, State
 from communigate.protocols.imap4.syntax import flag_list
-from communigate.store.mailbox import INBOX, MessageInfo
+from communigate.store.mailbox import INBOX, MessageInfo, StagedMessage
 from communigate.store.mailboxindex import SLICE
 
 #: What a handler that works in slices returns (the server runs it).
@@ -146,24 +147,39 @@ class MessageCommands(SessionBase):
 
     def _when_flushed(self, tag: str, folders: list[str], lines: list[bytes], text: str) -> None:
         """Send ``lines`` and the tagged OK once the folders an expunge
-        changed are flushed to disk (in the thread pool; later commands
-        wait), so what the client is told survives a crash."""
+        changed are flushed to disk (in the thread pool), so what the
+        client is told survives a crash."""
+        flushing = self.factory.writer.flush(folders)
+        self._answer_when(tag, flushing.addCallback(lambda _: (lines, text)))
 
-        def flushed(result: object) -> None:
+    def _answer_when(self, tag: str, work: Deferred[tuple[list[bytes], str]]) -> None:
+        """Answer a command once ``work`` (durable writes in the thread
+        pool) fires with the untagged lines and the OK text; later commands
+        wait.  A failure answers NO."""
+
+        def answer(result: tuple[list[bytes], str] | Failure) -> None:
             if not self.connected:
                 return
             if isinstance(result, Failure):
-                self.log.failure("IMAP {text}: flushing folders failed", result, text=text)
-                self.tagged(tag, "NO", "[SERVERBUG] internal error")
+                failure = (
+                    result.value.subFailure if isinstance(result.value, FirstError) else result
+                )
+                if isinstance(failure.value, CommandFailed):
+                    self.tagged(tag, failure.value.status, str(failure.value))
+                elif isinstance(failure.value, FileNotFoundError):
+                    self.tagged(tag, "NO", "[NONEXISTENT] the mailbox is gone")
+                else:
+                    self.log.failure("IMAP command {tag} failed", failure, tag=tag)
+                    self.tagged(tag, "NO", "[SERVERBUG] internal error")
                 return
+            lines, text = result
             for line in lines:
                 self.send(line)
             self.tagged(tag, "OK", text)
 
         self.busy = True
-        flushing = self.factory.writer.flush(folders)
-        flushing.addBoth(flushed)
-        flushing.addBoth(lambda _: self._resume())
+        work.addBoth(answer)
+        work.addBoth(lambda _: self._resume())
 
     # -- SEARCH and FETCH -------------------------------------------------
 
@@ -353,7 +369,12 @@ class MessageCommands(SessionBase):
 
     def _copy_messages(
         self, arguments: list[Argument], uid: bool
-    ) -> tuple[list[tuple[int, MessageInfo]], str, list[int], list[int]]:
+    ) -> Deferred[tuple[list[tuple[int, MessageInfo]], str, list[int]]]:
+        """Copy messages with their flags (those the target's rights keep)
+        into another mailbox: staged now, made durable in the thread pool
+        (:class:`~communigate.portal.durable.DurableWriter`, one commit for
+        the lot).  Fires with the messages chosen, the COPYUID code and the
+        UIDs copied; a message gone meanwhile is left out."""
         self.arguments(arguments, 2)
         selected = self.current()
         numbers = self.sequence(arguments[0])
@@ -362,45 +383,87 @@ class MessageCommands(SessionBase):
             raise CommandFailed(f"[TRYCREATE] no mailbox {target.public}")
         rights = self.require(target, "i")
         chosen = selected.select(numbers, uid)
-        source_uids, target_uids = [], []
         mailbox = target.mailbox
-        for _, info in chosen:
-            kept = frozenset(flag for flag in info.flags if self.flag_allowed(flag, rights))
-            new_uid = selected.mailbox.copy_to(info._replace(flags=kept), mailbox)
-            if new_uid is not None:
-                source_uids.append(info.uid)
-                target_uids.append(new_uid)
-        code = ""
-        if source_uids:
-            code = (
-                f"[COPYUID {mailbox.uidvalidity} {_uid_ranges(source_uids)} "
-                f"{_uid_ranges(target_uids)}] "
-            )
-        return chosen, code, source_uids, target_uids
+        staged: list[tuple[int, StagedMessage]] = []
+        try:
+            for number, info in chosen:
+                found = self._read(selected, number, info)
+                if found is None:
+                    continue
+                data, when = found
+                kept = frozenset(flag for flag in info.flags if self.flag_allowed(flag, rights))
+                staged.append((info.uid, mailbox.stage(data, kept, when)))
+        except FileNotFoundError:
+            mailbox.discard(message for _, message in staged)
+            raise CommandFailed(f"[NONEXISTENT] no mailbox {target.public}") from None
+        commits = [self.factory.writer.commit(mailbox, message) for _, message in staged]
+
+        def copied(new_uids: list[int]) -> tuple[list[tuple[int, MessageInfo]], str, list[int]]:
+            source_uids = [source for source, _ in staged]
+            code = ""
+            if source_uids:
+                code = (
+                    f"[COPYUID {mailbox.uidvalidity} {_uid_ranges(source_uids)} "
+                    f"{_uid_ranges(new_uids)}] "
+                )
+            return chosen, code, source_uids
+
+        return gatherResults(commits, consumeErrors=True).addCallback(copied)
+
+    @staticmethod
+    def _read(
+        selected: SelectedMailbox, number: int, info: MessageInfo
+    ) -> tuple[bytes, float] | None:
+        """A message's bytes and internal date (found again if another
+        session renamed it), or None if it is gone."""
+        for _ in range(2):
+            try:
+                return selected.mailbox.read(info), info.internal_date
+            except FileNotFoundError:
+                moved = selected.relocate(number, info)
+                if moved is None:
+                    return None
+                info = moved
+        return None
 
     def _copy(self, tag: str, arguments: list[Argument], uid: bool) -> None:
-        _, code, _, _ = self._copy_messages(arguments, uid)
-        self.updates(expunges=False)
-        self.tagged(tag, "OK", f"{code}COPY completed")
+        def answer(
+            result: tuple[list[tuple[int, MessageInfo]], str, list[int]],
+        ) -> tuple[list[bytes], str]:
+            return self._refreshed(expunges=False), f"{result[1]}COPY completed"
+
+        self._answer_when(tag, self._copy_messages(arguments, uid).addCallback(answer))
+
+    def _refreshed(self, expunges: bool = True) -> list[bytes]:
+        """What other sessions changed, as lines to send."""
+        return self.selected.refresh(expunges) if self.selected is not None else []
 
     def _move(self, tag: str, arguments: list[Argument], uid: bool) -> None:
         selected = self.current()
         if selected.read_only or "d" not in selected.rights:
             raise CommandFailed("[NOPERM] no right to remove messages from this mailbox")
-        chosen, code, source_uids, _ = self._copy_messages(arguments, uid)
-        lines = []
-        if code:
-            lines.append(b"* OK " + code.strip().encode("utf-8") + b" moved")
-        moved = set(source_uids)
-        gone = [info for _, info in chosen if info.uid in moved]
-        EXPUNGED.retain(selected.mailbox.path, selected, gone)
-        folders = selected.mailbox.remove(gone, flush=False)
-        for number in range(len(selected.messages), 0, -1):
-            if selected.messages[number - 1].uid in moved:
-                del selected.messages[number - 1]
-                lines.append(b"* %d EXPUNGE" % number)
-        lines.extend(selected.refresh())
-        self._when_flushed(tag, folders, lines, "MOVE completed")
+
+        def remove(
+            result: tuple[list[tuple[int, MessageInfo]], str, list[int]],
+        ) -> Deferred[tuple[list[bytes], str]]:
+            # The copies are durable: the originals may go.
+            chosen, code, source_uids = result
+            lines = []
+            if code:
+                lines.append(b"* OK " + code.strip().encode("utf-8") + b" moved")
+            moved = set(source_uids)
+            gone = [info for _, info in chosen if info.uid in moved]
+            EXPUNGED.retain(selected.mailbox.path, selected, gone)
+            folders = selected.mailbox.remove(gone, flush=False)
+            for number in range(len(selected.messages), 0, -1):
+                if selected.messages[number - 1].uid in moved:
+                    del selected.messages[number - 1]
+                    lines.append(b"* %d EXPUNGE" % number)
+            lines.extend(selected.refresh())
+            flushing = self.factory.writer.flush(folders)
+            return flushing.addCallback(lambda _: (lines, "MOVE completed"))
+
+        self._answer_when(tag, self._copy_messages(arguments, uid).addCallback(remove))
 
 
 _SYSTEM = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}

@@ -43,7 +43,8 @@ def test_append_answers_after_the_commit(directory: FileDirectory) -> None:
 def test_expunge_answers_after_the_folder_is_flushed(directory: FileDirectory) -> None:
     """EXPUNGE removes the files at once but tells the client (EXPUNGE
     responses, tagged OK) only once the folder is flushed in the pool;
-    pipelined commands wait behind it; MOVE and CLOSE likewise."""
+    pipelined commands wait behind it; MOVE (whose copy is committed in
+    the pool first) and CLOSE likewise."""
     inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
     for number in range(3):
         inbox.deliver(b"Subject: %d\r\n\r\nx\r\n" % number)
@@ -62,6 +63,10 @@ def test_expunge_answers_after_the_folder_is_flushed(directory: FileDirectory) -
     assert session.take() == b"* 1 EXPUNGE\r\ne OK EXPUNGE completed\r\nn OK NOOP completed\r\n"
     assert b"c OK" in session.send(b"c CREATE Other\r\n")
     assert session.send(b"m MOVE 1 Other\r\n") == b""
+    # The original stays until its copy is durable.
+    assert len(inbox.messages()) == 2 and len(pool.jobs) == 1
+    pool.run_one()
+    assert len(inbox.messages()) == 1 and session.take() == b""
     pool.run_one()
     out = session.take()
     assert b"* OK [COPYUID" in out and b"* 1 EXPUNGE\r\nm OK MOVE completed" in out
@@ -69,6 +74,32 @@ def test_expunge_answers_after_the_folder_is_flushed(directory: FileDirectory) -
     assert session.send(b"x CLOSE\r\n") == b""
     pool.run_one()
     assert session.take() == b"x OK CLOSE completed\r\n" and inbox.messages() == []
+
+
+def test_copy_answers_after_the_commit(directory: FileDirectory) -> None:
+    """COPY stages the copies and commits them in the pool, all in one
+    commit; COPYUID and the tagged OK come after, with the flags and
+    internal date of the originals."""
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    for number in range(2):
+        inbox.append(b"Subject: %d\r\n\r\nx\r\n" % number, ["\\Flagged"], 1_000_000_000.0)
+    session = Session(directory)
+    pool = HeldPool()
+    writer = DurableWriter(SyncReactor(), pool)
+    session.server.factory.writer = writer
+    login(session)
+    session.send(b"s SELECT INBOX\r\nc CREATE Other\r\n")
+    assert session.send(b"k COPY 1:2 Other\r\nn NOOP\r\n") == b""
+    other = Mailbox.of_account(directory.account_path("company.com", "info"), "Other")
+    assert other.messages() == []
+    while pool.jobs:
+        pool.run_one()
+    out = session.take()
+    assert re.search(rb"k OK \[COPYUID \d+ 1:2 1:2\] COPY completed\r\nn OK", out)
+    copies = other.messages()
+    assert [info.flags for info in copies] == [frozenset({"\\Flagged"})] * 2
+    assert [info.internal_date for info in copies] == [1_000_000_000.0] * 2
+    assert writer.commits <= 2
 
 
 def test_append_to_a_vanished_account_is_refused(directory: FileDirectory) -> None:
