@@ -291,7 +291,10 @@ class MailboxCommands(SessionBase):
         # A mailbox some session has selected is counted from its shared
         # listing, not listed again.
         index = self.factory.changes.find_index(mailbox.path)
-        listing = index.infos.values() if index is not None and index.loaded else mailbox.messages()
+        if index is not None and index.loaded:
+            listing = list(index.infos.values())
+        else:
+            listing = mailbox.messages()
         values = {
             "MESSAGES": len(listing),
             "RECENT": sum(1 for info in listing if info.recent),

@@ -201,3 +201,23 @@ def test_leaving_a_large_mailbox_frees_it_in_slices(
     [steps] = given
     assert sum(1 for _ in steps) >= 2
     assert len(index) == 0 and index.listing() == []
+
+
+def test_status_counts_alike_with_and_without_a_shared_listing(
+    directory: FileDirectory, inbox: Mailbox
+) -> None:
+    """STATUS gives the same counts whether or not a session of the server
+    has the mailbox selected (then they come from the shared listing)."""
+    server = Server(directory)
+    asking, holding = server.session(), server.session()
+    query = b"t STATUS INBOX (MESSAGES RECENT UIDNEXT UNSEEN)\r\n"
+    expected = b"* STATUS INBOX (MESSAGES %d RECENT 0 UIDNEXT %d UNSEEN %d)" % (
+        COUNT,
+        COUNT + 1,
+        COUNT - COUNT // 3,
+    )
+    assert expected in asking.send(query)
+    finish(server, holding, b"e", holding.send(b"e EXAMINE INBOX\r\n"))
+    assert server.factory.changes.find_index(inbox.path) is not None
+    shared = asking.send(query)
+    assert expected in shared and b"t OK" in shared
