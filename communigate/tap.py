@@ -15,13 +15,17 @@ Prometheus/OpenMetrics text at ``/metrics``.
 
 from __future__ import annotations
 
+import errno
 import gc
+import os
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from twisted.application import internet, strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.cred.portal import Portal
+from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
@@ -30,6 +34,10 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from communigate.cli.arguments import DEFAULT_BASE, base_directory
+from communigate.control.commands import ControlCommands, settings_reloaded
+from communigate.control.location import socket_path
+from communigate.control.server import ControlService, service_names
+from communigate.control.sessions import LiveSessions
 from communigate.cred.checkers.external import ExternalHelper, ExternalPassword
 from communigate.cred.checkers.internal import InternalPassword
 from communigate.cred.checkers.system import SystemPassword
@@ -42,6 +50,7 @@ from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
 from communigate.portal.tftpfiles import TFTPFiles
 from communigate.protocols.access import LoginService, salt_key
+from communigate.protocols.configured import ConfiguredListeners
 from communigate.protocols.ftp.server import FTPFactory
 from communigate.protocols.imap4.server import IMAP4Factory
 from communigate.protocols.listeners import add_listeners, parse_udp
@@ -50,9 +59,12 @@ from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
 from communigate.protocols.pwd import PWDFactory
 from communigate.protocols.tftp.server import TFTPServer
 from communigate.protocols.tls import DomainContexts
+from communigate.sdnotify import NotifyService
 from communigate.store.changes import MailboxNotifier, inotify_watch
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
+from communigate.store.listeners import Listener, ListenersError
+from communigate.store.listeners import read as listeners_file
 from communigate.store.spool import remove_stale, spool_folder
 from communigate.store.uploads import remove_stale_everywhere
 
@@ -141,6 +153,9 @@ class Options(usage.Options):
             self[name] = []
         #: ``--log-rotate`` parsed: bytes, "daily", or None (never).
         self.rotate: int | str | None = 1_000_000
+        #: No listener option given: the standard ports, unless
+        #: Settings/Listeners.settings names listeners.
+        self.default_listeners = False
 
     def opt_pop3(self, description: str) -> None:
         """POP3 listener with STLS, an endpoint description (repeatable;
@@ -184,6 +199,7 @@ class Options(usage.Options):
         """Without any listener option, listen on the standard ports; check
         the log options."""
         if not any(self[name] for name in LISTENERS):
+            self.default_listeners = True
             self["pop3"] = ["tcp:110"]
             self["imap4"] = ["tcp:143"]
         if self["log-format"] not in FORMATS:
@@ -211,12 +227,94 @@ class Options(usage.Options):
         )
 
 
+@dataclass(frozen=True)
+class FirstStart:
+    """The base directory this start initialised, and postmaster's
+    generated password (shown once every listener is bound)."""
+
+    base: str
+    account: str
+    password: str
+
+    def announcement(self) -> str:
+        """The lines that give the administrator the password."""
+        return (
+            f"communigate: initialised {self.base}\n"
+            f"communigate: {self.account} password: {self.password}\n"
+            f"communigate: change it with: communigate --base {self.base} "
+            f"account password {self.account}\n"
+        )
+
+    def after_failure(self) -> str:
+        """What to say when the start fails after the password was set."""
+        return (
+            f"communigate: {self.base} was initialised and {self.account} given a "
+            f"password; set a new one with: communigate --base {self.base} "
+            f"account password {self.account}\n"
+        )
+
+
+def listen_failure(name: str, error: CannotListenError) -> str:
+    """One line saying why the listener ``name`` (``imap4:tcp:143``) could
+    not bind, and what the administrator can do."""
+    where = f"{error.interface or '*'}:{error.port}"
+    code = getattr(error.socketError, "errno", None)
+    if code == errno.EADDRINUSE:
+        why = "address already in use (stop the server that listens there, or choose another port)"
+    elif code == errno.EACCES and isinstance(error.port, int) and error.port < 1024:
+        why = (
+            f"permission denied: port {error.port} is below 1024; grant "
+            "CAP_NET_BIND_SERVICE (as etc/communigate.service does) or choose a port above 1023"
+        )
+    elif code == errno.EADDRNOTAVAIL:
+        why = "no such address on this host"
+    else:
+        why = str(getattr(error.socketError, "strerror", None) or error.socketError)
+    return f"communigate: cannot listen on {where} ({name}): {why}"
+
+
+def fail_start(message: str, first: FirstStart | None = None) -> NoReturn:
+    """End a start that cannot succeed: ``message`` on the real standard
+    error (twistd sends ``sys.stderr`` to the log once it logs), no
+    traceback, exit status 1."""
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(message.rstrip("\n") + "\n" + (first.after_failure() if first else ""))
+    stream.flush()
+    raise SystemExit(1)
+
+
 class ServerTree(MultiService):
     """The top service; it gives twistd the log observer the options chose."""
 
     def __init__(self, observer: ILogObserver | None = None) -> None:
         super().__init__()
         self.log_observer = observer
+        #: Set when this start initialised the base directory.
+        self.first_start: FirstStart | None = None
+        #: The listeners of Settings/Listeners.settings; ``reload()``
+        #: applies the file as it is now.
+        self.configured_listeners: ConfiguredListeners | None = None
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener (twistd calls this before ``startService``);
+        one that cannot bind ends the start with one line on stderr."""
+        Service.privilegedStartService(self)
+        for service in self:
+            try:
+                service.privilegedStartService()
+            except CannotListenError as error:
+                fail_start(listen_failure(str(service.name), error), self.first_start)
+
+    def startService(self) -> None:
+        """Start every service; then, every listener being bound, show a
+        password generated by this start (on the real standard output: the
+        terminal, or the journal under systemd; not into a log file)."""
+        super().startService()
+        if self.first_start is not None:
+            stream = sys.__stdout__ or sys.stdout
+            stream.write(self.first_start.announcement())
+            stream.flush()
+            self.first_start = None
 
     def setServiceParent(self, parent: Any) -> None:
         """Join ``parent``; when it is twistd's application, make the log
@@ -300,18 +398,36 @@ class NotifierService(Service):
         self.notifier.close()
 
 
-def open_directory(options: Options) -> FileDirectory:
-    """The base directory, initialised on first start."""
-    directory = FileDirectory(base_directory(options["base"]))
-    if not directory.is_initialised():
+def open_directory(options: Options) -> tuple[FileDirectory, FirstStart | None]:
+    """The base directory, initialised on first start (with the password
+    to show once the server listens); one that cannot be created or written
+    ends the start with one line on stderr."""
+    base = base_directory(options["base"])
+    directory = FileDirectory(base)
+    try:
+        if directory.is_initialised():
+            return directory, None
         main = options["main-domain"] or default_main_domain()
         password = initialise(directory, main)
-        sys.stdout.write(
-            f"communigate: initialised {directory.base} with Main Domain {main}\n"
-            f"communigate: postmaster@{main} password: {password}\n"
+    except OSError as error:
+        where = f" ({error.filename})" if str(error.filename or base) != str(base) else ""
+        fail_start(
+            f"communigate: cannot create or write the base directory {base}: "
+            f"{error.strerror or error}{where}; create it for the user the server runs as, "
+            "or choose another with --base"
         )
-        sys.stdout.flush()
-    return directory
+    return directory, FirstStart(str(base), f"postmaster@{directory.main_domain()}", password)
+
+
+def read_listeners(directory: FileDirectory, first: FirstStart | None) -> list[Listener]:
+    """The listeners of Settings/Listeners.settings; a file with a problem
+    ends the start with one line on stderr."""
+    try:
+        return listeners_file(directory.base)
+    except ListenersError as error:
+        fail_start(f"communigate: {error}", first)
+    except OSError as error:
+        fail_start(f"communigate: cannot read {error.filename}: {error.strerror}", first)
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -320,8 +436,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    directory = open_directory(options)
+    directory, first_start = open_directory(options)
     top = ServerTree(options.log_observer())
+    top.first_start = first_start
+    from_file = read_listeners(directory, first_start)
+    if from_file and options.default_listeners:
+        options["pop3"], options["imap4"] = [], []
     metrics = Metrics() if options["metrics"] else None
     observer: IActivityObserver = Fanout([EventLog(), metrics]) if metrics else EventLog()
     pool = ThreadPool(minthreads=1, maxthreads=options["threads"], name="communigate-auth")
@@ -345,8 +465,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     sweep.clock = reactor
     sweep.setServiceParent(top)
     tls = DomainContexts(directory)
+    # Logged-in sessions, for the control socket (communigate sessions).
+    live = LiveSessions(reactor.seconds)
     service = LoginService(
-        portal, resolver, tls, salt_key(directory.base), observer=observer, clock=reactor.seconds
+        portal,
+        resolver,
+        tls,
+        salt_key(directory.base),
+        observer=observer,
+        clock=reactor.seconds,
+        sessions=live,
     )
 
     def counted(protocol: str, factory: Any) -> CountingFactory:
@@ -405,6 +533,41 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         udp = internet.UDPServer(port, server, interface=interface)
         udp.setName(f"tftp:{description}")
         udp.setServiceParent(top)
+    # Listeners.settings: beside the options' listeners (instead of the
+    # standard ports when no option names one).
+    configured = ConfiguredListeners(reactor, directory, directory.base)
+    for name, factory, context in (
+        ("pop3", counted("pop3", pop3), None),
+        ("pop3s", counted("pop3s", pop3s), tls),
+        ("imap4", counted("imap4", imap4), None),
+        ("imaps", counted("imaps", imaps), tls),
+        ("lmtp", lmtp, None),
+        ("ftp", counted("ftp", ftp), None),
+        ("ftps", counted("ftps", ftps), tls),
+        ("pwd", pwd, None),
+    ):
+        configured.serve_stream(name, factory, context)
+    per_address = options["tftp-per-address"]
+    configured.serve_datagrams(
+        "tftp", lambda interface: TFTPServer(files, reactor, interface, per_address)
+    )
+    configured.add(from_file)
+    configured.setServiceParent(top)
+    top.configured_listeners = configured
+    # The control socket (communigate sessions, kick, status, reload);
+    # control.reload is the callable ``communigate reload`` runs.
+    control = ControlCommands(
+        live, realm.sessions, reactor.seconds, lambda: service_names(top), helper, pool
+    )
+    # ``communigate reload``: settings are re-read anyway; listeners from
+    # Settings/Listeners.settings are started and stopped as it now says.
+    control.reload = lambda: f"{settings_reloaded()}; {configured.reload()}"
+    control_path = socket_path(directory.base)
+    listener = ControlService(control_path, control, reactor)
+    listener.setName(f"control:{control_path}")
+    listener.setServiceParent(top)
+    # Last: it tells systemd the server is ready once every listener is bound.
+    NotifyService(reactor, os.environ).setServiceParent(top)
     # What start-up built (modules, functions, the service tree) lives as
     # long as the process: out of the cyclic collector's way, so its full
     # collections walk only what sessions make.

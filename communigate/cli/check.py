@@ -18,6 +18,7 @@ from typing import Any
 
 from communigate.cli.arguments import CommandFailed
 from communigate.portal.router import RouterTableError, parse_table
+from communigate.store import listeners as listenersfile
 from communigate.store import schema, settingsformat
 from communigate.store.files import ACCOUNT_SUFFIX, FileDirectory
 from communigate.store.settingsformat import SettingsSyntaxError, Value
@@ -90,6 +91,14 @@ def problems(directory: FileDirectory) -> tuple[list[str], int]:
             parse_table(router.read_bytes().decode("utf-8"))
         except (RouterTableError, UnicodeDecodeError) as error:
             report.lines.append(f"{report.name(router)}: {error}")
+    if listenersfile.path(base).is_file():
+        report.files += 1
+        try:
+            listenersfile.read(base)
+        except (listenersfile.ListenersError, OSError, UnicodeDecodeError) as error:
+            # The error names the file already (absolute): say it relatively.
+            text = str(error).replace(f"{listenersfile.path(base)}: ", "")
+            report.lines.append(f"{listenersfile.RELATIVE_PATH}: {text}")
     if not isinstance(main, str):
         return report.lines, report.files
     for _name, folder in _domains(base, main):

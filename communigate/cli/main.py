@@ -21,12 +21,14 @@ from collections.abc import Sequence
 
 from communigate import __version__
 from communigate.cli import check, objects, values
+from communigate.cli import listeners as listener_commands
 from communigate.cli.arguments import (
     DEFAULT_BASE,
     CommandFailed,
     address,
     base_directory,
 )
+from communigate.control import admin as control
 from communigate.cred import passwords
 from communigate.portal import rights
 from communigate.portal.delivery import DeliveryError, deliver
@@ -205,6 +207,10 @@ def cmd_account(args: argparse.Namespace, directory: FileDirectory) -> None:
     elif args.action == "delete":
         directory.delete_account(full.domain, full.local)
         print(f"deleted account {full}")
+        # A running server ends the account's sessions now, not at its sweep.
+        ended = control.end_deleted_sessions(directory, full.domain, full.local)
+        if ended:
+            print(f"ended {ended} live session{'' if ended == 1 else 's'} of {full}")
     elif args.action == "rename":
         if not args.settings:
             raise CommandFailed("account rename needs the new name")
@@ -341,6 +347,11 @@ COMMANDS = {
     "acl": cmd_acl,
     "files": objects.cmd_files,
     "check": check.cmd_check,
+    "listener": listener_commands.cmd_listener,
+    "sessions": control.cmd_sessions,
+    "kick": control.cmd_kick,
+    "status": control.cmd_status,
+    "reload": control.cmd_reload,
 }
 
 
@@ -414,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     deliver_parser = sub.add_parser("deliver", help="deliver a message from stdin")
     deliver_parser.add_argument("address", metavar="NAME@DOMAIN")
     check.add_parser(sub)
+    listener_commands.add_parser(sub)
+    control.add_parsers(sub)
     for parser in sub.choices.values():
         # Accepted after the subcommand too; SUPPRESS keeps one given before.
         parser.add_argument("--base", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -73,8 +73,13 @@ class SessionRegistry:
                 name=name,
                 domain=domain,
             )
-            for avatar in list(avatars):
-                avatar.end("the account was deleted")
-                ended += 1
-            self.live.pop((domain, name), None)
+            ended += self.end(domain, name, "the account was deleted")
         return ended
+
+    def end(self, domain: str, name: str, reason: str) -> int:
+        """End every live session of ``name@domain`` (each protocol says
+        goodbye with ``reason``); how many were ended."""
+        avatars = self.live.pop((domain, name), set())
+        for avatar in list(avatars):
+            avatar.end(reason)
+        return len(avatars)

@@ -25,6 +25,7 @@ from typing import Any
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 
+from communigate.control.interfaces import ISessionTable
 from communigate.cred.credentials import ConnectionInfo
 from communigate.cred.sasl import registry
 from communigate.cred.sasl.registry import ExchangeContext
@@ -64,6 +65,7 @@ class LoginService:
         hostname: str | None = None,
         observer: IActivityObserver | None = None,
         clock: Callable[[], float] | None = None,
+        sessions: ISessionTable | None = None,
     ) -> None:
         self.portal = portal
         self.resolver = resolver
@@ -74,6 +76,8 @@ class LoginService:
         self.observer: IActivityObserver = observer if observer is not None else EventLog()
         #: Seconds, for session durations; None: durations are not known.
         self.clock = clock
+        #: Told of every logged-in session (the control socket lists them).
+        self.sessions = sessions
         # Session ids of transports that carry none of their own, and the
         # transports by session id (for their byte counts at logout).
         self._ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
@@ -142,19 +146,28 @@ class LoginService:
         if not isinstance(connection, ConnectionInfo):
             connection = ConnectionInfo("unknown")
         mind = SessionMind(connection)
+        mechanism = str(getattr(credentials, "mechanism", "USER"))
         login = self.portal.login(credentials, mind, interface)
-        return login.addCallback(self._opened, mind)
+        return login.addCallback(self._opened, mind, mechanism)
 
     def _now(self) -> float | None:
         return float(self.clock()) if self.clock is not None else None
 
     def _opened(
-        self, result: tuple[Any, Any, Callable[[], None]], mind: SessionMind
+        self,
+        result: tuple[Any, Any, Callable[[], None]],
+        mind: SessionMind,
+        mechanism: str = "USER",
     ) -> tuple[Any, Any, Callable[[], None]]:
         interface, avatar, logout = result
         connection = mind.connection
         started = self._now()
         self.observer.opened(connection.protocol)
+        forget = (
+            self.sessions.opened(connection, mind.account or "", mechanism)
+            if self.sessions is not None
+            else None
+        )
         done: list[bool] = []
 
         def report_logout() -> None:
@@ -164,6 +177,8 @@ class LoginService:
             try:
                 logout()
             finally:
+                if forget is not None:
+                    forget()
                 now = self._now()
                 transport = self._transports.get(connection.session or "")
                 self.observer.logout(

@@ -23,11 +23,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from communigate.protocols.guard import GuardedFactory
 from communigate.store.directory import IDirectory
+from communigate.store.listeners import DEFAULT_BACKLOG
 
 #: Listen backlog when a description names none: a burst of a thousand
 #: clients connecting at once fits (with Twisted's 50, half of them were
 #: dropped and retried for seconds).
-DEFAULT_BACKLOG = 1024
 #: Endpoint types that take ``backlog=``.
 _BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
 #: ``:`` separates the parts of a description unless escaped as ``\:``.

@@ -102,6 +102,7 @@ def test_check_reports_every_problem(base: Path, capsys: pytest.CaptureFixture[s
     account.write_text('{ Password = x; FailedLoginFlow = (x, y); MaxWebSize = "#5"; }\n')
     (base / "Settings" / "Router.data").write_text("no equals here\n")
     (base / "Domains" / "client1.com" / "Settings" / "Aliases.settings").write_text("{ a = ")
+    (base / "Settings" / "Listeners.settings").write_text("{ imap4 = ({ Port = #0; }); }\n")
     capsys.readouterr()
     assert run(base, "check") == 1
     captured = capsys.readouterr()
@@ -109,6 +110,7 @@ def test_check_reports_every_problem(base: Path, capsys: pytest.CaptureFixture[s
     expected = [
         ("Settings/Main.settings", "HideAccountUnknow"),
         ("Settings/Router.data", ""),
+        ("Settings/Listeners.settings", "Port"),
         ("Domains/client1.com/Settings/Domain.settings", "ClearTextLogin"),
         ("Domains/client1.com/Settings/Aliases.settings", "cannot be read"),
         ("Domains/client1.com/info.macnt/account.settings", "FailedLoginFlow"),
@@ -117,7 +119,7 @@ def test_check_reports_every_problem(base: Path, capsys: pytest.CaptureFixture[s
     assert len(lines) == len(expected)
     for line, (path, key) in zip(lines, expected, strict=True):
         assert line.startswith(f"{path}: ") and key in line
-    assert captured.err == f"communigate: error: 6 problems in {base}\n"
+    assert captured.err == f"communigate: error: 7 problems in {base}\n"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
