@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.application import internet, strports
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
@@ -40,12 +41,16 @@ class Changes:
     started: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: New listeners wait for stopped ones to close (the log tells).
+    pending: bool = False
 
     def __str__(self) -> str:
         """One line for the administrator (the answer of ``reload``)."""
         parts = [f"listening on {name}" for name in self.started]
         parts += [f"stopped listening on {name}" for name in self.stopped]
         parts += [f"could not apply {problem}" for problem in self.failed]
+        if self.pending:
+            parts.append("new listeners start once the stopped ones have closed (see the log)")
         return f"{listenersfile.RELATIVE_PATH}: {'; '.join(parts) or 'no change'}"
 
 
@@ -100,17 +105,31 @@ class ConfiguredListeners(MultiService):
             self._service(listener).setServiceParent(self)
 
     def apply(self, listeners: Iterable[Listener]) -> Changes:
-        """Listen on ``listeners`` and on no other of the file's: start the
-        new ones, stop those no longer wanted (a listener that cannot be
-        started is reported; the others are started all the same)."""
+        """Listen on ``listeners`` and on no other of the file's: stop those
+        no longer wanted, then start the new ones (a listener that cannot be
+        started is reported; the others are started all the same).
+
+        A stopped port closes one reactor turn later, so the new listeners
+        start once every stopped one has closed: a listener whose options
+        changed but whose port did not is listening again at once after.
+        When that takes a turn, the answer says so and the log tells the
+        outcome."""
         wanted = {service_name(listener): listener for listener in listeners}
         changes = Changes()
+        stopping = []
         for service in list(self):
             if service.name not in wanted:
                 # stopListening: accepted connections are left alone.
-                service.disownServiceParent()
+                stopping.append(maybeDeferred(service.disownServiceParent))
                 changes.stopped.append(str(service.name))
                 _log.info("stopped listening: {name}", name=service.name)
+        closed = gatherResults(stopping, consumeErrors=True) if stopping else succeed(None)
+        closed.addBoth(lambda _: self._start(wanted, changes))
+        changes.pending = not closed.called
+        return changes
+
+    def _start(self, wanted: dict[str, Listener], changes: Changes) -> None:
+        """Start the wanted listeners not running yet."""
         for name, listener in wanted.items():
             if name in self.namedServices:
                 continue
@@ -125,7 +144,6 @@ class ConfiguredListeners(MultiService):
                 continue
             changes.started.append(name)
             _log.info("listening: {name}", name=name)
-        return changes
 
     def reload(self) -> Changes:
         """Read Listeners.settings and :meth:`apply` it; a file that cannot

@@ -236,13 +236,17 @@ class MailboxNotifier:
         """See :class:`IMailboxChanges`."""
         key = mailbox_key(path)
         subscription = Subscription(self, key, callback)
+        if key in self._polled:
+            # Those already waiting hear of a change made since the last
+            # poll; the new subscriber looks at the mailbox itself now.
+            fresh = folder_stamp(key)
+            if fresh != self._polled[key]:
+                self._polled[key] = fresh
+                self.changed(key)
         existing = self._subscriptions.setdefault(key, [])
         existing.append(subscription)
         if len(existing) == 1 and key not in self._indexes:
             self._start_watching(key)
-        elif key in self._polled:
-            # The subscriber looks at the mailbox now: older changes are seen.
-            self._polled[key] = folder_stamp(key)
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:
@@ -367,7 +371,11 @@ class MailboxNotifier:
     def published(self, key: str) -> None:
         """A change published on the bus: the kernel reports its own; an
         unwatched shared listing is made again at its next look (its stamps
-        may not show a change made within one tick of the last listing)."""
+        may not show a change made within one tick of the last listing).
+        Called in the publishing thread: handled on the reactor thread."""
+        if threading.get_ident() != self._thread:
+            self._reactor.callFromThread(self.published, key)
+            return
         if key not in self._watched:
             found = self._indexes.get(key)
             if found is not None:
@@ -395,7 +403,10 @@ class MailboxNotifier:
         half of a rename and no second one settle it."""
         for key in list(self._unpaired):
             found = self._indexes.get(key)
-            if found is None or not found[0].drained():
+            if found is None:
+                self._unpaired.discard(key)
+            elif not found[0].drained() and not found[0].loading:
+                # (A listing being made replays its held halves later.)
                 self._unpaired.discard(key)
 
     def find_index(self, path: str | os.PathLike[str]) -> MailboxIndex | None:

@@ -529,15 +529,6 @@ class Mailbox:
                     taken.add(info.uid)
         return taken
 
-    def copy_to(self, info: MessageInfo, target: Mailbox) -> int | None:
-        """Copy a message with its flags into another mailbox; its new UID."""
-        try:
-            data = self.read(info)
-            when = info.internal_date
-        except FileNotFoundError:
-            return None
-        return target.append(data, info.flags, when)
-
     def remove(self, infos: Iterable[MessageInfo], flush: bool = True) -> list[str]:
         """Expunge messages by UID.  A message another session re-flagged
         (renamed) is found again by its UID; one already removed is fine.

@@ -57,37 +57,20 @@ MAX_LOG = 65536
 #: collector's way (see :func:`_keep_from_collector`).
 FREEZE_AT = 8192
 
-#: Listings now kept out of the collector's way.
-_frozen = 0
+_UID = attrgetter("uid")
 
 
-def _keep_from_collector(index: MailboxIndex) -> None:
+def _keep_from_collector() -> None:
     """Move every object the cyclic collector tracks now out of its way.
 
     A full collection walks every tracked object; the listing of a million
     messages is a million of them (160 ms a walk, several walks while it
-    grows), so a large listing is frozen as it is made (:func:`gc.freeze`):
-    reference counting still frees it when it is released.  Garbage cycles
-    of the moment are frozen with it; they are collected after the last
-    large listing is released (:func:`_release_collector`)."""
-    global _frozen
-    if not index.frozen:
-        index.frozen = True
-        _frozen += 1
+    grows), so a large listing is frozen as it is made (:func:`gc.freeze`,
+    as the server freezes what start-up built): reference counting still
+    frees it when it is released.  The young generations are collected
+    first, so only cycles that were already old stay uncollected."""
+    gc.collect(1)
     gc.freeze()
-
-
-def _release_collector() -> None:
-    """A large listing was released: when none is left, the collector
-    sees everything again."""
-    global _frozen
-    _frozen -= 1
-    if _frozen <= 0:
-        _frozen = 0
-        gc.unfreeze()
-
-
-_UID = attrgetter("uid")
 
 
 class UIDMap:
@@ -161,8 +144,8 @@ class MailboxIndex:
         self.generation = 0
         #: Whether a listing has been made.
         self.loaded = False
-        #: Whether it is kept out of the cyclic collector's way.
-        self.frozen = False
+        #: Invalidated while a listing in slices was being made.
+        self._stale = False
         self._log: list[int] = []
         self._dropped = 0
         self._stamp: tuple[int, ...] | None = None
@@ -212,7 +195,7 @@ class MailboxIndex:
                             fresh[info.uid] = info
                         if count % SLICE == 0:
                             if len(fresh) > FREEZE_AT:
-                                _keep_from_collector(self)
+                                _keep_from_collector()
                             yield
             ordered: list[MessageInfo] = []
             yield from _in_uid_order(fresh, ordered)
@@ -229,7 +212,8 @@ class MailboxIndex:
         self.generation += 1
         self._dropped += len(self._log)
         self._log = []
-        self.loaded = True
+        self.loaded = not self._stale
+        self._stale = False
         for sub, name, present, cookie in held:
             self.entry(sub, name, present, cookie)
 
@@ -244,9 +228,6 @@ class MailboxIndex:
             infos.drop_some(SLICE * 8)
             if infos:
                 yield
-        if self.frozen:
-            self.frozen = False
-            _release_collector()
 
     def listing(self) -> list[MessageInfo]:
         """The messages in UID order (a list the caller may keep)."""
@@ -273,7 +254,10 @@ class MailboxIndex:
             self.load()
 
     def invalidate(self) -> None:
-        """Events were lost: list again at the next look."""
+        """Events were lost: list again at the next look (after the listing
+        under way, if one is)."""
+        if self._held is not None:
+            self._stale = True
         self.loaded = False
 
     def entry(self, sub: str, name: str, present: bool, cookie: int = 0) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import imaplib
 import socket
+import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,57 @@ def test_server_listens_on_file_only(tmp_path: Path) -> None:
         # The standard ports were not asked for: the file replaces them.
         assert "starting on 110" not in log.read_text()
         assert "starting on 143\n" not in log.read_text()
+    finally:
+        stop_server(process)
+    assert "Traceback" not in log.read_text()
+
+
+def test_reload_keeps_a_port_whose_options_changed(tmp_path: Path) -> None:
+    """A listener changed in place (same port, now implicit TLS) is
+    listening again after ``communigate reload`` on a real reactor: the new
+    one starts once the old socket has closed."""
+    base = tmp_path / "base"
+    admin(base, "init", "--main-domain", "x.org", "--postmaster-password", "pm")
+    port = free_port()
+    admin(base, "listener", "add", "imap4", "--address", "127.0.0.1", "--port", str(port))
+    log = tmp_path / "twistd.log"
+    command = [*TWISTD, "--nodaemon", "--pidfile=", f"--logfile={log}", "communigate"]
+    process = subprocess.Popen(
+        [*command, f"--base={base}"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_port("127.0.0.1", port, process, log)
+        admin(base, "listener", "remove", "imap4", "--address", "127.0.0.1", "--port", str(port))
+        admin(
+            base,
+            "listener",
+            "add",
+            "imap4",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--tls",
+            "implicit",
+        )
+        admin(base, "reload")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context, timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        try:
+            assert client.login("postmaster@x.org", "pm")[0] == "OK"
+        finally:
+            client.logout()
+        assert "could not listen" not in log.read_text()
     finally:
         stop_server(process)
     assert "Traceback" not in log.read_text()

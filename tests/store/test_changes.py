@@ -310,3 +310,16 @@ def test_inotify_overflow_is_reported() -> None:
     watch._notify._doRead(event[10:])
     assert woken == ["*"]
     watch.close()
+
+
+def test_a_new_subscriber_does_not_hide_a_change_from_the_others(mailbox: Mailbox) -> None:
+    """Where mailboxes are polled, a change made since the last poll is
+    still told to those already waiting when another session subscribes."""
+    clock = Clock()
+    notifier = MailboxNotifier(clock, bus=ChangeBus())
+    waiting = Recorder()
+    notifier.subscribe(mailbox.path, waiting)
+    mailbox.deliver(b"Subject: x\r\n\r\nbody\r\n")
+    notifier.subscribe(mailbox.path, Recorder())
+    clock.advance(0)
+    assert waiting.calls == 1

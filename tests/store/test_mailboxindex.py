@@ -198,3 +198,24 @@ def test_indexes_are_shared_and_watched_while_held(mailbox: Mailbox) -> None:
     notifier.close_index(second)
     assert not notifier.watched(mailbox_key(mailbox.path))
     notifier.close()
+
+
+def test_lost_events_during_a_listing_list_again_after_it(
+    mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events lost (queue overflow) while a listing is made in slices make
+    the next look list again, not trust the listing made meanwhile."""
+    monkeypatch.setattr(mailboxindex, "SLICE", 1)
+    for number in range(3):
+        mailbox.deliver(b"Subject: %d\r\n\r\nx\r\n" % number)
+    index = MailboxIndex(mailbox)
+    index.watched = True
+    steps = index.load_steps()
+    next(steps)
+    index.invalidate()
+    for _ in steps:
+        pass
+    assert not index.loaded
+    generation = index.generation
+    index.sync()
+    assert index.loaded and index.generation == generation + 1

@@ -116,21 +116,29 @@ class MailboxCommands(SessionBase):
     ) -> Generator[None, None, None]:
         """Select a mailbox; a large one is listed in slices."""
         self.arguments(arguments, 1)
-        if self.selected is not None:
-            self.selected = None
+        # The previous mailbox is given back only once the new one holds
+        # its listing: selecting the same mailbox again keeps it listed.
+        previous = self.detach_selected()
+        if previous is not None:
             self.state = State.AUTHENTICATED
             self.send(b"* OK [CLOSED] previous mailbox closed")
-        location = self.locate(arguments[0])
-        rights = self.require(location, "r")
-        if location.local == INBOX:
-            location.mailbox.create()
-        selected = SelectedMailbox(location, rights, read_only, self.factory.changes)
+        later = self.factory.cooperator.cooperate
+        try:
+            location = self.locate(arguments[0])
+            rights = self.require(location, "r")
+            if location.local == INBOX:
+                location.mailbox.create()
+            selected = SelectedMailbox(location, rights, read_only, self.factory.changes)
+        finally:
+            if previous is not None:
+                previous.close(later)
         try:
             yield from selected.open_steps()
+            lines = selected.select_responses()
         except BaseException:
-            selected.close()
+            selected.close(later)
             raise
-        for line in selected.select_responses():
+        for line in lines:
             self.send(line)
         self.selected = selected
         self.state = State.SELECTED
@@ -289,18 +297,21 @@ class MailboxCommands(SessionBase):
         if location.local == INBOX:
             mailbox.create()
         # A mailbox some session has selected is counted from its shared
-        # listing, not listed again.
+        # listing, not listed again (nor copied).
         index = self.factory.changes.find_index(mailbox.path)
-        if index is not None and index.loaded:
-            listing = list(index.infos.values())
-        else:
-            listing = mailbox.messages()
+        listing = index.infos.values() if index is not None and index.loaded else None
+        infos = mailbox.messages() if listing is None else listing
+        count = recent = unseen = 0
+        for info in infos:
+            count += 1
+            recent += info.recent
+            unseen += "\\Seen" not in info.flags
         values = {
-            "MESSAGES": len(listing),
-            "RECENT": sum(1 for info in listing if info.recent),
+            "MESSAGES": count,
+            "RECENT": recent,
             "UIDNEXT": mailbox.uidnext,
             "UIDVALIDITY": mailbox.uidvalidity,
-            "UNSEEN": sum(1 for info in listing if "\\Seen" not in info.flags),
+            "UNSEEN": unseen,
         }
         out = []
         for item in items:

@@ -448,6 +448,12 @@ class MessageCommands(SessionBase):
         ) -> Deferred[tuple[list[bytes], str]]:
             # The copies are durable: the originals may go.
             chosen, code, source_uids = result
+            if not self.connected or self.selected is not selected:
+                # The session left meanwhile: remove, tell nobody.
+                moved_uids = set(source_uids)
+                done = [info for _, info in chosen if info.uid in moved_uids]
+                flushed = self.factory.writer.flush(selected.mailbox.remove(done, flush=False))
+                return flushed.addCallback(lambda _: ([], "MOVE completed"))
             lines = []
             if code:
                 lines.append(b"* OK " + code.strip().encode("utf-8") + b" moved")

@@ -311,6 +311,8 @@ class SelectedMailbox:
         follows is made again even if the folders' stamps look the same (a
         change within one tick of the file system's clock).
         """
+        if not self._open:
+            return []
         self._changes.sync(self.index, changed)
         uids = self.index.changed_since(self._position)
         self._position = self.index.position()

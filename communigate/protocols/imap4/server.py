@@ -197,6 +197,12 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         if old is not None and old is not value:
             old.close(self.factory.cooperator.cooperate)
 
+    def detach_selected(self) -> SelectedMailbox | None:
+        """Leave the selected mailbox without giving it back yet (the
+        caller closes it)."""
+        old, self._selected = self._selected, None
+        return old
+
     # -- connection --------------------------------------------------------
 
     @property

@@ -45,6 +45,7 @@ class SessionBase:
     busy: bool
     _resume: Callable[[], None]
     selected: SelectedMailbox | None
+    detach_selected: Callable[[], SelectedMailbox | None]
     state: State
     send: Callable[[bytes], None]
     write: Callable[[bytes], None]

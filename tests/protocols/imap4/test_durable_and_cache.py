@@ -102,6 +102,25 @@ def test_copy_answers_after_the_commit(directory: FileDirectory) -> None:
     assert writer.commits <= 2
 
 
+def test_move_finished_after_the_session_left(directory: FileDirectory) -> None:
+    """A MOVE whose copy becomes durable after the client left still
+    removes the originals, quietly."""
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    inbox.deliver(b"Subject: x\r\n\r\nx\r\n")
+    session = Session(directory)
+    pool = HeldPool()
+    session.server.factory.writer = DurableWriter(SyncReactor(), pool)
+    login(session)
+    session.send(b"s SELECT INBOX\r\nc CREATE Other\r\n")
+    assert session.send(b"m MOVE 1 Other\r\n") == b""
+    session.server.connectionLost(None)
+    while pool.jobs:
+        pool.run_one()
+    other = Mailbox.of_account(directory.account_path("company.com", "info"), "Other")
+    assert inbox.messages() == [] and len(other.messages()) == 1
+    assert session.take() == b""
+
+
 def test_append_to_a_vanished_account_is_refused(directory: FileDirectory) -> None:
     """A commit that fails answers NO and stores nothing."""
     session = Session(directory)

@@ -221,3 +221,20 @@ def test_status_counts_alike_with_and_without_a_shared_listing(
     assert server.factory.changes.find_index(inbox.path) is not None
     shared = asking.send(query)
     assert expected in shared and b"t OK" in shared
+
+
+def test_selecting_the_same_mailbox_again_keeps_its_listing(
+    directory: FileDirectory, inbox: Mailbox
+) -> None:
+    """SELECT of the mailbox already selected (or EXAMINE after SELECT)
+    reuses the shared listing instead of listing it again."""
+    server = Server(directory)
+    session = server.session()
+    finish(server, session, b"s", session.send(b"s SELECT INBOX\r\n"))
+    index = server.factory.changes.find_index(inbox.path)
+    assert index is not None
+    generation = index.generation
+    out = finish(server, session, b"e", session.send(b"e EXAMINE INBOX\r\n"))
+    assert b"* OK [CLOSED]" in out and b"e OK [READ-ONLY]" in out
+    assert server.factory.changes.find_index(inbox.path) is index
+    assert index.generation == generation and len(index) == COUNT
