@@ -29,6 +29,27 @@ from tests.integration.conftest import (
 )
 
 
+def serve_from_file(tmp_path: Path) -> tuple[Path, int, Path, subprocess.Popen[bytes]]:
+    """A base whose only listener, in Listeners.settings, is IMAP on a free
+    loopback port, and a real server on it (listening): base, port, log,
+    process."""
+    base = tmp_path / "base"
+    admin(base, "init", "--main-domain", "x.org", "--postmaster-password", "pm")
+    port = free_port()
+    admin(base, "listener", "add", "imap4", "--address", "127.0.0.1", "--port", str(port))
+    log = tmp_path / "twistd.log"
+    command = [*TWISTD, "--nodaemon", "--pidfile=", f"--logfile={log}", "communigate"]
+    process = subprocess.Popen(
+        [*command, f"--base={base}"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_port("127.0.0.1", port, process, log)
+    except BaseException:
+        stop_server(process)
+        raise
+    return base, port, log, process
+
+
 def configured(tmp_path: Path, reactor: MemoryReactor) -> ConfiguredListeners:
     """A running ConfiguredListeners serving imap4, imaps and tftp."""
     service = ConfiguredListeners(reactor, FileDirectory(tmp_path), tmp_path)
@@ -97,17 +118,8 @@ def test_reload_reports_a_port_in_use(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_server_listens_on_file_only(tmp_path: Path) -> None:
     """With no listener option, the server listens on the file's IMAP port and logs in."""
-    base = tmp_path / "base"
-    admin(base, "init", "--main-domain", "x.org", "--postmaster-password", "pm")
-    port = free_port()
-    admin(base, "listener", "add", "imap4", "--address", "127.0.0.1", "--port", str(port))
-    log = tmp_path / "twistd.log"
-    command = [*TWISTD, "--nodaemon", "--pidfile=", f"--logfile={log}", "communigate"]
-    process = subprocess.Popen(
-        [*command, f"--base={base}"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    _, port, log, process = serve_from_file(tmp_path)
     try:
-        wait_for_port("127.0.0.1", port, process, log)
         client = imaplib.IMAP4("127.0.0.1", port, timeout=10)
         try:
             assert client.login("postmaster@x.org", "pm")[0] == "OK"
@@ -125,17 +137,8 @@ def test_reload_keeps_a_port_whose_options_changed(tmp_path: Path) -> None:
     """A listener changed in place (same port, now implicit TLS) is
     listening again after ``communigate reload`` on a real reactor: the new
     one starts once the old socket has closed."""
-    base = tmp_path / "base"
-    admin(base, "init", "--main-domain", "x.org", "--postmaster-password", "pm")
-    port = free_port()
-    admin(base, "listener", "add", "imap4", "--address", "127.0.0.1", "--port", str(port))
-    log = tmp_path / "twistd.log"
-    command = [*TWISTD, "--nodaemon", "--pidfile=", f"--logfile={log}", "communigate"]
-    process = subprocess.Popen(
-        [*command, f"--base={base}"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    base, port, log, process = serve_from_file(tmp_path)
     try:
-        wait_for_port("127.0.0.1", port, process, log)
         admin(base, "listener", "remove", "imap4", "--address", "127.0.0.1", "--port", str(port))
         admin(
             base,
