@@ -34,6 +34,10 @@ ABANDONED = "abandoned"
 OK = "ok"
 
 
+#: Characters of a login name an event keeps (longer ones are cut).
+MAX_LOGGED_NAME = 256
+
+
 def new_session_id() -> str:
     """A short random hex name for one connection (48 bits)."""
     return secrets.token_hex(6)
@@ -74,7 +78,12 @@ class LoginEvent:
 
     @classmethod
     def of(cls, connection: ConnectionInfo, **fields: object) -> LoginEvent:
-        """An event for an attempt on ``connection`` with ``fields``."""
+        """An event for an attempt on ``connection`` with ``fields``; the
+        login name is cut to :data:`MAX_LOGGED_NAME` characters (a client
+        controls it: a long one must not swell the log)."""
+        login = fields.get("login")
+        if isinstance(login, str) and len(login) > MAX_LOGGED_NAME:
+            fields["login"] = login[:MAX_LOGGED_NAME] + "…"
         return cls(
             session=connection.session,
             protocol=connection.protocol,

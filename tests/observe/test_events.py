@@ -231,3 +231,35 @@ def test_login_event_fields_are_plain_values() -> None:
     )
     for field in fields(event):
         assert isinstance(getattr(event, field.name), (str, int, float, bool, type(None)))
+
+
+def test_a_long_login_name_is_cut_in_the_event() -> None:
+    """A client-chosen login name of any length is kept to 256 characters
+    (and marked cut) in the login event."""
+    from communigate.observe.events import MAX_LOGGED_NAME, LoginEvent
+
+    connection = ConnectionInfo("imap4", "127.0.0.1", "127.0.0.9", False)
+    event = LoginEvent.of(
+        connection,
+        login="x" * 10_000,
+        account=None,
+        domain=None,
+        mechanism="LOGIN",
+        result="unknown-account",
+        detail=None,
+        authorized=None,
+        latency=None,
+    )
+    assert event.login == "x" * MAX_LOGGED_NAME + "…"
+    short = LoginEvent.of(
+        connection,
+        login="info",
+        account=None,
+        domain=None,
+        mechanism="LOGIN",
+        result="ok",
+        detail=None,
+        authorized=None,
+        latency=None,
+    )
+    assert short.login == "info"

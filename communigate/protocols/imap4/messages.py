@@ -18,6 +18,7 @@ RFC822.SIZE); only items that need a vanished file end the FETCH with
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.python.failure import Failure
@@ -34,6 +35,8 @@ from communigate.store.mailboxindex import SLICE
 
 #: What a handler that works in slices returns (the server runs it).
 Steps = Generator[None, None, None]
+Result = TypeVar("Result")
+
 #: Messages fetched or stored between two slices.
 FETCH_SLICE = 128
 
@@ -274,15 +277,12 @@ class MessageCommands(SessionBase):
         known of it (UID, FLAGS, RFC822.SIZE) until this session may report
         the expunge (RFC 2180 §4.1.2); one whose file another session
         renamed (a flag change) is found again by its UID."""
-        for _ in range(2):
-            try:
-                return fetch.response(selected.view(number, info), attributes, info.flags)
-            except FileNotFoundError:
-                moved = selected.relocate(number, info)
-                if moved is None:
-                    return None
-                info = moved
-        return None
+        return _found_again(
+            selected,
+            number,
+            info,
+            lambda found: fetch.response(selected.view(number, found), attributes, found.flags),
+        )
 
     @staticmethod
     def _set_flags(
@@ -416,15 +416,12 @@ class MessageCommands(SessionBase):
     ) -> tuple[bytes, float] | None:
         """A message's bytes and internal date (found again if another
         session renamed it), or None if it is gone."""
-        for _ in range(2):
-            try:
-                return selected.mailbox.read(info), info.internal_date
-            except FileNotFoundError:
-                moved = selected.relocate(number, info)
-                if moved is None:
-                    return None
-                info = moved
-        return None
+        return _found_again(
+            selected,
+            number,
+            info,
+            lambda found: (selected.mailbox.read(found), found.internal_date),
+        )
 
     def _copy(self, tag: str, arguments: list[Argument], uid: bool) -> None:
         def answer(
@@ -470,6 +467,27 @@ class MessageCommands(SessionBase):
             return flushing.addCallback(lambda _: (lines, "MOVE completed"))
 
         self._answer_when(tag, self._copy_messages(arguments, uid).addCallback(remove))
+
+
+def _found_again(
+    selected: SelectedMailbox,
+    number: int,
+    info: MessageInfo,
+    work: Callable[[MessageInfo], Result],
+) -> Result | None:
+    """``work`` on a message's file; if the file is not where it was
+    listed, once more where the message is now (another session renamed it
+    to change its flags, or kept it open after an expunge); None if it is
+    gone."""
+    for _ in range(2):
+        try:
+            return work(info)
+        except FileNotFoundError:
+            moved = selected.relocate(number, info)
+            if moved is None:
+                return None
+            info = moved
+    return None
 
 
 _SYSTEM = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
