@@ -23,12 +23,20 @@ MULTIPART = (
 )
 
 
-def test_append_answers_after_the_commit(directory: FileDirectory) -> None:
-    """The tagged OK waits for the flush; pipelined commands wait behind it."""
+def held_session(directory: FileDirectory) -> tuple[Session, HeldPool, DurableWriter]:
+    """A logged-in session whose durable writes wait in a pool the test
+    runs by hand."""
     session = Session(directory)
     pool = HeldPool()
-    session.server.factory.writer = DurableWriter(SyncReactor(), pool)
+    writer = DurableWriter(SyncReactor(), pool)
+    session.server.factory.writer = writer
     login(session)
+    return session, pool, writer
+
+
+def test_append_answers_after_the_commit(directory: FileDirectory) -> None:
+    """The tagged OK waits for the flush; pipelined commands wait behind it."""
+    session, pool, _ = held_session(directory)
     out = session.send(b"a APPEND INBOX (\\Seen) {12+}\r\nSubject: x\r\n\r\nb NOOP\r\n")
     assert b"a OK" not in out and b"b OK" not in out
     inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
@@ -48,10 +56,7 @@ def test_expunge_answers_after_the_folder_is_flushed(directory: FileDirectory) -
     inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
     for number in range(3):
         inbox.deliver(b"Subject: %d\r\n\r\nx\r\n" % number)
-    session = Session(directory)
-    pool = HeldPool()
-    session.server.factory.writer = DurableWriter(SyncReactor(), pool)
-    login(session)
+    session, pool, _ = held_session(directory)
     session.send(b"s SELECT INBOX\r\n")
     session.send(b"t STORE 1 +FLAGS (\\Deleted)\r\n")
     out = session.send(b"e EXPUNGE\r\nn NOOP\r\n")
@@ -83,11 +88,7 @@ def test_copy_answers_after_the_commit(directory: FileDirectory) -> None:
     inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
     for number in range(2):
         inbox.append(b"Subject: %d\r\n\r\nx\r\n" % number, ["\\Flagged"], 1_000_000_000.0)
-    session = Session(directory)
-    pool = HeldPool()
-    writer = DurableWriter(SyncReactor(), pool)
-    session.server.factory.writer = writer
-    login(session)
+    session, pool, writer = held_session(directory)
     session.send(b"s SELECT INBOX\r\nc CREATE Other\r\n")
     assert session.send(b"k COPY 1:2 Other\r\nn NOOP\r\n") == b""
     other = Mailbox.of_account(directory.account_path("company.com", "info"), "Other")
@@ -107,10 +108,7 @@ def test_move_finished_after_the_session_left(directory: FileDirectory) -> None:
     removes the originals, quietly."""
     inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
     inbox.deliver(b"Subject: x\r\n\r\nx\r\n")
-    session = Session(directory)
-    pool = HeldPool()
-    session.server.factory.writer = DurableWriter(SyncReactor(), pool)
-    login(session)
+    session, pool, _ = held_session(directory)
     session.send(b"s SELECT INBOX\r\nc CREATE Other\r\n")
     assert session.send(b"m MOVE 1 Other\r\n") == b""
     session.server.connectionLost(None)
@@ -123,10 +121,7 @@ def test_move_finished_after_the_session_left(directory: FileDirectory) -> None:
 
 def test_append_to_a_vanished_account_is_refused(directory: FileDirectory) -> None:
     """A commit that fails answers NO and stores nothing."""
-    session = Session(directory)
-    pool = HeldPool()
-    session.server.factory.writer = DurableWriter(SyncReactor(), pool)
-    login(session)
+    session, pool, _ = held_session(directory)
     assert session.send(b"a APPEND INBOX {3+}\r\nx\r\n\r\n") == b""
     inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
     shutil.rmtree(inbox.path / "tmp")
