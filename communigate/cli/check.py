@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from communigate.cli.arguments import CommandFailed
+from communigate.cli.kerberos import check_keytab
+from communigate.cred.kerberos.keys import KEYTAB
 from communigate.portal.router import RouterTableError, parse_table
 from communigate.store import listeners as listenersfile
-from communigate.store import schema, settingsformat
+from communigate.store import schema, settingsformat, trustedca
 from communigate.store.files import ACCOUNT_SUFFIX, FileDirectory
 from communigate.store.settingsformat import SettingsSyntaxError, Value
 
@@ -108,6 +110,12 @@ def problems(directory: FileDirectory) -> tuple[list[str], int]:
             for other in sorted(settings.glob("*.settings")):
                 if other.name != "Domain.settings":
                     report.read(other)
+        if (settings / KEYTAB).is_file():
+            report.files += 1
+            if (trouble := check_keytab(settings / KEYTAB)) is not None:
+                report.lines.append(f"{report.name(settings / KEYTAB)}: {trouble}")
+        for problem in trustedca.problems(settings):
+            report.lines.append(f"{report.name(settings)}/{problem}")
         for entry in sorted(folder.glob(f"*{ACCOUNT_SUFFIX}")):
             if entry.is_dir() and not entry.name.startswith("."):
                 report.settings(entry / "account.settings", schema.Level.ACCOUNT)

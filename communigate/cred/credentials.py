@@ -10,8 +10,9 @@ ordinary :class:`~twisted.cred.credentials.IUsernamePassword`.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.cred.credentials import IUsernamePassword
 from zope.interface import Attribute, Interface, implementer
@@ -34,6 +35,9 @@ class ConnectionInfo:
     local_port: int | None = field(default=None, compare=False)
     remote_port: int | None = field(default=None, compare=False)
     session: str | None = field(default=None, compare=False)
+    #: The client certificate the TLS handshake verified against a
+    #: domain's trusted CA (for SASL EXTERNAL), else None.
+    client_certificate: Any = field(default=None, compare=False)
 
 
 class IConnectionCredentials(IUsernamePassword):
@@ -57,6 +61,19 @@ class IClearSecretCredentials(Interface):
     def check(secret: str) -> bool:
         """Whether the client's proof matches ``secret``.  May be slow (SCRAM
         derives keys): checkers call it in a thread pool."""
+
+
+class IStoredSecretCredentials(IClearSecretCredentials):
+    """A proof that can also be checked against secrets derived from the
+    password and stored with the account (RFC 5802 §3 SCRAM keys, the NTLM
+    NT hash), so accounts whose password is one-way can use it."""
+
+    def uses_stored(settings: Mapping[str, Any]) -> bool:
+        """Whether the account settings hold the derived secret it needs."""
+
+    def check_stored(settings: Mapping[str, Any]) -> bool:
+        """Whether the proof matches the stored derived secret (may be
+        slow: checkers call it in a thread pool)."""
 
 
 @implementer(IConnectionCredentials)
@@ -113,3 +130,36 @@ class ClearSecretProof:
 
     def __repr__(self) -> str:
         return f"<ClearSecretProof {self.username!r} via {self.mechanism}>"
+
+
+class IVerifiedIdentity(Interface):
+    """An identity a mechanism has already proven without a password: a
+    Kerberos ticket accepted with a domain's key (GSSAPI), a client
+    certificate verified with a domain's CA (EXTERNAL).
+
+    The checker routes ``username`` (a full ``name@domain``), requires the
+    account to land in ``domain`` (the domain whose key or CA did the
+    proving, so one domain's administrator can never open another's
+    accounts) and to have ``setting`` (``UseKerberosPassword``,
+    ``UseCertificateAuth``) set to YES.  No password source is asked.
+    """
+
+    username = Attribute("The account name the proof names (bytes, ``name@domain``).")
+    domain = Attribute("The domain whose key or CA verified the proof.")
+    setting = Attribute("The account setting that must be YES for this method.")
+    authzid = Attribute("The account to open instead (impersonation), or None.")
+    connection = Attribute("The ConnectionInfo of the login attempt.")
+    mechanism = Attribute("The SASL mechanism name.")
+
+
+@implementer(IVerifiedIdentity)
+@dataclass(frozen=True)
+class VerifiedIdentity:
+    """The result of a mechanism that proves who the client is by itself."""
+
+    username: bytes
+    domain: str
+    setting: str
+    connection: ConnectionInfo
+    mechanism: str
+    authzid: bytes | None = None

@@ -64,6 +64,16 @@ class SecureMethodRequired(LoginFailure):
     default_reply = "clear-text passwords are not allowed on this link; use TLS or a secure method"
 
 
+class IdentityRefused(LoginFailure):
+    """A proven identity (Kerberos ticket, client certificate) that may not
+    open the account it names: the account lies in another domain than the
+    key or CA that proved it, or does not allow that method.  Answered as a
+    wrong password, and not counted towards the account's lockout (nobody
+    guessed a password)."""
+
+    kind = "identity-refused"
+
+
 class ImpersonationRefused(LoginFailure):
     """An authorization identity the authenticating account may not open."""
 

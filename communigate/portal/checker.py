@@ -50,12 +50,17 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from communigate.cred import passwords
-from communigate.cred.credentials import ConnectionInfo, IClearSecretCredentials
+from communigate.cred import derived, passwords
+from communigate.cred.credentials import (
+    ConnectionInfo,
+    IClearSecretCredentials,
+    IVerifiedIdentity,
+)
 from communigate.cred.errors import (
     WRONG_PASSWORD_TEXT,
     AccountLocked,
     ClientAddressRefused,
+    IdentityRefused,
     ImpersonationRefused,
     LoginFailure,
     SecureMethodRequired,
@@ -102,7 +107,7 @@ def plain_reason(failure: LoginFailure) -> str:
 class AccountChecker:
     """Resolve the login name, apply policy, try the password sources."""
 
-    credentialInterfaces = (IUsernamePassword, IClearSecretCredentials)
+    credentialInterfaces = (IUsernamePassword, IClearSecretCredentials, IVerifiedIdentity)
     log = Logger()
 
     def __init__(
@@ -154,7 +159,10 @@ class AccountChecker:
                 self._check_clear_text(account, connection)
             if self.throttle.locked(account.full_name, account.settings):
                 raise AccountLocked("FailedLoginFlow exhausted", WRONG_PASSWORD_TEXT)
-            verified = yield self._check(account, credentials, costly)
+            if IVerifiedIdentity.providedBy(credentials):
+                verified = self._check_identity(account, credentials)
+            else:
+                verified = yield self._check(account, credentials, costly)
             avatar = self._impersonate(verified, credentials)
         except LoginFailure as failure:
             wrong = account.full_name if isinstance(failure, WrongPassword) and account else None
@@ -262,6 +270,19 @@ class AccountChecker:
         if not clear_text_allowed(record.settings if record else {}, connection):
             raise SecureMethodRequired("clear text refused on an insecure link")
 
+    @staticmethod
+    def _check_identity(account: Account, identity: Any) -> Account:
+        """A proven identity opens its account only inside the domain that
+        proved it, and only where the account allows the method."""
+        if account.domain != identity.domain:
+            raise IdentityRefused(
+                f"{identity.mechanism} proven by {identity.domain} names "
+                f"{account.full_name} of another domain"
+            )
+        if not as_bool(account.settings.get(identity.setting)):
+            raise IdentityRefused(f"{account.full_name} does not allow {identity.setting}")
+        return account
+
     def _run(self, function: Any, *args: Any) -> Deferred[Any]:
         if self._threadpool is None:
             return maybeDeferred(function, *args)
@@ -281,11 +302,16 @@ class AccountChecker:
                 continue
             try:
                 if not clear:
-                    secret = source.clear_secret(account)
-                    if secret is None:
-                        one_way = True
-                        continue
-                    matched = yield self._run(credentials.check, secret)
+                    if source.name == "internal" and self._has_stored(credentials, account):
+                        # Derived keys stored beside the password: no
+                        # key stretching, so checked here and now.
+                        matched = credentials.check_stored(account.settings)
+                    else:
+                        secret = source.clear_secret(account)
+                        if secret is None:
+                            one_way = True
+                            continue
+                        matched = yield self._run(credentials.check, secret)
                 else:
                     stored = account.settings.get("Password")
                     if source.name == "internal" and isinstance(stored, str):
@@ -306,6 +332,14 @@ class AccountChecker:
                 f"{account.full_name} has none that can serve it"
             )
         raise WrongPassword(f"no password source accepted {account.full_name}")
+
+    @staticmethod
+    def _has_stored(credentials: Any, account: Account) -> bool:
+        """Whether the proof can be checked against a secret derived from
+        the CommuniGate password and stored beside it (SCRAM keys, NT
+        hash): ``uses_stored`` names the account settings it needs."""
+        needed = getattr(credentials, "uses_stored", None)
+        return needed is not None and needed(account.settings)
 
     def _maybe_rehash(self, account: Account, password: bytes) -> Deferred[Any]:
         """With server setting ``RehashPasswords=YES`` (off by default), a
@@ -334,8 +368,8 @@ class AccountChecker:
             )
             return succeed(None)
 
-        def store(encoded: str) -> None:
-            update(account.domain, account.name, {"Password": encoded})
+        def store(changes: dict[str, Any]) -> None:
+            update(account.domain, account.name, changes)
             self.log.info(
                 "password of {account} re-hashed as {scheme}",
                 account=account.full_name,
@@ -349,7 +383,13 @@ class AccountChecker:
                 reason=failure.getErrorMessage(),
             )
 
-        return self._run(passwords.encode, clear, encryption).addCallback(store).addErrback(failed)
+        record = directory.domain(account.domain)
+        nt_hash = derived.wants_nt_hash(record.settings if record else {})
+        return (
+            self._run(derived.password_settings, clear, encryption, nt_hash)
+            .addCallback(store)
+            .addErrback(failed)
+        )
 
     def _impersonate(self, account: Account, credentials: Any) -> bytes:
         authzid = getattr(credentials, "authzid", None)

@@ -19,7 +19,7 @@ from typing import Any
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import Attribute, Interface, implementer
 
-from communigate.cred import passwords
+from communigate.cred import derived, passwords
 from communigate.portal.sessions import LiveSession
 from communigate.store.directory import IDirectoryAdmin
 from communigate.store.settingsformat import as_bool
@@ -62,9 +62,11 @@ class PasswordChange(LiveSession):
             clear = passwords.check_new(password, encryption)
         except ValueError as error:
             raise PasswordRefused(str(error)) from None
-        result = deferToThreadPool(self._reactor, self._pool, passwords.encode, clear, encryption)
+        record = self.directory.domain(self.domain)  # type: ignore[attr-defined]
+        nt_hash = derived.wants_nt_hash(record.settings if record else {})
+        result = deferToThreadPool(
+            self._reactor, self._pool, derived.password_settings, clear, encryption, nt_hash
+        )
         return result.addCallback(
-            lambda stored: self.directory.update_account_settings(
-                self.domain, self.name, {"Password": stored}
-            )
+            lambda changes: self.directory.update_account_settings(self.domain, self.name, changes)
         )

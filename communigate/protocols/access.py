@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 
 from communigate.control.interfaces import ISessionTable
 from communigate.cred.credentials import ConnectionInfo
-from communigate.cred.sasl import registry
+from communigate.cred.sasl import registry, scram
 from communigate.cred.sasl.registry import ExchangeContext
 from communigate.observe.events import (
     EventLog,
@@ -37,7 +37,7 @@ from communigate.observe.events import (
     new_session_id,
 )
 from communigate.portal.accounts import AccountResolver
-from communigate.protocols.tls import DomainContexts, server_name
+from communigate.protocols.tls import DomainContexts, channel_binding, server_name
 from communigate.store.atomic import write_atomic
 from communigate.store.settingsformat import Value
 
@@ -66,6 +66,7 @@ class LoginService:
         observer: IActivityObserver | None = None,
         clock: Callable[[], float] | None = None,
         sessions: ISessionTable | None = None,
+        kerberos: Any = None,
     ) -> None:
         self.portal = portal
         self.resolver = resolver
@@ -78,6 +79,8 @@ class LoginService:
         self.clock = clock
         #: Told of every logged-in session (the control socket lists them).
         self.sessions = sessions
+        #: The domains' Kerberos keys (GSSAPI); None: no GSSAPI at all.
+        self.kerberos = kerberos
         # Session ids of transports that carry none of their own, and the
         # transports by session id (for their byte counts at logout).
         self._ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
@@ -99,9 +102,12 @@ class LoginService:
         return session
 
     def connection(self, transport: Any, protocol: str, secure: bool) -> ConnectionInfo:
-        """The addresses and ports, TLS state, SNI name and session id of a
-        transport."""
+        """The addresses and ports, TLS state, SNI name, verified client
+        certificate and session id of a transport."""
         host, peer = transport.getHost(), transport.getPeer()
+        verified = (
+            self.tls.client_certificate(transport) if secure and self.tls is not None else None
+        )
         return ConnectionInfo(
             protocol=protocol,
             local_host=getattr(host, "host", None),
@@ -111,6 +117,7 @@ class LoginService:
             local_port=getattr(host, "port", None),
             remote_port=getattr(peer, "port", None),
             session=self.session_id(transport),
+            client_certificate=verified,
         )
 
     def domain(self, connection: ConnectionInfo) -> str:
@@ -129,15 +136,48 @@ class LoginService:
 
     def mechanisms(self, connection: ConnectionInfo) -> list[str]:
         """The SASL mechanisms to advertise on this connection."""
-        return registry.advertised(self.domain_settings(connection), connection)
+        return registry.advertised(
+            self.domain_settings(connection), connection, self.available(connection)
+        )
+
+    def available(self, connection: ConnectionInfo) -> frozenset[str]:
+        """Which mechanisms needing more than a password this connection
+        can serve: GSSAPI where its domain has Kerberos keys, EXTERNAL with
+        a verified client certificate."""
+        found = set()
+        if self.kerberos is not None and self.kerberos.serves(self.domain(connection)):
+            found.add("GSSAPI")
+        if connection.client_certificate is not None:
+            found.add("EXTERNAL")
+        return frozenset(found)
 
     def clear_text_allowed(self, connection: ConnectionInfo) -> bool:
         """Whether USER/PASS, LOGIN, PLAIN may be used on this link now."""
         return registry.clear_text_allowed(self.domain_settings(connection), connection)
 
-    def exchange_context(self, connection: ConnectionInfo) -> ExchangeContext:
-        """What SASL mechanisms need from this connection."""
-        return ExchangeContext(connection, self.domain(connection), self.hostname, self.scram_key)
+    def exchange_context(
+        self, connection: ConnectionInfo, transport: Any = None
+    ) -> ExchangeContext:
+        """What SASL mechanisms need from this connection (``transport``:
+        its TLS channel bindings)."""
+        return ExchangeContext(
+            connection,
+            self.domain(connection),
+            self.hostname,
+            self.scram_key,
+            channel_binding=lambda kind: channel_binding(transport, kind),
+            scram_secret=lambda login, mechanism: self._scram_secret(connection, login, mechanism),
+            kerberos=self.kerberos,
+            offered=frozenset(self.mechanisms(connection)),
+        )
+
+    def _scram_secret(self, connection: ConnectionInfo, login: bytes, mechanism: str) -> Any:
+        """The stored SCRAM secret of the account ``login`` leads to."""
+        try:
+            account = self.resolver.resolve(login.decode("utf-8", "replace"), connection)
+        except Exception:  # the checker reports why, once, later
+            return None
+        return scram.stored_secret(account.settings, mechanism)
 
     def login(self, credentials: Any, interface: Any) -> Deferred[Any]:
         """Ask the portal for an avatar: ``(interface, avatar, logout)``,

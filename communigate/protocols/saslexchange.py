@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure as TwistedFailure
 
+from communigate.cred.credentials import ConnectionInfo
 from communigate.cred.errors import LoginFailure
 from communigate.cred.sasl import framing
 from communigate.cred.sasl.mechanism import (
@@ -25,6 +26,7 @@ from communigate.cred.sasl.mechanism import (
     Step,
     Success,
 )
+from communigate.observe.events import LoginEvent
 from communigate.protocols.access import LoginService
 
 
@@ -71,10 +73,10 @@ class SASLExchange:
         try:
             data = framing.decode(line)
         except framing.Aborted:
-            self._finish(TwistedFailure(SASLAborted()))
+            self._failed(SASLAborted("the client cancelled the exchange"))
             return
         except MalformedResponse as error:
-            self._finish(TwistedFailure(SASLMalformed(str(error))))
+            self._failed(SASLMalformed(str(error)))
             return
         if self._final_sent:
             result, self._result = self._result, None
@@ -86,10 +88,28 @@ class SASLExchange:
         if isinstance(step, Challenge):
             self._challenge(framing.encode(step.data))
         elif isinstance(step, Failure):
-            self._finish(TwistedFailure(SASLMalformed(step.reason)))
+            self._failed(SASLMalformed(step.reason))
         elif isinstance(step, Success):
             self.pending = self.service.login(step.credentials, self.interface)
             self.pending.addCallbacks(self._accepted, self._refused, callbackArgs=(step,))
+
+    def _failed(self, failure: LoginFailure) -> None:
+        """An exchange that ended before the portal was asked: reported as
+        one login event (the mechanism's reason, never the client's data)."""
+        connection = getattr(self.mechanism, "connection", None)
+        if isinstance(connection, ConnectionInfo):
+            self.service.observer.login(
+                LoginEvent.of(
+                    connection,
+                    login="",
+                    account=None,
+                    domain=None,
+                    mechanism=self.mechanism.name,
+                    result=failure.kind,
+                    detail=failure.reason,
+                )
+            )
+        self._finish(TwistedFailure(failure))
 
     def _accepted(self, result: Any, step: Success) -> None:
         self.pending = None

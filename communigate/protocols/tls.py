@@ -6,63 +6,209 @@ init``) is the default for clients that send no SNI name or one with no
 certificate of its own.  Files are re-read when they change, so a
 certificate installed with ``communigate domain certificate`` is served to
 the next handshake.  Only TLS 1.2 and newer are offered.
+
+A domain with a trusted CA (:mod:`communigate.store.trustedca`) asks for
+an optional client certificate and verifies it with that CA (and its
+CRL): the domain the SNI name names (served with the Main Domain's
+certificate if it has none of its own), the domain chosen before the
+handshake (FTP HOST), and without SNI the domain owning the local address
+the client reached (multihoming; the server certificate is then the Main
+Domain's, as for any client without SNI).  The handshake
+never fails because of the client certificate: the verdict is only
+recorded, with the domain whose CA gave it, and a certificate that passed
+becomes the connection's ``client_certificate`` (SASL EXTERNAL).
 """
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from OpenSSL import SSL
+from cryptography.hazmat.primitives import hashes, serialization
+from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.logger import Logger
 from zope.interface import implementer
 
+from communigate.cred.clientcert import VerifiedCertificate, verified
+from communigate.store import trustedca
 from communigate.store.certificates import CERTIFICATE, KEY, CertificateError
 from communigate.store.directory import IDirectory
+from communigate.store.trustedca import TRUSTED_CA, TRUSTED_CRL
+
+
+@dataclass
+class _Verdict:
+    """What the verify callback saw of one connection's client certificate."""
+
+    domain: str
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A domain's context, the files it was built from and its verifier."""
+
+    identity: tuple[tuple[int, int], ...]
+    context: SSL.Context
+    verify: Callable[[SSL.Connection, Any, int, int, int], bool] | None
+
+
+def _identity(paths: list[Path]) -> tuple[tuple[int, int], ...]:
+    """What tells whether files changed (FileNotFoundError if one is gone)."""
+    stats = [path.stat() for path in paths]
+    return tuple((stat.st_mtime_ns ^ stat.st_ino, stat.st_size) for stat in stats)
 
 
 @implementer(IOpenSSLContextFactory)
 class DomainContexts:
     """SSL contexts per domain; a context factory for Twisted's TLS."""
 
+    log = Logger()
+
     def __init__(self, directory: Any) -> None:
         self.directory: IDirectory = directory
-        self._cache: dict[str, tuple[tuple[int, int], SSL.Context]] = {}
+        self._cache: dict[tuple[str, bool], _Entry] = {}
+        # The verify callbacks' verdicts, per TLS connection.
+        self._verdicts: weakref.WeakKeyDictionary[SSL.Connection, _Verdict] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _folder(self, domain: str) -> Path:
         return Path(self.directory.domain_folder(domain)) / "Settings"
 
-    def context_for(self, domain: str) -> SSL.Context | None:
-        """The context of a domain with a certificate, else None."""
+    def _files(self, domain: str, own: bool) -> tuple[Path, Path, list[Path]] | None:
+        """The certificate and key a domain is served with (its ``own``,
+        else the Main Domain's when it has a trusted CA), and its CA files."""
         folder = self._folder(domain)
+        trust = [path for path in (folder / TRUSTED_CA, folder / TRUSTED_CRL) if path.exists()]
+        if own and (folder / CERTIFICATE).exists() and (folder / KEY).exists():
+            return folder / CERTIFICATE, folder / KEY, trust
+        main = self.directory.main_domain()
+        if not trust or domain == main:
+            return None
+        served = self._folder(main)
+        return served / CERTIFICATE, served / KEY, trust
+
+    def context_for(self, domain: str) -> SSL.Context | None:
+        """The context of a domain with a certificate or a trusted CA,
+        else None."""
+        entry = self._entry(domain)
+        return entry.context if entry is not None else None
+
+    def _entry(self, domain: str, own: bool = True) -> _Entry | None:
+        """The context of ``domain`` served with its own certificate if it
+        has one and ``own`` is true, else with the Main Domain's."""
+        files = self._files(domain, own)
+        if files is None:
+            return None
+        certificate, key, trust = files
         try:
-            stat_cert = (folder / CERTIFICATE).stat()
-            stat_key = (folder / KEY).stat()
+            identity = _identity([certificate, key, *trust])
         except FileNotFoundError:
             return None
-        identity = (stat_cert.st_mtime_ns ^ stat_cert.st_ino, stat_key.st_mtime_ns)
-        cached = self._cache.get(domain)
-        if cached is not None and cached[0] == identity:
-            return cached[1]
+        cached = self._cache.get((domain, own))
+        if cached is not None and cached.identity == identity:
+            return cached
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
-        context.use_certificate_chain_file(str(folder / CERTIFICATE))
-        context.use_privatekey_file(str(folder / KEY))
+        context.use_certificate_chain_file(str(certificate))
+        context.use_privatekey_file(str(key))
         context.set_tlsext_servername_callback(self._pick)
-        self._cache[domain] = (identity, context)
-        return context
+        verify = self._trust(context, domain) if trust else None
+        entry = _Entry(identity, context, verify)
+        self._cache[domain, own] = entry
+        return entry
+
+    def _trust(
+        self, context: SSL.Context, domain: str
+    ) -> Callable[[SSL.Connection, Any, int, int, int], bool] | None:
+        """Ask for an optional client certificate verified with the
+        domain's trusted CA; None (no asking) if its files are unusable."""
+        try:
+            trusted = trustedca.read(self._folder(domain))
+        except (trustedca.TrustedCAError, OSError) as error:
+            self.log.warn("{domain}: trusted CA not used: {error}", domain=domain, error=error)
+            return None
+        if trusted is None:
+            return None
+        store = context.get_cert_store()
+        assert store is not None
+        for authority in trusted.authorities:
+            store.add_cert(crypto.X509.from_cryptography(authority))
+            context.add_client_ca(authority)
+        if trusted.revocations is not None:
+            store.add_crl(trusted.revocations)
+            store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
+        # Every handshake verifies anew: a resumed session would bring its
+        # certificate without a verdict.
+        context.set_session_id(hashlib.sha256(domain.encode()).hexdigest()[:32].encode())
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        context.set_options(SSL.OP_NO_TICKET | getattr(SSL, "OP_NO_RENEGOTIATION", 0))
+
+        def verify(
+            connection: SSL.Connection, certificate: Any, error: int, depth: int, ok: int
+        ) -> bool:
+            verdict = self._verdicts.get(connection)
+            if verdict is None or verdict.domain != domain:
+                verdict = self._verdicts[connection] = _Verdict(domain)
+            verdict.failed = verdict.failed or not ok
+            # Never fail the handshake: a bad certificate only makes no identity.
+            return True
+
+        context.set_verify(SSL.VERIFY_PEER, verify)
+        return verify
 
     def _pick(self, connection: SSL.Connection) -> None:
+        """The servername callback: the context of the SNI name's domain.
+        Without a name, the client certificates of the local address's
+        domain (multihoming) are asked for with the Main Domain's server
+        certificate, as before, unless a domain was chosen before the
+        handshake (:class:`PreferredDomain`)."""
         name = connection.get_servername()
-        if not name:
+        own = bool(name)
+        if name:
+            record = self.directory.domain(name.decode("ascii", "replace").lower())
+            domain = record.name if record is not None else None
+        elif connection.get_context() is self.context_for(self.directory.main_domain()):
+            domain = self._address_domain(connection)
+        else:
             return
-        record = self.directory.domain(name.decode("ascii", "replace").lower())
-        if record is None:
+        entry = self._entry(domain, own) if domain is not None else None
+        if entry is None or entry.context is connection.get_context():
             return
-        context = self.context_for(record.name)
-        if context is not None:
-            connection.set_context(context)
+        connection.set_context(entry.context)
+        # The verify mode and callback stay those of the first context.
+        if entry.verify is not None:
+            connection.set_verify(SSL.VERIFY_PEER, entry.verify)
+        else:
+            connection.set_verify(SSL.VERIFY_NONE)
+
+    def _address_domain(self, connection: SSL.Connection) -> str | None:
+        """The domain owning the local address of a connection (its
+        application data is Twisted's TLS protocol)."""
+        transport = getattr(connection.get_app_data(), "transport", None)
+        host = getattr(transport.getHost(), "host", None) if transport is not None else None
+        if not isinstance(host, str):
+            return None
+        return self.directory.domain_for_address(host)
+
+    def client_certificate(self, transport: Any) -> VerifiedCertificate | None:
+        """The client certificate of a TLS transport if a domain's trusted
+        CA verified it, with that domain; else None."""
+        connection = _tls_connection(transport)
+        if connection is None:
+            return None
+        verdict = self._verdicts.get(connection)
+        if verdict is None or verdict.failed:
+            return None
+        certificate = connection.get_peer_certificate(as_cryptography=True)
+        return verified(certificate, verdict.domain) if certificate is not None else None
 
     def getContext(self) -> SSL.Context:
         """The default context (Main Domain), switching by SNI."""
@@ -72,6 +218,13 @@ class DomainContexts:
         return context
 
 
+def _tls_connection(transport: Any) -> SSL.Connection | None:
+    """The pyOpenSSL connection of a TLS transport, None for a clear one."""
+    handle = getattr(transport, "getHandle", None)
+    connection = handle() if handle else None
+    return connection if isinstance(connection, SSL.Connection) else None
+
+
 def server_name(transport: Any) -> str | None:
     """The SNI name the client sent, if the transport is TLS."""
     handle = getattr(transport, "getHandle", None)
@@ -79,6 +232,34 @@ def server_name(transport: Any) -> str | None:
     getter = getattr(connection, "get_servername", None)
     name = getter() if getter else None
     return name.decode("ascii", "replace").lower() if name else None
+
+
+def channel_binding(transport: Any, kind: str) -> bytes | None:
+    """The channel-binding data of a TLS transport: ``tls-exporter``
+    (RFC 9266: 32 bytes of keying material, TLS 1.3 and TLS 1.2 with the
+    extended master secret) or ``tls-server-end-point`` (RFC 5929: the
+    hash of the server's certificate, SHA-256 for MD5 and SHA-1
+    signatures); None for a clear link or another kind."""
+    connection = _tls_connection(transport)
+    if connection is None:
+        return None
+    try:
+        if kind == "tls-exporter":
+            return bytes(connection.export_keying_material(b"EXPORTER-Channel-Binding", 32))
+        if kind == "tls-server-end-point":
+            certificate = connection.get_certificate()
+            if certificate is None:
+                return None
+            leaf = certificate.to_cryptography()
+            algorithm = leaf.signature_hash_algorithm
+            if algorithm is None or algorithm.name in ("md5", "sha1"):
+                algorithm = hashes.SHA256()
+            digest = hashes.Hash(algorithm)
+            digest.update(leaf.public_bytes(serialization.Encoding.DER))
+            return digest.finalize()
+    except (SSL.Error, ValueError):
+        return None
+    return None
 
 
 class _Clearable(Protocol):

@@ -163,3 +163,19 @@ class IDirectoryAdmin(Interface):
     ) -> dict[str, Value]:
         """Set (or, for ``None``, remove) account settings atomically; return
         the account's own settings after the change."""
+
+
+#: Account settings derived from ``Password`` (stored SCRAM secrets, the NT
+#: hash: :mod:`communigate.cred.derived`).
+DERIVED_FROM_PASSWORD = ("SCRAM-SHA-1", "SCRAM-SHA-256", "NTHash")
+
+
+def without_stale(changes: Mapping[str, Value | None]) -> dict[str, Value | None]:
+    """``changes`` as a directory applies them: a new ``Password`` given
+    without its derived secrets removes the old ones, which would still
+    open the account with the old password."""
+    result = dict(changes)
+    if "Password" in changes:
+        for key in DERIVED_FROM_PASSWORD:
+            result.setdefault(key, None)
+    return result

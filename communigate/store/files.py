@@ -51,6 +51,7 @@ from communigate.store.directory import (
     ObjectKind,
     check_domain_name,
     check_object_name,
+    without_stale,
 )
 from communigate.store.filecache import CachedFile, Clock
 from communigate.store.settingsformat import Value
@@ -551,7 +552,7 @@ class FileDirectory:
         path = self.account_path(domain, name) / "account.settings"
         if not path.is_file():
             raise DirectoryError(f"unknown account {name}@{domain}")
-        return self._update_file(path, self._apply(changes))
+        return self._update_file(path, self._apply(without_stale(changes)))
 
     def _aliases_path(self, domain: str) -> Path:
         return self.domain_folder(domain) / "Settings" / "Aliases.settings"

@@ -11,7 +11,7 @@ import re
 import secrets
 import socket
 
-from communigate.cred import passwords
+from communigate.cred import derived
 from communigate.store import certificates, settingsformat
 from communigate.store.atomic import write_atomic
 from communigate.store.files import FileDirectory
@@ -41,7 +41,11 @@ def initialise(
         main,
         "postmaster",
         {
-            "Password": passwords.encode(password, "UB-crpt"),
+            **{
+                key: value
+                for key, value in derived.password_settings(password, "UB-crpt").items()
+                if value is not None
+            },
             "PasswordEncryption": "UB-crpt",
         },
     )

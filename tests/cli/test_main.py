@@ -65,7 +65,10 @@ def test_domains_accounts_and_settings(base: Path, capsys: pytest.CaptureFixture
     )
     directory = FileDirectory(base)
     settings = directory.raw_account_settings("client1.com", "info")
+    derived = {key: settings.pop(key) for key in ("SCRAM-SHA-1", "SCRAM-SHA-256")}
     assert settings == {"FailedLoginFlow": ["3", "1m"], "Password": "p1"}
+    # The SCRAM secrets are stored beside the password (iterations first).
+    assert all(str(value).startswith("4096,") for value in derived.values())
     assert directory.domain_for_address("127.0.0.2") == "client1.com"
     capsys.readouterr()
     assert run(base, "account", "list", "client1.com") == 0

@@ -263,3 +263,24 @@ def test_a_long_login_name_is_cut_in_the_event() -> None:
         latency=None,
     )
     assert short.login == "info"
+
+
+def test_malformed_sasl_exchange_is_one_event_without_payload(
+    directory: FileDirectory, logged: list[LogEvent]
+) -> None:
+    """A SCRAM exchange that breaks the syntax, and one the client cancels,
+    are each logged as one event naming the mechanism, never the data."""
+    recorder = Recorder()
+    service, reactor = observed_service(directory, recorder)
+    wire = imap(service, reactor)
+    payload = base64.b64encode(b"x,,n=SeCrEtName,r=abc")
+    assert b"a NO" in wire.send(b"a AUTHENTICATE SCRAM-SHA-256 " + payload + b"\r\n")
+    assert wire.send(b"b AUTHENTICATE CRAM-MD5\r\n").startswith(b"+ ")
+    assert b"b NO" in wire.send(b"*\r\n")
+    events = by_kind(logged, "login")
+    assert [(event["mechanism"], event["result"]) for event in events] == [
+        ("SCRAM-SHA-256", "malformed"),
+        ("CRAM-MD5", "aborted"),
+    ]
+    assert "SeCrEtName" not in repr(logged)
+    assert [event.result for event in recorder.logins] == ["malformed", "aborted"]

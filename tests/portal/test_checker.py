@@ -13,9 +13,10 @@ from twisted.logger import LogEvent, globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from communigate.cred.checkers.internal import InternalPassword
-from communigate.cred.credentials import ConnectionInfo, LoginPassword
+from communigate.cred.credentials import ConnectionInfo, LoginPassword, VerifiedIdentity
 from communigate.cred.errors import (
     WRONG_PASSWORD_TEXT,
+    IdentityRefused,
     ImpersonationRefused,
     LoginFailure,
     ServiceDisabled,
@@ -215,3 +216,38 @@ def test_portal_gives_maildrop(directory: FileDirectory) -> None:
 def test_credentials_repr_hides_password() -> None:
     """A credential's repr never shows the secret."""
     assert "hunter2" not in repr(LoginPassword(b"u", b"hunter2", ON_127_0_0_1))
+
+
+def identity(name: bytes, domain: str, authzid: bytes | None = None) -> VerifiedIdentity:
+    """What GSSAPI or EXTERNAL hand the portal once their proof checked."""
+    return VerifiedIdentity(name, domain, "UseKerberosPassword", ON_127_0_0_1, "GSSAPI", authzid)
+
+
+def test_verified_identity_stays_in_its_domain(directory: FileDirectory) -> None:
+    """A proven identity opens its account only with the method's setting
+    on, and never an account of another domain than the one that proved it;
+    refusals are not counted as password failures."""
+    checker = make_checker(directory)
+    refused = result_of(checker.requestAvatarId(identity(b"info@client1.com", "client1.com")))
+    assert isinstance(refused, IdentityRefused)
+    directory.update_account_settings("client1.com", "info", {"UseKerberosPassword": "YES"})
+    directory.update_account_settings("company.com", "info", {"UseKerberosPassword": "YES"})
+    opened = result_of(checker.requestAvatarId(identity(b"info@client1.com", "client1.com")))
+    assert opened == b"info@client1.com"
+    other = result_of(checker.requestAvatarId(identity(b"info@company.com", "client1.com")))
+    assert isinstance(other, IdentityRefused)
+    assert other.reply == WrongPassword().reply
+    # A name that routes into another domain (an alias) is refused too.
+    directory.add_object(ObjectKind.ALIAS, "client1.com", "boss", "info@company.com")
+    routed = result_of(checker.requestAvatarId(identity(b"boss@client1.com", "client1.com")))
+    assert isinstance(routed, IdentityRefused)
+
+
+def test_verified_identity_impersonation(directory: FileDirectory) -> None:
+    """An authzid naming another account needs CanImpersonate."""
+    directory.update_account_settings("client1.com", "info", {"UseKerberosPassword": "YES"})
+    checker = make_checker(directory)
+    credentials = identity(b"info@client1.com", "client1.com", b"j.smith@client1.com")
+    assert isinstance(result_of(checker.requestAvatarId(credentials)), ImpersonationRefused)
+    same = identity(b"info@client1.com", "client1.com", b"info@client1.com")
+    assert result_of(checker.requestAvatarId(same)) == b"info@client1.com"

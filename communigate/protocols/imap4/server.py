@@ -173,6 +173,8 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self._selected: SelectedMailbox | None = None
         self.connection: ConnectionInfo | None = None
         self.secure = False
+        #: Data came over TLS: its handshake (SNI, client certificate) is done.
+        self.tls_settled = False
         self.errors = 0
         self.login_failures = 0
         self.pending: Deferred[Any] | None = None
@@ -316,6 +318,9 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         """Read events; run commands in order."""
         if self.timers is not None:
             self.timers.activity()
+        if self.secure and not self.tls_settled:
+            self.tls_settled = True
+            self.connection = self.service.connection(self.transport, "imap4", True)
         for event in self.reader.feed(data):
             if isinstance(event, Continue):
                 self.send(b"+ ready for literal")
@@ -511,7 +516,9 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         name = self.text(arguments[0]).decode("ascii", "replace").upper()
         if name in registry.CLEAR_TEXT and not self.service.clear_text_allowed(self.connection):
             raise CommandFailed("[PRIVACYREQUIRED] clear-text mechanisms are disabled here")
-        mechanism = registry.create(name, self.service.exchange_context(self.connection))
+        mechanism = registry.create(
+            name, self.service.exchange_context(self.connection, self.transport)
+        )
         if mechanism is None:
             raise CommandFailed("unsupported authentication mechanism")
         initial = None

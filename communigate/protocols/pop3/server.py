@@ -113,6 +113,8 @@ class POP3Server(Protocol):
         self.pending: Deferred[Any] | None = None
         self.exchange: SASLExchange | None = None
         self.secure = False
+        #: Data came over TLS: its handshake (SNI, client certificate) is done.
+        self.tls_settled = False
         self.timestamp: bytes | None = None
         self.timers: SessionTimers | None = None
 
@@ -186,6 +188,9 @@ class POP3Server(Protocol):
         """Queue complete lines and run them in order."""
         if self.timers is not None:
             self.timers.activity()
+        if self.secure and not self.tls_settled:
+            self.tls_settled = True
+            self.connection = self.service.connection(self.transport, "pop3", True)
         self.queue.extend(self.lines.feed(data))
         self.run_queue()
 
@@ -286,7 +291,9 @@ class POP3Server(Protocol):
         name = command.arguments[0].decode("ascii", "replace").upper()
         if name in registry.CLEAR_TEXT and not self.service.clear_text_allowed(self.connection):
             raise CommandError("[AUTH] clear-text mechanisms are not allowed on this link")
-        mechanism = registry.create(name, self.service.exchange_context(self.connection))
+        mechanism = registry.create(
+            name, self.service.exchange_context(self.connection, self.transport)
+        )
         if mechanism is None:
             raise CommandError("unsupported authentication mechanism")
         initial = None
