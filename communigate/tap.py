@@ -41,6 +41,7 @@ from communigate.control.sessions import LiveSessions
 from communigate.cred.checkers.external import ExternalHelper, ExternalPassword
 from communigate.cred.checkers.internal import InternalPassword
 from communigate.cred.checkers.system import SystemPassword
+from communigate.cred.kerberos.keys import DomainKeys
 from communigate.observe.events import EventLog, Fanout, IActivityObserver
 from communigate.observe.logs import FORMATS, install_observer, log_observer, parse_rotate
 from communigate.observe.metrics import Metrics, metrics_root
@@ -57,6 +58,7 @@ from communigate.protocols.listeners import add_listeners, parse_udp
 from communigate.protocols.lmtp.server import LMTPFactory
 from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
 from communigate.protocols.pwd import PWDFactory
+from communigate.protocols.smtp.service import add_submission
 from communigate.protocols.tftp.server import TFTPServer
 from communigate.protocols.tls import DomainContexts
 from communigate.sdnotify import NotifyService
@@ -71,7 +73,19 @@ from communigate.store.uploads import remove_stale_everywhere
 #: Seconds between checks that logged-in accounts still exist.
 SESSION_SWEEP = 2
 
-LISTENERS = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp", "ftp", "ftps", "pwd")
+LISTENERS = (
+    "pop3",
+    "pop3s",
+    "imap4",
+    "imaps",
+    "lmtp",
+    "tftp",
+    "ftp",
+    "ftps",
+    "pwd",
+    "submission",
+    "smtps",
+)
 
 
 class Options(usage.Options):
@@ -190,6 +204,14 @@ class Options(usage.Options):
     def opt_pwd(self, description: str) -> None:
         """Password service listener, e.g. tcp:106 (repeatable)."""
         self["pwd"].append(description)
+
+    def opt_submission(self, description: str) -> None:
+        """SMTP submission listener with STARTTLS, e.g. tcp:587 (repeatable)."""
+        self["submission"].append(description)
+
+    def opt_smtps(self, description: str) -> None:
+        """SMTP submission listener with implicit TLS, e.g. tcp:465 (repeatable)."""
+        self["smtps"].append(description)
 
     def opt_tftp(self, description: str) -> None:
         """TFTP listener, udp:PORT[:interface=ADDR], e.g. udp:69 (repeatable)."""
@@ -475,6 +497,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         observer=observer,
         clock=reactor.seconds,
         sessions=live,
+        kerberos=DomainKeys(directory),
     )
 
     def counted(protocol: str, factory: Any) -> CountingFactory:
@@ -526,6 +549,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     add_listeners(top, "ftps", options["ftps"], counted("ftps", ftps), reactor, tls, directory)
     pwd = counted("pwd", PWDFactory(service, reactor))
     add_listeners(top, "pwd", options["pwd"], pwd, reactor, None, directory)
+    submission = add_submission(top, options, service, reactor, tls, limit, spool, pool, counted)
     files = TFTPFiles(directory)
     for description in options["tftp"]:
         port, interface = parse_udp(description)
@@ -545,6 +569,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ("ftp", counted("ftp", ftp), None),
         ("ftps", counted("ftps", ftps), tls),
         ("pwd", pwd, None),
+        ("submission", submission["submission"], None),
+        ("smtps", submission["smtps"], tls),
     ):
         configured.serve_stream(name, factory, context)
     per_address = options["tftp-per-address"]

@@ -20,8 +20,11 @@ import sys
 from collections.abc import Sequence
 
 from communigate import __version__
+from communigate.cli import certificates as certificate_commands
 from communigate.cli import check, objects, values
+from communigate.cli import kerberos as kerberos_commands
 from communigate.cli import listeners as listener_commands
+from communigate.cli import queue as queue_commands
 from communigate.cli.arguments import (
     DEFAULT_BASE,
     CommandFailed,
@@ -29,7 +32,7 @@ from communigate.cli.arguments import (
     base_directory,
 )
 from communigate.control import admin as control
-from communigate.cred import passwords
+from communigate.cred import derived, passwords
 from communigate.portal import rights
 from communigate.portal.delivery import DeliveryError, deliver
 from communigate.portal.router import (
@@ -39,7 +42,7 @@ from communigate.portal.router import (
     parse_table,
 )
 from communigate.store import acl, certificates, schema, settingsformat
-from communigate.store.directory import DirectoryError
+from communigate.store.directory import DERIVED_FROM_PASSWORD, DirectoryError
 from communigate.store.files import DomainNotEmpty, FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 from communigate.store.mailstore import MailboxError, MailStore, canonical_name
@@ -62,8 +65,9 @@ def hide_passwords(settings: dict[str, settingsformat.Value]) -> dict[str, setti
     """``settings`` with every password (its own, its AccountDefaults')
     replaced by ``(set)``: neither the clear nor the hashed form is shown."""
     shown = dict(settings)
-    if "Password" in shown:
-        shown["Password"] = HIDDEN_VALUE
+    for key in ("Password", "SubmitRelayPassword", *DERIVED_FROM_PASSWORD):
+        if key in shown:
+            shown[key] = HIDDEN_VALUE
     defaults = shown.get("AccountDefaults")
     if isinstance(defaults, dict):
         shown["AccountDefaults"] = hide_passwords(defaults)
@@ -92,15 +96,17 @@ def read_password(args: argparse.Namespace) -> str | bytes:
     return bytes(stream.readline()).rstrip(b"\r\n")
 
 
-def encoded_password(
+def password_changes(
     directory: FileDirectory, domain: str, own: dict[str, object], password: str | bytes
-) -> str:
-    """Encode a new password under the account's effective PasswordEncryption;
-    an empty one, one that is not UTF-8 or one the scheme cannot take
-    (bcrypt: 72 bytes) is refused (:func:`passwords.check_new`)."""
+) -> dict[str, settingsformat.Value | None]:
+    """The settings a new password sets: ``Password`` under the account's
+    effective PasswordEncryption, with its SCRAM secrets (and NT hash where
+    the domain offers NTLM: :mod:`communigate.cred.derived`); an empty
+    one, one that is not UTF-8 or one the scheme cannot take (bcrypt: 72
+    bytes) is refused (:func:`passwords.check_new`)."""
+    record = directory.domain(domain)
     encryption = own.get("PasswordEncryption")
     if not isinstance(encryption, str):
-        record = directory.domain(domain)
         layers = [
             directory.server_settings().get("AccountDefaults"),
             record.settings.get("AccountDefaults") if record else None,
@@ -109,8 +115,9 @@ def encoded_password(
         for layer in layers:
             if isinstance(layer, dict) and isinstance(layer.get("PasswordEncryption"), str):
                 encryption = str(layer["PasswordEncryption"])
+    nt_hash = derived.wants_nt_hash(record.settings if record else {})
     try:
-        return passwords.encode(passwords.check_new(password, encryption), encryption)
+        return derived.password_settings(password, encryption, nt_hash)
     except (passwords.UnknownEncryption, passwords.UnacceptablePassword) as error:
         raise CommandFailed(str(error)) from None
 
@@ -139,6 +146,12 @@ def cmd_server(args: argparse.Namespace, directory: FileDirectory) -> None:
 
 
 def cmd_domain(args: argparse.Namespace, directory: FileDirectory) -> None:
+    if args.action == "kerberos":
+        kerberos_commands.cmd_kerberos(args, directory)
+        return
+    if args.action == "trusted-ca":
+        certificate_commands.cmd_trusted_ca(args, directory)
+        return
     if args.action == "list":
         for name in directory.domain_names():
             print(name)
@@ -202,7 +215,11 @@ def cmd_account(args: argparse.Namespace, directory: FileDirectory) -> None:
             key: value for key, value in changes.items() if value is not None
         }
         if args.password is not None:
-            settings["Password"] = encoded_password(directory, full.domain, settings, args.password)
+            for key, value in password_changes(
+                directory, full.domain, settings, args.password
+            ).items():
+                if value is not None:
+                    settings[key] = value
         print(f"created account {directory.create_account(full.domain, full.local, settings)}")  # type: ignore[arg-type]
     elif args.action == "delete":
         directory.delete_account(full.domain, full.local)
@@ -225,8 +242,8 @@ def cmd_account(args: argparse.Namespace, directory: FileDirectory) -> None:
             print_settings(directory.raw_account_settings(full.domain, full.local))
     elif args.action == "password":
         own = directory.raw_account_settings(full.domain, full.local)
-        stored = encoded_password(directory, full.domain, dict(own), read_password(args))
-        directory.update_account_settings(full.domain, full.local, {"Password": stored})
+        changes = password_changes(directory, full.domain, dict(own), read_password(args))
+        directory.update_account_settings(full.domain, full.local, changes)
         print(f"password of {full} changed")
 
 
@@ -352,6 +369,7 @@ COMMANDS = {
     "kick": control.cmd_kick,
     "status": control.cmd_status,
     "reload": control.cmd_reload,
+    "queue": queue_commands.cmd_queue,
 }
 
 
@@ -379,13 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("settings", nargs="*", metavar="Key=Value")
 
     domain = sub.add_parser("domain", help="create, delete, list domains; their settings")
-    domain.add_argument("action", choices=["create", "delete", "list", "settings", "certificate"])
+    domain.add_argument(
+        "action",
+        choices=["create", "delete", "list", "settings", "certificate", "kerberos", "trusted-ca"],
+    )
     domain.add_argument("name", nargs="?")
     domain.add_argument("settings", nargs="*", metavar="Key=Value")
     domain.add_argument("--ip", action="append", help="an IP address of the domain (repeat)")
     domain.add_argument("--alias", action="append", help="a domain alias (repeat)")
     domain.add_argument("--cert", help="certificate: a PEM file (chain, leaf first)")
     domain.add_argument("--key", help="certificate: the PEM private key file")
+    kerberos_commands.add_arguments(domain)
+    certificate_commands.add_arguments(domain)
     domain.add_argument(
         "--force", action="store_true", help="delete: even a domain that still has accounts"
     )
@@ -426,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     deliver_parser.add_argument("address", metavar="NAME@DOMAIN")
     check.add_parser(sub)
     listener_commands.add_parser(sub)
+    queue_commands.add_parser(sub)
     control.add_parsers(sub)
     for parser in sub.choices.values():
         # Accepted after the subcommand too; SUPPRESS keeps one given before.

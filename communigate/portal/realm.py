@@ -13,6 +13,7 @@ from communigate.portal.avatars import IIMAPAccount, IMAPAccount, IPOP3Maildrop,
 from communigate.portal.filesession import FileSession, IFileSession
 from communigate.portal.passwordchange import IPasswordChange, PasswordChange
 from communigate.portal.sessions import LiveSession, SessionRegistry
+from communigate.portal.submission import ISubmitter, Submitter
 from communigate.store.directory import IDirectory
 from communigate.store.mailbox import INBOX, Mailbox
 
@@ -55,6 +56,8 @@ class AccountRealm:
             return PasswordChange(self.directory, domain, name, self._reactor, self._pool)  # type: ignore[arg-type]
         if interface is IFileSession:
             return FileSession(self.directory, domain, name)
+        if interface is ISubmitter:
+            return Submitter.open(self.directory, domain, name)
         if interface is IIMAPAccount:
             account = IMAPAccount(self.directory, domain, name)
             account.store.mailbox(INBOX).create()

@@ -43,11 +43,12 @@ TLS_MODES: Mapping[str, tuple[str, ...]] = {
     "lmtp": ("none",),
     "pwd": ("none",),
     "tftp": ("none",),
+    "submission": ("starttls", "implicit"),
 }
 PROTOCOLS = tuple(TLS_MODES)
 #: The listener name (twistd option, ``Listeners`` server setting) of a
 #: protocol with implicit TLS.
-_IMPLICIT = {"pop3": "pop3s", "imap4": "imaps", "ftp": "ftps"}
+_IMPLICIT = {"pop3": "pop3s", "imap4": "imaps", "ftp": "ftps", "submission": "smtps"}
 _KEYS = ("Address", "Port", "TLS", "Backlog")
 
 

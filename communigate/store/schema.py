@@ -284,6 +284,12 @@ LOGIN_METHODS = (
     "DIGEST-MD5",
     "SCRAM-SHA-1",
     "SCRAM-SHA-256",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-256-PLUS",
+    "GSSAPI",
+    "EXTERNAL",
+    "NTLM",
+    "MSN",
     "APOP",
 )
 
@@ -346,9 +352,24 @@ ACCOUNT = _table(
         "clear",
         "how a password is stored when it is next set",
     ),
+    Setting(
+        "SCRAM-SHA-1",
+        TEXT,
+        None,
+        "SCRAM-SHA-1 secret of the password: iterations,salt,StoredKey,ServerKey,tag",
+    ),
+    Setting(
+        "SCRAM-SHA-256",
+        TEXT,
+        None,
+        "SCRAM-SHA-256 secret of the password: iterations,salt,StoredKey,ServerKey,tag",
+    ),
+    Setting("NTHash", TEXT, None, "NT hash of the password (hex), kept where NTLM is offered"),
     Setting("UseAppPassword", BOOLEAN, "YES", "check the CommuniGate password"),
     Setting("UseSysPassword", BOOLEAN, "NO", "check the OS password (PAM)"),
     Setting("UseExtPassword", BOOLEAN, "NO", "ask the External Authentication helper"),
+    Setting("UseKerberosPassword", BOOLEAN, "NO", "a Kerberos ticket (GSSAPI) may log in"),
+    Setting("UseCertificateAuth", BOOLEAN, "NO", "a client certificate (EXTERNAL) may log in"),
     Setting("OSUserName", TEXT, "*", "the OS user name; * is the account name"),
     Setting("PWDAllowed", BOOLEAN, "YES", "the user may change the password"),
     Setting("RequireAPOP", BOOLEAN, "NO", "refuse clear-text passwords on insecure links"),
@@ -371,8 +392,20 @@ _LISTENER = _table(
 )
 
 #: Protocol names of the listeners (twistd options) and of Limits sections.
-LISTENER_NAMES = ("pop3", "pop3s", "imap4", "imaps", "lmtp", "tftp", "ftp", "ftps", "pwd")
-LIMITS_PROTOCOLS = ("imap4", "pop3", "ftp", "lmtp", "pwd")
+LISTENER_NAMES = (
+    "pop3",
+    "pop3s",
+    "imap4",
+    "imaps",
+    "lmtp",
+    "tftp",
+    "ftp",
+    "ftps",
+    "pwd",
+    "submission",
+    "smtps",
+)
+LIMITS_PROTOCOLS = ("imap4", "pop3", "ftp", "lmtp", "pwd", "smtp")
 
 _KNOBS = _table(
     Setting("MaxLineLength", LIMIT_SIZE, None, "longest command line (per protocol)"),
@@ -416,6 +449,16 @@ SERVER = _table(
     Setting("ClientIPs", NETWORKS, None, "the client addresses", keep=True),
     Setting("RehashPasswords", BOOLEAN, "NO", "store weaker passwords again at login"),
     Setting("FailedLoginDelay", DELAY, "2s", "least time before a failed login is answered"),
+    Setting("SubmitRelayHost", TEXT, None, "host:port of the smart host for submitted mail"),
+    Setting("SubmitRelayUser", TEXT, None, "the name to AUTH PLAIN with at the smart host"),
+    Setting("SubmitRelayPassword", TEXT, None, "the password to AUTH PLAIN with at the smart host"),
+    Setting(
+        "SubmitRelayTLS",
+        enumerated("Opportunistic", "No"),
+        "Opportunistic",
+        "STARTTLS to the smart host when offered (certificate not verified), or never",
+    ),
+    Setting("SubmitQueueExpiry", INTERVAL, "5d", "how long a queued message is retried"),
     Setting(
         "FailedLoginsPerAddress",
         FLOW,

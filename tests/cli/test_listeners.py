@@ -108,6 +108,9 @@ def test_descriptions() -> None:
     assert implicit.name() == "imaps"
     assert Listener("ftp", 21).tls == "starttls" and Listener("pwd", 106).tls == "none"
     assert Listener("tftp", 69, "127.0.0.1").description() == "udp:69"
+    # SMTP submission: STARTTLS on 587, implicit TLS (smtps) on 465.
+    assert Listener("submission", 587).tls == "starttls"
+    assert Listener("submission", 465, tls="implicit").name() == "smtps"
 
 
 def test_round_trip() -> None:
