@@ -49,6 +49,7 @@ from communigate.observe.traffic import CountingFactory
 from communigate.portal.accounts import AccountResolver
 from communigate.portal.checker import AccountChecker
 from communigate.portal.realm import AccountRealm
+from communigate.portal.router import Router
 from communigate.portal.tftpfiles import TFTPFiles
 from communigate.protocols.access import LoginService, salt_key
 from communigate.protocols.configured import ConfiguredListeners
@@ -497,7 +498,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         observer=observer,
         clock=reactor.seconds,
         sessions=live,
-        kerberos=DomainKeys(directory),
+        kerberos=DomainKeys(directory, Router(directory).login_page_domain),
     )
 
     def counted(protocol: str, factory: Any) -> CountingFactory:

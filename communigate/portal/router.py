@@ -188,6 +188,22 @@ class Router:
                 return target
         return None
 
+    def login_page_domain(self, name: str) -> str | None:
+        """The local domain ``LoginPage@name`` is routed to (spec §5: how a
+        Kerberos service's host name finds its domain, Router records and
+        domain aliases included); None if it leads to no local domain."""
+        try:
+            route = self.route(FullName("loginpage", name.lower()))
+        except ValueError:
+            return None
+        if isinstance(route, LocalAccount):
+            return route.domain
+        address = getattr(route, "address", None)
+        if isinstance(route, Unknown | NotAccount) and address is not None:
+            record = self._directory.domain(address.domain)
+            return record.name if record is not None else None
+        return None
+
     def route(self, address: FullName, kind: RouteKind = RouteKind.ACCESS) -> Route:
         """Follow records, domain aliases and object aliases to the end."""
         main = self._directory.main_domain()

@@ -93,3 +93,14 @@ def test_bad_line_does_not_break_table(directory: FileDirectory) -> None:
     directory.set_router_table("garbage line\n<John> = j.smith@client1.com\n")
     route = Router(directory).route(FullName("john", "company.com"))
     assert route == LocalAccount("client1.com", "j.smith")
+
+
+def test_login_page_domain(router: Router) -> None:
+    """A Kerberos service's host name finds its domain as LoginPage@name is
+    routed: real names, domain aliases and Router records; others none."""
+    assert router.login_page_domain("client1.com") == "client1.com"
+    assert router.login_page_domain("ALIAS2.com") == "client2.com"
+    assert router.login_page_domain("old.com") == "client1.com"
+    assert router.login_page_domain("old2.com") == "client2.com"
+    assert router.login_page_domain("elsewhere.net") is None
+    assert router.login_page_domain("not a name!") is None

@@ -13,6 +13,7 @@ certificates are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,11 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 class DomainKeys:
     """The keytabs of a directory's domains, re-read when they change."""
 
-    def __init__(self, directory: Any) -> None:
+    def __init__(self, directory: Any, locate: Callable[[str], str | None] | None = None) -> None:
         self.directory = directory
+        #: The real domain of a service's host name (the server routes
+        #: ``LoginPage@name``: :meth:`communigate.portal.router.Router.login_page_domain`).
+        self._locate = locate
         #: domain -> (file identity, has entries, acceptor credentials or None)
         self._cache: dict[str, tuple[tuple[int, int, int], bool, Any]] = {}
 
@@ -108,7 +112,10 @@ class DomainKeys:
         return self._load(domain)[0]
 
     def domain(self, name: str) -> str | None:
-        """The real name of a domain or domain alias, None if unknown."""
+        """The real domain a service name stands for (``locate``, by
+        default a domain or domain alias of that name), None if unknown."""
+        if self._locate is not None:
+            return self._locate(name)
         record = self.directory.domain(name.lower())
         return record.name if record is not None else None
 
