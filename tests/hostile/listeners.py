@@ -10,6 +10,7 @@ literals) is left empty and its tests skip that listener.
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 import time
@@ -51,6 +52,20 @@ class Listener:
     #: Literals before login (IMAP).
     literals: bool = False
 
+    def login_as(self, user: bytes, password: bytes) -> tuple[tuple[bytes, bytes], ...]:
+        """The login lines for another account and password: the names in
+        the lines replaced, and in SASL's base64 where a line carries it."""
+
+        def rewrite(line: bytes) -> bytes:
+            verb, _, rest = line.rpartition(b" ")
+            if verb.startswith(b"AUTH PLAIN"):
+                decoded = base64.b64decode(rest)
+                decoded = decoded.replace(b"info", user).replace(b"pw-company.com", password)
+                return verb + b" " + base64.b64encode(decoded)
+            return line.replace(b"info", user).replace(b"pw-company.com", password)
+
+        return tuple((rewrite(line), prefix) for line, prefix in self.login)
+
     @property
     def logs_in(self) -> bool:
         """Whether the protocol has a login (and so a login deadline)."""
@@ -64,6 +79,15 @@ _POP3_LOGIN = ((b"USER info", b"+OK"), (b"PASS pw-company.com", b"+OK"))
 _IMAP_LOGIN = ((b"a LOGIN info pw-company.com", b"a OK"),)
 _FTP_LOGIN = ((b"USER info", b"331"), (b"PASS pw-company.com", b"230"))
 _IMAP_APPEND = ((b"m APPEND INBOX {%d}", b"+"),)
+_SMTP_LOGIN = (
+    (b"EHLO hostile.test", b"250 "),
+    (b"AUTH PLAIN " + base64.b64encode(b"\0info\0pw-company.com"), b"235"),
+)
+_SMTP_MESSAGE = (
+    (b"MAIL FROM:<info@company.com>", b"250"),
+    (b"RCPT TO:<info@company.com>", b"250"),
+    (b"DATA", b"354"),
+)
 
 LISTENERS: tuple[Listener, ...] = (
     Listener("pop3", "pop3", "port", False, b"+OK", _POP3_LOGIN, (b"CAPA", b"+OK"), b"-ERR"),
@@ -120,6 +144,30 @@ LISTENERS: tuple[Listener, ...] = (
         ((b"USER info", b"300"), (b"PASS pw-company.com", b"200")),
         (b"QUIT", b"200"),
         b"500",
+    ),
+    Listener(
+        "submission",
+        "smtp",
+        "submission_port",
+        False,
+        b"220",
+        _SMTP_LOGIN,
+        (b"NOOP", b"250"),
+        b"500",
+        _SMTP_MESSAGE,
+        dot_lines=True,
+    ),
+    Listener(
+        "smtps",
+        "smtp",
+        "smtps_port",
+        True,
+        b"220",
+        _SMTP_LOGIN,
+        (b"NOOP", b"250"),
+        b"500",
+        _SMTP_MESSAGE,
+        dot_lines=True,
     ),
 )
 

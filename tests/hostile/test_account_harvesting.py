@@ -100,10 +100,7 @@ def refusal(running: Server, listener: Listener, user: bytes, password: bytes) -
     client = Client(running, listener)
     try:
         client.greet()
-        steps = [
-            (line.replace(b"info", user).replace(b"pw-company.com", password), prefix)
-            for line, prefix in listener.login
-        ]
+        steps = listener.login_as(user, password)
         for line, prefix in steps[:-1]:
             client.command(line, prefix)
         client.send(steps[-1][0] + b"\r\n")

@@ -16,10 +16,7 @@ ENDED_WITHIN = 6.0
 
 def as_victim(listener: Listener) -> tuple[tuple[bytes, bytes], ...]:
     """The listener's login lines for victim@company.com."""
-    return tuple(
-        (line.replace(b"info", b"victim").replace(b"pw-company.com", b"pw-victim"), prefix)
-        for line, prefix in listener.login
-    )
+    return listener.login_as(b"victim", b"pw-victim")
 
 
 @pytest.mark.parametrize("listener", having("logs_in"), ids=str)

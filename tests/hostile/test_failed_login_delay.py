@@ -44,10 +44,7 @@ def login_seconds(running: Server, listener: Listener, user: bytes, password: by
     client = Client(running, listener, timeout=30)
     try:
         client.greet()
-        steps = [
-            (line.replace(b"info", user).replace(b"pw-company.com", password), prefix)
-            for line, prefix in listener.login
-        ]
+        steps = listener.login_as(user, password)
         for line, prefix in steps[:-1]:
             client.command(line, prefix)
         last, success = steps[-1]

@@ -82,6 +82,8 @@ class Server:
     ftp_port: int
     pwd_port: int
     ftps_port: int
+    submission_port: int = 0
+    smtps_port: int = 0
     #: The twistd process, once started.
     pid: int = 0
 
@@ -132,6 +134,8 @@ def plan_server(base: Path, log: Path) -> Server:
         ftp_port,
         pwd_port,
         ftps_port,
+        free_port(),
+        free_port(),
     )
 
 
@@ -154,6 +158,8 @@ def start_server(server: Server) -> subprocess.Popen[bytes]:
         *(f"--ftp=tcp:{server.ftp_port}:interface={address}" for address in ADDRESSES),
         f"--ftps=tcp:{server.ftps_port}:interface=127.0.0.1",
         f"--pwd=tcp:{server.pwd_port}:interface=127.0.0.1",
+        f"--submission=tcp:{server.submission_port}:interface=127.0.0.1",
+        f"--smtps=tcp:{server.smtps_port}:interface=127.0.0.1",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
@@ -167,6 +173,8 @@ def start_server(server: Server) -> subprocess.Popen[bytes]:
             server.lmtp_port,
             server.pwd_port,
             server.ftps_port,
+            server.submission_port,
+            server.smtps_port,
         ):
             wait_for_port("127.0.0.1", extra, process, server.log)
     except BaseException:
