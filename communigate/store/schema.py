@@ -404,8 +404,10 @@ LISTENER_NAMES = (
     "pwd",
     "submission",
     "smtps",
+    "xmpp",
+    "xmpps",
 )
-LIMITS_PROTOCOLS = ("imap4", "pop3", "ftp", "lmtp", "pwd", "smtp")
+LIMITS_PROTOCOLS = ("imap4", "pop3", "ftp", "lmtp", "pwd", "smtp", "xmpp")
 
 _KNOBS = _table(
     Setting("MaxLineLength", LIMIT_SIZE, None, "longest command line (per protocol)"),

@@ -316,6 +316,39 @@ def test_remote_recipient_is_queued_durably(directory: FileDirectory) -> None:
     assert not list(Path(directory.base, "Spool").iterdir())
 
 
+def test_failed_local_copy_withdraws_the_queued_one(
+    directory: FileDirectory, monkeypatch: Any
+) -> None:
+    """If the local copies cannot be stored the client gets 451 and the
+    remote copy leaves the queue unsent, so its retry duplicates nothing."""
+    from twisted.internet.defer import fail
+
+    from communigate.protocols.smtp import server as smtp_server
+
+    monkeypatch.setattr(smtp_server, "deliver_durably", lambda *args: fail(OSError("disk full")))
+    directory.update_server_settings({"SubmitRelayHost": "127.0.0.1:2525"})
+    connected: list[Any] = []
+    clock = Clock()
+
+    def connect(host: str, port: int, factory: Any) -> Deferred[Any]:
+        connected.append(host)
+        return Deferred()
+
+    relay = Relay(directory, clock, "mx.test", connect=connect)
+    relay.startService()
+    session = Session(directory, relay=relay)
+    session.login()
+    session.send(
+        b"MAIL FROM:<info@company.com>\r\nRCPT TO:<a@far.example>\r\n"
+        b"RCPT TO:<info@client1.com>\r\nDATA\r\n"
+    )
+    answer = session.send(b"Subject: out\r\n\r\nbody\r\n.\r\n")
+    assert answer.startswith(b"451 ")
+    assert relay.queue.entries() == []
+    clock.advance(60)
+    assert connected == []
+
+
 def test_forwarder_goes_to_its_target(directory: FileDirectory) -> None:
     """A forwarder to a remote address queues the message for that address."""
     from communigate.store.directory import ObjectKind

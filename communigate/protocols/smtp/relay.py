@@ -448,9 +448,17 @@ class Relay(Service):
         return deferToThreadPool(self.reactor, self.pool, function, *args)
 
     def enqueue(
-        self, message: SpooledMessage, sender: str, recipients: list[str], account: str
+        self,
+        message: SpooledMessage,
+        sender: str,
+        recipients: list[str],
+        account: str,
+        hold: bool = False,
     ) -> Deferred[QueueEntry]:
-        """Queue a message durably (fires once it is on disk), then try it."""
+        """Queue a message durably (fires once it is on disk), then try it;
+        with ``hold``, not before :meth:`release` (or never: :meth:`withdraw`),
+        so a submission can store its local copies first and take the
+        queued one back if they fail."""
         now = self.reactor.seconds()
         queued = self._blocking(self.queue.add, message, sender, recipients, now, account)
 
@@ -461,10 +469,25 @@ class Relay(Service):
                 sender=sender,
                 recipients=", ".join(recipients),
             )
-            self.reactor.callLater(0, self.attempt, entry)
+            if hold:
+                # attempt() and the scan skip entries in flight.
+                self.in_flight.add(entry.id)
+            else:
+                self.reactor.callLater(0, self.attempt, entry)
             return entry
 
         return queued.addCallback(added)
+
+    def release(self, entry: QueueEntry) -> None:
+        """Send a held entry now."""
+        self.in_flight.discard(entry.id)
+        self.reactor.callLater(0, self.attempt, entry)
+
+    def withdraw(self, entry: QueueEntry) -> Deferred[Any]:
+        """Take a held entry out of the queue (its message was refused)."""
+        self.in_flight.discard(entry.id)
+        self.log.info("queued {id} withdrawn", id=entry.id)
+        return self._blocking(self.queue.remove, entry.id)
 
     def scan(self) -> Deferred[None]:
         """Try every entry whose time has come."""

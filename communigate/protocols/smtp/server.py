@@ -50,7 +50,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -551,43 +551,65 @@ class SubmissionServer(CodedReplyServer):
             )
             self.reset()
             return
-        outcomes: list[Deferred[Any]] = []
-        if self.local:
-            outcomes.append(
-                deliver_durably(self.factory.directory, self.factory.writer, self.local, message)
-            )
-        if self.remote:
-            assert self.factory.relay is not None
-            outcomes.append(
-                self.factory.relay.enqueue(
-                    message, self.sender or "", self.remote, self.avatar.account
-                )
-            )
-        if not outcomes:
-            outcomes.append(succeed(None))
         recipients, sender = list(self.recipients), self.sender
+        stored = self._store(message, self.local, self.remote, sender or "")
         self.reset()
         self.busy = True
-        waiting = DeferredList(outcomes, consumeErrors=True)
-        waiting.addCallback(self._stored, message, recipients, sender)
-        waiting.addErrback(lambda failure: self.log.failure("SMTP reply failed", failure))
-        waiting.addBoth(lambda _: self.resume())
+        stored.addBoth(self._stored, message, recipients, sender)
+        stored.addErrback(lambda failure: self.log.failure("SMTP reply failed", failure))
+        stored.addBoth(lambda _: self.resume())
+
+    def _store(
+        self, message: SpooledMessage, local: list[Any], remote: list[str], sender: str
+    ) -> Deferred[Any]:
+        """The remote copy queued (held), then the local copies delivered;
+        the queued copy is released once they are on disk, or withdrawn if
+        they fail, so a 451 never leaves a copy behind that a retry of the
+        client would duplicate."""
+        relay = self.factory.relay
+        account = self.avatar.account
+
+        def deliver_local(entry: Any) -> Deferred[Any]:
+            if not local:
+                return succeed(entry)
+            delivered = deliver_durably(self.factory.directory, self.factory.writer, local, message)
+
+            def failed(failure: Failure) -> Deferred[Any]:
+                if entry is None or relay is None:
+                    return failure  # type: ignore[return-value]
+                withdrawn = relay.withdraw(entry)
+                withdrawn.addErrback(lambda why: self.log.failure("SMTP withdraw failed", why))
+                return withdrawn.addCallback(lambda _: failure)
+
+            return delivered.addCallbacks(lambda _: entry, failed)
+
+        if remote:
+            assert relay is not None
+            queued = relay.enqueue(message, sender, remote, account, hold=bool(local))
+        else:
+            queued = succeed(None)
+        done = queued.addCallback(deliver_local)
+
+        def release(entry: Any) -> None:
+            if entry is not None and local and relay is not None:
+                relay.release(entry)
+
+        return done.addCallback(release)
 
     def _stored(
         self,
-        outcomes: list[tuple[bool, Any]],
+        outcome: Any,
         message: SpooledMessage,
         recipients: list[str],
         sender: str | None,
     ) -> None:
         """250 once everything is durable; 451 if anything failed."""
         message.discard()
-        failures = [result for success, result in outcomes if not success]
-        for failure in failures:
-            self.log.failure("SMTP submission could not store a message", failure)
+        if isinstance(outcome, Failure):
+            self.log.failure("SMTP submission could not store a message", outcome)
         if not self.connected:
             return
-        if failures:
+        if isinstance(outcome, Failure):
             self.reply(451, "4.3.0 temporary failure storing the message, try again")
             return
         self.log.info(
