@@ -55,6 +55,7 @@ from benchmarks.servers import (
     Target,
     Work,
     add_address_options,
+    bounded_rate,
     communigate,
     dovecot_binary,
     dovecot_conf,
@@ -194,21 +195,12 @@ async def logins_per_second(
     target: Target, clients: int, total: int, seconds: float, prefix: str = ""
 ) -> float:
     """LOGIN+LOGOUT connections per second, ``clients`` at once."""
-    started = done = 0
-    deadline = time.monotonic() + seconds
 
-    async def client(index: int) -> None:
-        nonlocal started, done
-        while started < total and time.monotonic() < deadline:
-            started += 1
-            await login_logout(target.host, target.port, prefix + USERS[index % len(USERS)])
-            done += 1
+    async def one(index: int, units: int) -> int:
+        await login_logout(target.host, target.port, prefix + USERS[index % len(USERS)])
+        return 1
 
-    start = time.monotonic()
-    await asyncio.wait_for(
-        asyncio.gather(*(client(index) for index in range(clients))), seconds + 60
-    )
-    return done / (time.monotonic() - start)
+    return (await bounded_rate(one, clients, total, seconds))[1]
 
 
 def logins(target: Target, clients: int, total: int, seconds: float) -> Run:

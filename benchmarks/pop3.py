@@ -45,6 +45,7 @@ from benchmarks.servers import (
     Target,
     Work,
     add_address_options,
+    bounded_rate,
     communigate,
     dovecot_binary,
     dovecot_conf,
@@ -130,22 +131,13 @@ async def one_session(host: str, port: int, user: str) -> None:
 
 async def sessions_per_second(target: Target, clients: int, total: int, seconds: float) -> Run:
     """Sessions per second, ``clients`` at once."""
-    started = done = 0
-    deadline = time.monotonic() + seconds
 
-    async def client(index: int) -> None:
-        nonlocal started, done
-        while started < total and time.monotonic() < deadline:
-            started += 1
-            await one_session(target.host, target.port, USERS[index % len(USERS)])
-            done += 1
+    async def one(index: int, units: int) -> int:
+        await one_session(target.host, target.port, USERS[index % len(USERS)])
+        return 1
 
-    start = time.monotonic()
-    await asyncio.wait_for(
-        asyncio.gather(*(client(index) for index in range(clients))), seconds + 60
-    )
-    elapsed = time.monotonic() - start
-    return Run(done / elapsed, f"{done} sessions")
+    done, rate = await bounded_rate(one, clients, total, seconds)
+    return Run(rate, f"{done} sessions")
 
 
 def read_until(conn: socket.socket, pending: bytearray, marker: bytes) -> bytes:

@@ -30,7 +30,6 @@ import hmac
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +45,7 @@ from benchmarks.servers import (
     Target,
     Work,
     add_address_options,
+    bounded_rate,
     communigate,
     dovecot_binary,
     dovecot_conf,
@@ -172,21 +172,12 @@ async def scram_login(host: str, port: int, user: str) -> None:
 
 async def logins_per_second(target: Target, clients: int, total: int, seconds: float) -> float:
     """SCRAM logins per second, ``clients`` at once."""
-    started = done = 0
-    deadline = time.monotonic() + seconds
 
-    async def client(index: int) -> None:
-        nonlocal started, done
-        while started < total and time.monotonic() < deadline:
-            started += 1
-            await scram_login(target.host, target.port, USERS[index % len(USERS)])
-            done += 1
+    async def one(index: int, units: int) -> int:
+        await scram_login(target.host, target.port, USERS[index % len(USERS)])
+        return 1
 
-    start = time.monotonic()
-    await asyncio.wait_for(
-        asyncio.gather(*(client(index) for index in range(clients))), seconds + 60
-    )
-    return done / (time.monotonic() - start)
+    return (await bounded_rate(one, clients, total, seconds))[1]
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ the runs with every run listed."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import resource
 import shutil
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,37 @@ def add_address_options(parser: argparse.ArgumentParser, *others: str) -> None:
         parser.add_argument(
             f"--{other}-port", type=int, default=0, help=f"{other}'s port (0: a free one)"
         )
+
+
+async def bounded_rate(
+    one: Callable[[int, int], Awaitable[int]],
+    clients: int,
+    total: int,
+    seconds: float,
+    batch: int = 1,
+) -> tuple[int, float]:
+    """``clients`` loops at once, each calling ``one(client index, units)``
+    for up to ``batch`` units at a time (a session of several messages,
+    say) until ``total`` units were started or ``seconds`` passed; ``one``
+    returns how many units it did.  (units done, units per second)."""
+    started = done = 0
+    deadline = time.monotonic() + seconds
+
+    async def client(index: int) -> None:
+        nonlocal started, done
+        while started < total and time.monotonic() < deadline:
+            units = min(batch, total - started)
+            started += units
+            # Not ``done += await ...``: that reads ``done`` before the
+            # await, losing what the other clients add meanwhile.
+            count = await one(index, units)
+            done += count
+
+    start = time.monotonic()
+    await asyncio.wait_for(
+        asyncio.gather(*(client(index) for index in range(clients))), seconds + 60
+    )
+    return done, done / (time.monotonic() - start)
 
 
 # -- Dovecot ------------------------------------------------------------------

@@ -37,7 +37,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +51,7 @@ from benchmarks.servers import (
     Target,
     Work,
     add_address_options,
+    bounded_rate,
     communigate,
     free_port,
     measure,
@@ -214,23 +214,12 @@ async def messages_per_second(
     target: Target, clients: int, total: int, per_session: int, message: bytes, seconds: float
 ) -> Run:
     """Messages per second, ``clients`` at once."""
-    started = done = 0
-    deadline = time.monotonic() + seconds
 
-    async def client(index: int) -> None:
-        nonlocal started, done
-        while started < total and time.monotonic() < deadline:
-            count = min(per_session, total - started)
-            started += count
-            sent = await one_session(target.host, target.port, index, message, count)
-            done += sent
+    async def one(index: int, units: int) -> int:
+        return await one_session(target.host, target.port, index, message, units)
 
-    start = time.monotonic()
-    await asyncio.wait_for(
-        asyncio.gather(*(client(index) for index in range(clients))), seconds + 60
-    )
-    elapsed = time.monotonic() - start
-    return Run(done / elapsed, f"{done} messages")
+    done, rate = await bounded_rate(one, clients, total, seconds, per_session)
+    return Run(rate, f"{done} messages")
 
 
 def main() -> None:
