@@ -23,7 +23,7 @@ from tests.integration.conftest import TWISTD, admin, communigate, free_port, wa
 
 pytestmark = pytest.mark.integration
 
-SWAKS_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+SWAKS_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5")
 MSMTP_MECHANISMS = ("plain", "login", "cram-md5", "digest-md5", "scram-sha-1", "scram-sha-256")
 
 
