@@ -3,9 +3,9 @@
 Like ``doveconf -n`` or ``prosodyctl check``: the server settings, every
 domain's and every account's settings are checked against
 :mod:`communigate.store.schema` as they are on disk, the other settings
-files of each domain for their syntax, and the Router table with the
-Router's own parser.  Each problem is one line naming the file (relative to
-the base directory) and the key.
+files of each domain and account (such as the XMPP roster) for their
+syntax, and the Router table with the Router's own parser.  Each problem
+is one line naming the file (relative to the base directory) and the key.
 """
 
 from __future__ import annotations
@@ -119,6 +119,11 @@ def problems(directory: FileDirectory) -> tuple[list[str], int]:
         for entry in sorted(folder.glob(f"*{ACCOUNT_SUFFIX}")):
             if entry.is_dir() and not entry.name.startswith("."):
                 report.settings(entry / "account.settings", schema.Level.ACCOUNT)
+                # The account's other files in the same syntax (the XMPP
+                # roster and block list, File Storage rights): syntax only.
+                for other in sorted(entry.glob("*.settings")):
+                    if other.name != "account.settings":
+                        report.read(other)
     return report.lines, report.files
 
 

@@ -25,6 +25,7 @@ from communigate.cli import check, objects, values
 from communigate.cli import kerberos as kerberos_commands
 from communigate.cli import listeners as listener_commands
 from communigate.cli import queue as queue_commands
+from communigate.cli import roster as roster_commands
 from communigate.cli.arguments import (
     DEFAULT_BASE,
     CommandFailed,
@@ -370,6 +371,7 @@ COMMANDS = {
     "status": control.cmd_status,
     "reload": control.cmd_reload,
     "queue": queue_commands.cmd_queue,
+    "roster": roster_commands.cmd_roster,
 }
 
 
@@ -450,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(sub)
     listener_commands.add_parser(sub)
     queue_commands.add_parser(sub)
+    roster_commands.add_parser(sub)
     control.add_parsers(sub)
     for parser in sub.choices.values():
         # Accepted after the subcommand too; SUPPRESS keeps one given before.

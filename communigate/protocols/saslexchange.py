@@ -5,6 +5,9 @@ turns mechanism steps into ``+ base64`` challenges (through a callback, so
 each protocol frames them its own way), asks the portal when the mechanism
 succeeds, sends the mechanism's final data as one more challenge when there
 is some (SCRAM, DIGEST-MD5) and reports the avatar or the failure once.
+A framing that carries that final data with its success (XMPP's
+``<success>``, RFC 6120 §6.3.10) asks for it with ``additional_in_success``:
+it is then left in :attr:`SASLExchange.additional` when ``done`` is called.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class SASLExchange:
         interface: Any,
         challenge: Callable[[bytes], None],
         done: Callable[[Any], None],
+        additional_in_success: bool = False,
     ) -> None:
         self.mechanism = mechanism
         self.service = service
@@ -62,6 +66,9 @@ class SASLExchange:
         self._done = done
         self._result: Any = None
         self._final_sent = False
+        self._additional_in_success = additional_in_success
+        #: The mechanism's final data (base64) for the success reply.
+        self.additional: bytes | None = None
         self.pending: Deferred[Any] | None = None
 
     def start(self, initial: bytes | None) -> None:
@@ -114,6 +121,10 @@ class SASLExchange:
     def _accepted(self, result: Any, step: Success) -> None:
         self.pending = None
         if step.final_data is None:
+            self._finish(result)
+            return
+        if self._additional_in_success:
+            self.additional = framing.encode(step.final_data())
             self._finish(result)
             return
         self._result = result

@@ -1,0 +1,84 @@
+"""Offline messages (RFC 6121 §8.5.2.1.1; Prosody's ``mod_offline``).
+
+A ``chat`` or ``normal`` message for an account with no available resource
+is stored in the account's offline store
+(:class:`communigate.store.offline.OfflineStore`) with a XEP-0203 delay
+stamp; past the store's bound the hub bounces it with
+``service-unavailable``.  At the next initial presence of any resource the
+stored messages are delivered to it, oldest first, and removed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.words.xish import domish
+
+from communigate.protocols.xmpp.hub import Hub
+from communigate.protocols.xmpp.jid import parse
+from communigate.protocols.xmpp.stream import serialize
+from communigate.protocols.xmpp.xmlstream import (
+    NS_CLIENT,
+    NS_STREAMS,
+    StanzaReceived,
+    StreamViolation,
+    XMLStreamParser,
+)
+
+NS_DELAY = "urn:xmpp:delay"
+#: What stored stanzas are parsed inside (they were written in this stream
+#: namespace by :func:`~communigate.protocols.xmpp.stream.serialize`).
+_WRAPPER = f"<stream xmlns='{NS_CLIENT}' xmlns:s='{NS_STREAMS}'>".encode()
+
+
+def parse_stored(data: bytes) -> domish.Element | None:
+    """A stored stanza back as an element (None if it cannot be read)."""
+    parser = XMLStreamParser()
+    try:
+        events = parser.feed(_WRAPPER + data)
+    except StreamViolation:
+        return None
+    for event in events:
+        if isinstance(event, StanzaReceived):
+            return event.element
+    return None
+
+
+class OfflineModule:
+    """Stores and delivers offline messages."""
+
+    def __init__(self, hub: Hub, clock: Callable[[], float] = time.time) -> None:
+        self.hub = hub
+        self.clock = clock
+
+    def store(self, stores: Any, stanza: domish.Element) -> bool:
+        """Keep a message; False when the store is full or unwritable."""
+        delay = stanza.addElement((NS_DELAY, "delay"))
+        delay["from"] = parse(stanza["to"]).domain
+        stamp = datetime.fromtimestamp(self.clock(), UTC)
+        delay["stamp"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            stored = bool(stores.offline.add(serialize(stanza)))
+        except OSError:
+            stored = False
+        stanza.children.remove(delay)
+        return stored
+
+    def initial(self, session: Any) -> None:
+        """Deliver what was stored to a session sending initial presence."""
+        for data in session.avatar.stores.offline.take():
+            element = parse_stored(data)
+            if element is not None:
+                element["to"] = str(session.jid)
+                session.send(element)
+
+
+def register(hub: Hub) -> None:
+    """Store messages for unavailable accounts, deliver them later."""
+    module = OfflineModule(hub)
+    hub.on("offline", module.store)
+    hub.on("initial", module.initial)
+    hub.features.add("msgoffline")

@@ -1,0 +1,183 @@
+"""Stream Management (XEP-0198): acknowledgements and resumption.
+
+After binding, ``<enable/>`` starts counting (§4): the stanzas the client
+sent (``h`` in the server's ``<a/>`` answers to ``<r/>``) and the stanzas
+sent to it, kept until the client acknowledges them (the server asks with
+``<r/>`` every :data:`REQUEST_EVERY` stanzas).  With ``resume='true'`` a
+connection that breaks leaves the session bound but asleep for
+:data:`RESUME_TIMEOUT` seconds (§5): stanzas for it are kept; a new stream
+of the same account that sends ``<resume previd=... h=...>`` instead of
+binding takes the session over, is told ``<resumed/>`` and gets what the
+client had not acknowledged.  A session not resumed in time ends then:
+unavailable presence goes out, and the unacknowledged messages go to the
+offline store (§5 recommends not losing them).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from typing import Any
+
+from twisted.words.xish import domish
+
+from communigate.protocols.xmpp.hub import Hub
+from communigate.protocols.xmpp.stream import NS_SM, NS_STANZAS, serialize
+
+#: Seconds a broken session waits to be resumed (Prosody's default: 600).
+RESUME_TIMEOUT = 300
+#: Unacknowledged stanzas after which the server asks for an ack.
+REQUEST_EVERY = 10
+#: Most unacknowledged stanzas kept; past it the session is not resumable.
+MAX_QUEUE = 500
+_MOD = 2**32
+
+
+class SMState:
+    """The counters and the unacknowledged stanzas of one session."""
+
+    def __init__(self, session: Any, resumable: bool) -> None:
+        self.session = session
+        self.id = secrets.token_urlsafe(12)
+        self.resumable = resumable
+        self.handled_in = 0
+        #: Stanzas sent to the client (mod 2^32) and those not yet acked.
+        self.sent = 0
+        self.unacked: deque[domish.Element] = deque()
+        self.timer: Any = None
+
+    def incoming(self) -> None:
+        """A stanza from the client was handled."""
+        self.handled_in = (self.handled_in + 1) % _MOD
+
+    def outgoing(self, element: domish.Element) -> None:
+        """A stanza goes (or would go) to the client: keep it until acked."""
+        self.sent = (self.sent + 1) % _MOD
+        if len(self.unacked) >= MAX_QUEUE:
+            self.unacked.popleft()
+            self.resumable = False
+        self.unacked.append(element)
+        if len(self.unacked) % REQUEST_EVERY == 0 and self.session.connected:
+            self.session.write(f"<r xmlns='{NS_SM}'/>".encode())
+
+    def acknowledged(self, h: int) -> None:
+        """The client has handled ``h`` stanzas in all (§4)."""
+        pending = (self.sent - h) % _MOD
+        while len(self.unacked) > pending:
+            self.unacked.popleft()
+
+
+def _h(element: domish.Element) -> int | None:
+    value = element.getAttribute("h", "")
+    return int(value) % _MOD if value.isdigit() else None
+
+
+class SMModule:
+    """Stream management for one hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        #: Sleeping resumable sessions by stream management id.
+        self.asleep: dict[str, Any] = {}
+
+    def element(self, session: Any, element: domish.Element) -> bool:
+        """``<enable/>``, ``<r/>``, ``<a/>``, ``<resume/>``."""
+        state: SMState | None = session.features.get("sm")
+        if element.name == "enable":
+            if state is not None:
+                session.write(_failed("unexpected-request"))
+                return True
+            resumable = element.getAttribute("resume") in ("true", "1")
+            state = SMState(session, resumable)
+            session.features["sm"] = state
+            session.features["sm-in"] = state.incoming
+            session.features["sm-out"] = state.outgoing
+            extra = f" id='{state.id}' resume='true' max='{RESUME_TIMEOUT}'" if resumable else ""
+            session.write(f"<enabled xmlns='{NS_SM}'{extra}/>".encode())
+        elif element.name == "r" and state is not None:
+            session.write(f"<a xmlns='{NS_SM}' h='{state.handled_in}'/>".encode())
+        elif element.name == "a" and state is not None:
+            h = _h(element)
+            if h is not None:
+                state.acknowledged(h)
+        elif element.name == "resume":
+            self.resume(session, element)
+        else:
+            session.write(_failed("unexpected-request"))
+        return True
+
+    def bound_now(self, session: Any) -> bool:
+        """Whether ``session`` still holds its full JID in the hub."""
+        return self.hub.session(session.jid) is session
+
+    def lost(self, session: Any) -> bool:
+        """The connection broke: keep a resumable session asleep."""
+        state: SMState | None = session.features.get("sm")
+        if state is None:
+            return False
+        if not state.resumable:
+            self.rescue(session, state)
+            return False
+        self.asleep[state.id] = session
+        state.timer = session.factory.reactor.callLater(RESUME_TIMEOUT, self.expire, session)
+        return True
+
+    def expire(self, session: Any) -> None:
+        """Nobody resumed in time: the session ends for good."""
+        state: SMState = session.features["sm"]
+        state.timer = None
+        self.asleep.pop(state.id, None)
+        if not self.bound_now(session):  # replaced meanwhile
+            session.end_asleep()
+            return
+        session.end_asleep()
+        self.rescue(session, state)
+
+    def rescue(self, session: Any, state: SMState) -> None:
+        """The chat messages the client never acknowledged go to the
+        account's offline store (XEP-0198 §5: not lost)."""
+        messages = [stanza for stanza in state.unacked if stanza.name == "message"]
+        state.unacked.clear()
+        stores = session.avatar.stores
+        for message in messages:
+            if message.getAttribute("type", "normal") in ("chat", "normal"):
+                self.hub.fire("offline", stores, message)
+
+    def resume(self, session: Any, element: domish.Element) -> None:
+        """``<resume/>`` (§5): take over a sleeping session of the same account."""
+        old = self.asleep.get(element.getAttribute("previd", ""))
+        h = _h(element)
+        if (
+            old is None
+            or h is None
+            or not self.bound_now(old)
+            or session.avatar is None
+            or old.avatar.account != session.avatar.account
+        ):
+            session.write(_failed("item-not-found"))
+            return
+        state: SMState = old.features["sm"]
+        del self.asleep[state.id]
+        if state.timer is not None and state.timer.active():
+            state.timer.cancel()
+        state.timer = None
+        state.acknowledged(h)
+        session.take_over(old)
+        state.session = session
+        session.write(
+            f"<resumed xmlns='{NS_SM}' h='{state.handled_in}' previd='{state.id}'/>".encode()
+        )
+        for stanza in list(state.unacked):
+            session.write(serialize(stanza))
+
+
+def _failed(condition: str) -> bytes:
+    return f"<failed xmlns='{NS_SM}'><{condition} xmlns='{NS_STANZAS}'/></failed>".encode()
+
+
+def register(hub: Hub) -> None:
+    """Handle stream management."""
+    module = SMModule(hub)
+    hub.on("sm", module.element)
+    hub.on("lost", module.lost)
+    hub.features.add(NS_SM)

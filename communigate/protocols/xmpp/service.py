@@ -1,0 +1,52 @@
+"""Adding XMPP to the server's service tree.
+
+The listeners are ``--xmpp`` (STARTTLS, RFC 6120 §5, port 5222) and
+``--xmpps`` (TLS from the first byte, XEP-0368, port 5223), built like
+every other listener
+(:func:`~communigate.protocols.listeners.add_listeners`: guard, backlog,
+session ids and byte counts).  Both share one :class:`~.hub.Hub`, so
+sessions on either reach each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IServiceCollection
+
+from communigate.portal.xmppsession import XMPPDirectory
+from communigate.protocols.access import LoginService
+from communigate.protocols.listeners import add_listeners
+from communigate.protocols.xmpp.hub import Hub
+from communigate.protocols.xmpp.modules import load_all
+from communigate.protocols.xmpp.server import XMPPFactory
+
+
+def add_xmpp(
+    top: IServiceCollection,
+    options: Any,
+    service: LoginService,
+    reactor: Any,
+    tls: Any,
+    counted: Callable[[str, Any], Any],
+) -> dict[str, Any]:
+    """The ``xmpp``/``xmpps`` listeners; the (counted) factory of each,
+    for the listeners file's listeners."""
+    directory = service.resolver.directory
+    hub = Hub(XMPPDirectory(directory))
+    load_all(hub)
+    factories: dict[str, Any] = {}
+    for name, implicit in (("xmpp", False), ("xmpps", True)):
+        factory = XMPPFactory(service, reactor, hub, tls, implicit_tls=implicit)
+        factories[name] = counted(name, factory)
+        add_listeners(
+            top,
+            name,
+            options[name],
+            factories[name],
+            reactor,
+            tls if implicit else None,
+            directory,
+        )
+    return factories

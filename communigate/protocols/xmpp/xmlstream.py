@@ -1,0 +1,195 @@
+"""The XML stream of RFC 6120 §4, parsed incrementally and sans-IO.
+
+Bytes go in (:meth:`XMLStreamParser.feed`), events come out: the stream
+header (:class:`StreamOpened`), each complete first-level element as a
+:class:`twisted.words.xish.domish.Element` (:class:`StanzaReceived`), the
+end of the stream (:class:`StreamClosed`).  Expat does the parsing; this
+module adds what RFC 6120 §11 restricts and what a server must bound:
+
+- no DTD, entity declaration, comment or processing instruction
+  (``restricted-xml``, §11.1);
+- elements nested at most :attr:`Limits.max_depth` deep, at most
+  :attr:`Limits.max_attributes` attributes on one element;
+- a first-level element (stanza) of at most :attr:`Limits.max_stanza`
+  octets: counted while it arrives, so a client cannot make the server
+  buffer more (``policy-violation``, §4.9.3.15).
+
+A violation is raised as :class:`StreamViolation` carrying the stream
+error condition; the parser is unusable afterwards.  A stream restart
+(after STARTTLS and SASL, §5.4.3.3 and §6.4.6) is :meth:`reset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.parsers import expat
+
+from twisted.words.xish import domish
+
+#: The streams namespace (RFC 6120 §4.8.1).
+NS_STREAMS = "http://etherx.jabber.org/streams"
+#: The content namespace of client-to-server streams.
+NS_CLIENT = "jabber:client"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one stream may make the parser hold."""
+
+    #: Octets of one first-level element, from its ``<`` to its end.
+    max_stanza: int = 256 * 1024
+    #: Nesting below the stream element (the stanza itself is depth 1).
+    max_depth: int = 32
+    #: Attributes on one element (namespace declarations included).
+    max_attributes: int = 64
+
+
+class StreamViolation(Exception):
+    """The client broke the stream; ``condition`` is the stream error."""
+
+    def __init__(self, condition: str, text: str = "") -> None:
+        super().__init__(text or condition)
+        self.condition = condition
+        self.text = text
+
+
+@dataclass(frozen=True)
+class StreamOpened:
+    """The client's stream header: its attributes (qualified by namespace
+    where they have one, ``xml:lang`` as ``lang``)."""
+
+    attributes: dict[str, str]
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class StanzaReceived:
+    """One complete first-level element."""
+
+    element: domish.Element
+
+
+@dataclass(frozen=True)
+class StreamClosed:
+    """The client sent ``</stream:stream>``."""
+
+
+Event = StreamOpened | StanzaReceived | StreamClosed
+
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+
+def _split(name: str) -> tuple[str, str]:
+    """Expat's ``uri local`` (namespace separator: space) as a pair."""
+    uri, _, local = name.rpartition(" ")
+    return uri, local
+
+
+class XMLStreamParser:
+    """Incremental parser of one client's stream (restartable)."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._events: list[Event] = []
+        self._parser: expat.XMLParserType | None = None
+        self._stack: list[domish.Element] = []
+        self._depth = 0
+        self._fed = 0
+        self._stanza_start = 0
+        self._broken = False
+        self.reset()
+
+    def reset(self) -> None:
+        """A new stream begins (RFC 6120 §4.3.3): a fresh parser."""
+        parser = expat.ParserCreate(namespace_separator=" ")
+        parser.buffer_text = False
+        parser.ordered_attributes = False
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        parser.StartElementHandler = self._start
+        parser.EndElementHandler = self._end
+        parser.CharacterDataHandler = self._text
+        for handler in (
+            "StartDoctypeDeclHandler",
+            "EntityDeclHandler",
+            "CommentHandler",
+            "ProcessingInstructionHandler",
+            "NotationDeclHandler",
+            "ExternalEntityRefHandler",
+        ):
+            setattr(parser, handler, self._restricted)
+        self._parser = parser
+        self._stack = []
+        self._depth = 0
+        self._fed = 0
+        self._stanza_start = 0
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse ``data``; the events it completed, in order.  Raises
+        :class:`StreamViolation`."""
+        if self._broken or self._parser is None:
+            raise StreamViolation("not-well-formed", "the stream is broken")
+        self._events = []
+        parser = self._parser
+        try:
+            parser.Parse(data, False)
+        except expat.ExpatError as error:
+            self._broken = True
+            raise StreamViolation("not-well-formed", str(error)) from None
+        except StreamViolation:
+            self._broken = True
+            raise
+        self._fed += len(data)
+        if self._depth >= 2 and self._fed - self._stanza_start > self.limits.max_stanza:
+            self._broken = True
+            raise StreamViolation("policy-violation", "stanza too large")
+        events, self._events = self._events, []
+        return events
+
+    def _restricted(self, *args: object) -> None:
+        raise StreamViolation("restricted-xml", "DTDs, comments and PIs are not allowed")
+
+    def _start(self, name: str, attributes: dict[str, str]) -> None:
+        if len(attributes) > self.limits.max_attributes:
+            raise StreamViolation("policy-violation", "too many attributes")
+        uri, local = _split(name)
+        if self._depth == 0:
+            plain = {}
+            for key, value in attributes.items():
+                key_uri, key_local = _split(key)
+                plain[key_local if key_uri in ("", _XML_NS) else key] = value
+            self._events.append(StreamOpened(plain, uri, local))
+            self._depth = 1
+            return
+        if self._depth > self.limits.max_depth:
+            raise StreamViolation("policy-violation", "elements nested too deep")
+        if self._depth == 1:
+            assert self._parser is not None
+            self._stanza_start = self._parser.CurrentByteIndex
+        element = domish.Element((uri, local))
+        for key, value in attributes.items():
+            key_uri, key_local = _split(key)
+            if key_uri == "":
+                element.attributes[key_local] = value
+            else:
+                element.attributes[(key_uri, key_local)] = value
+        if self._stack:
+            self._stack[-1].addChild(element)
+        self._stack.append(element)
+        self._depth += 1
+
+    def _end(self, name: str) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._events.append(StreamClosed())
+            return
+        element = self._stack.pop()
+        if not self._stack:
+            self._events.append(StanzaReceived(element))
+            element.parent = None
+
+    def _text(self, data: str) -> None:
+        if self._depth >= 2 and self._stack:
+            self._stack[-1].addContent(data)
+        elif data.strip():
+            raise StreamViolation("not-well-formed", "text between stanzas")

@@ -1,0 +1,112 @@
+"""An account's blocked JIDs (XEP-0191 Blocking Command), kept in its folder.
+
+The list is ``<account folder>/blocklist.settings`` in CommuniGate's
+settings syntax (``{Items = (...); }``), replaced atomically on every
+change and re-read when another process changed it.  Callers pass prepared
+JIDs (:func:`communigate.protocols.xmpp.jid.parse`); the list is bounded
+(:data:`MAX_ITEMS`).
+
+An item blocks addresses by the JID matching rules XEP-0191 takes from
+XEP-0016 §2.1: ``user@domain/resource`` only that full JID,
+``user@domain`` any resource of that user, ``domain/resource`` only that
+resource of the domain itself, ``domain`` the domain and every user and
+resource at it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from communigate.protocols.xmpp.jid import InvalidJID, split
+from communigate.store import settingsformat
+from communigate.store.atomic import write_atomic
+from communigate.store.filecache import CachedFile, Clock
+
+FILE_NAME = "blocklist.settings"
+MAX_ITEMS = 1000
+
+
+class BlockListFull(ValueError):
+    """Blocking more would pass :data:`MAX_ITEMS` (XEP-0191 lets the server
+    answer ``resource-constraint``)."""
+
+
+def _parse(data: bytes) -> tuple[str, ...]:
+    """The items written in a block list file."""
+    settings = settingsformat.loads_dictionary(data.decode("utf-8"))
+    return tuple(dict.fromkeys(settingsformat.as_string_list(settings.get("Items", []))))
+
+
+def candidates(jid: str) -> tuple[str, ...]:
+    """The items that would block ``jid`` (XEP-0016 §2.1), most specific
+    first; empty for a text that is no JID."""
+    try:
+        local, domain, resource = split(jid)
+    except InvalidJID:
+        return ()
+    found = [jid]
+    if local is not None and resource is not None:
+        found.append(f"{local}@{domain}")
+    found.append(domain)
+    return tuple(dict.fromkeys(found))
+
+
+class BlockList:
+    """The JIDs one account blocks."""
+
+    def __init__(self, folder: Path, clock: Clock = time.monotonic) -> None:
+        self.path = Path(folder) / FILE_NAME
+        self._file: CachedFile[tuple[str, ...]] = CachedFile(self.path, _parse, (), clock)
+        self._set: frozenset[str] = frozenset()
+        self._of: tuple[str, ...] = ()
+
+    def items(self) -> list[str]:
+        """Every blocked JID, in the order they were blocked."""
+        return list(self._file.get())
+
+    def blocks(self, jid: str) -> bool:
+        """Whether stanzas from or to ``jid`` (a prepared bare or full JID)
+        are blocked by some item."""
+        items = self._file.get()
+        if not items:
+            return False
+        if items is not self._of:
+            self._set, self._of = frozenset(items), items
+        return any(candidate in self._set for candidate in candidates(jid))
+
+    def block(self, jids: Iterable[str]) -> list[str]:
+        """Add JIDs to the list; the ones that were not on it.  Raise
+        :class:`BlockListFull` (nothing added) past :data:`MAX_ITEMS`."""
+        current = self._fresh()
+        added = [jid for jid in dict.fromkeys(jids) if jid not in current]
+        if not added:
+            return []
+        if len(current) + len(added) > MAX_ITEMS:
+            raise BlockListFull(f"at most {MAX_ITEMS} JIDs can be blocked")
+        self._write((*current, *added))
+        return added
+
+    def unblock(self, jids: Iterable[str] | None = None) -> list[str]:
+        """Remove JIDs from the list (every one for None); the ones that
+        were on it."""
+        current = self._fresh()
+        if jids is None:
+            removed = list(current)
+        else:
+            wanted = set(jids)
+            removed = [jid for jid in current if jid in wanted]
+        if removed:
+            gone = set(removed)
+            self._write(tuple(jid for jid in current if jid not in gone))
+        return removed
+
+    def _fresh(self) -> tuple[str, ...]:
+        self._file.invalidate()
+        return self._file.get()
+
+    def _write(self, items: tuple[str, ...]) -> None:
+        text = settingsformat.dumps_dictionary({"Items": list(items)})
+        write_atomic(self.path, text.encode("utf-8"))
+        self._file.invalidate()

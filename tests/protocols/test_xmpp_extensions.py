@@ -1,0 +1,134 @@
+"""XMPP extensions on StringTransports: stream management (XEP-0198)
+acks and resumption, carbons (XEP-0280), blocking (XEP-0191)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from twisted.internet.task import Clock
+
+from communigate.protocols.xmpp.modules.smacks import RESUME_TIMEOUT
+from communigate.protocols.xmpp.server import XMPPFactory
+from communigate.store.files import FileDirectory
+from tests.protocols.xmpp_client import Stream, make_factory
+
+J1 = ("j.smith", "js", "client1.com")
+SM = b"xmlns='urn:xmpp:sm:3'"
+
+
+@pytest.fixture
+def reactor() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def factory(directory: FileDirectory, reactor: Clock) -> XMPPFactory:
+    return make_factory(directory, reactor)
+
+
+def chat(to: str, body: str) -> bytes:
+    return f"<message to='{to}' type='chat'><body>{body}</body></message>".encode()
+
+
+def test_sm_ack_counts_handled_stanzas(factory: XMPPFactory) -> None:
+    """<r/> is answered with the number of stanzas handled since <enable/>."""
+    alice = Stream(factory).online("a")
+    assert b"<enabled" in alice.send(b"<enable " + SM + b"/>")
+    alice.send(b"<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+    alice.send(b"<presence/>")
+    assert alice.send(b"<r " + SM + b"/>") == b"<a xmlns='urn:xmpp:sm:3' h='2'/>"
+
+
+def test_sm_resume_delivers_unacked(factory: XMPPFactory, reactor: Clock) -> None:
+    """A dropped resumable session stays bound; messages sent meanwhile are
+    delivered on <resume/>, and nothing goes offline."""
+    john = Stream(factory).online("pc", *J1)
+    enabled = john.send(b"<enable " + SM + b" resume='true'/>")
+    previd = re.search(rb"id='([^']+)'", enabled)
+    assert previd is not None
+    john.server.connectionLost(None)
+    alice = Stream(factory).online("a")
+    alice.send(chat("j.smith@client1.com/pc", "while asleep"))
+    assert b"error" not in alice.take()
+    reactor.advance(RESUME_TIMEOUT / 2)
+    again = Stream(factory)
+    again.login(*J1)
+    reply = again.send(b"<resume " + SM + b" previd='" + previd.group(1) + b"' h='0'/>")
+    assert b"<resumed" in reply
+    assert b"while asleep" in reply
+    alice.send(chat("j.smith@client1.com/pc", "after"))
+    assert b"after" in again.take()
+
+
+def test_sm_expiry_ends_session_and_keeps_messages(factory: XMPPFactory, reactor: Clock) -> None:
+    """Not resumed in time: unavailable goes out and unacked chats go offline."""
+    john = Stream(factory).online("pc", *J1)
+    john.send(b"<enable " + SM + b" resume='true'/>")
+    john.server.connectionLost(None)
+    alice = Stream(factory).online("a")
+    alice.send(chat("j.smith@client1.com/pc", "kept"))
+    reactor.advance(RESUME_TIMEOUT + 1)
+    assert factory.hub.session(john.server.jid) is None
+    later = Stream(factory)
+    later.login(*J1)
+    later.bind("pc")
+    later.take()
+    assert b"kept" in later.send(b"<presence/>")
+
+
+def test_sm_resume_unknown_id_fails(factory: XMPPFactory) -> None:
+    """An unknown previd is item-not-found."""
+    client = Stream(factory)
+    client.login()
+    assert b"<failed" in client.send(b"<resume " + SM + b" previd='nope' h='0'/>")
+
+
+def test_carbons_copy_sent_and_received(factory: XMPPFactory) -> None:
+    """With carbons, the other resource sees what one resource sends and
+    what arrives at a full JID of the other."""
+    phone = Stream(factory).online("phone")
+    desk = Stream(factory).online("desk")
+    enable = b"<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>"
+    assert b"type='result'" in phone.send(enable)
+    john = Stream(factory).online("pc", *J1)
+    desk.send(chat("j.smith@client1.com/pc", "from desk"))
+    copy = phone.take()
+    assert b"<sent xmlns='urn:xmpp:carbons:2'>" in copy and b"from desk" in copy
+    john.send(chat("info@company.com/desk", "to desk"))
+    copy = phone.take()
+    assert b"<received xmlns='urn:xmpp:carbons:2'>" in copy and b"to desk" in copy
+    assert b"to desk" in desk.take()
+
+
+def test_blocking(factory: XMPPFactory) -> None:
+    """Blocking a JID stops messages both ways; unblocking lets them pass."""
+    alice = Stream(factory).online("a")
+    john = Stream(factory).online("pc", *J1)
+    block = (
+        b"<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'>"
+        b"<item jid='j.smith@client1.com'/></block></iq>"
+    )
+    assert b"type='result'" in alice.send(block)
+    listed = alice.send(b"<iq type='get' id='l'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+    assert b"jid='j.smith@client1.com'" in listed
+    assert b"urn:xmpp:blocking:errors" in alice.send(chat("j.smith@client1.com", "x"))
+    assert b"service-unavailable" in john.send(chat("info@company.com", "y"))
+    alice.send(b"<iq type='set' id='u'><unblock xmlns='urn:xmpp:blocking'/></iq>")
+    john.send(chat("info@company.com", "again"))
+    assert b"again" in alice.take()
+
+
+def test_sm_without_resume_keeps_unacked_chats(factory: XMPPFactory) -> None:
+    """A non-resumable session that breaks puts unacknowledged chats offline."""
+    john = Stream(factory).online("pc", *J1)
+    john.send(b"<enable " + SM + b"/>")
+    alice = Stream(factory).online("a")
+    alice.send(chat("j.smith@client1.com/pc", "unacked"))
+    assert b"unacked" in john.take()
+    john.server.connectionLost(None)
+    later = Stream(factory)
+    later.login(*J1)
+    later.bind("pc")
+    later.take()
+    assert b"unacked" in later.send(b"<presence/>")

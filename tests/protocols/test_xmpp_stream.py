@@ -1,0 +1,189 @@
+"""XMPP stream negotiation (RFC 6120) on a StringTransport: the header and
+its domain, the order STARTTLS → SASL → restart → bind, SASL failures,
+stream errors, the limits and time-outs."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from communigate.portal.xmppsession import IXMPPAccount, XMPPAccount
+from communigate.protocols.xmpp.server import MAX_FAILURES
+from communigate.store.files import FileDirectory
+from tests.protocols.xmpp_client import Stream, header, make_factory, plain
+
+
+def stream(directory: FileDirectory, tls: object = None) -> Stream:
+    return Stream(make_factory(directory, Clock(), tls))
+
+
+def test_avatar_provides_interface(directory: FileDirectory) -> None:
+    """The realm's XMPP avatar provides IXMPPAccount."""
+    assert verifyObject(IXMPPAccount, XMPPAccount(directory, "company.com", "info"))
+
+
+def test_header_answers_with_domain_and_features(directory: FileDirectory) -> None:
+    """The response header names the domain; features list PLAIN on loopback."""
+    reply = stream(directory).send(header())
+    assert b'from="company.com"' in reply
+    assert b"<mechanism>PLAIN</mechanism>" in reply
+    assert b"starttls" not in reply  # no TLS contexts given
+
+
+def test_domain_alias_becomes_its_domain(directory: FileDirectory) -> None:
+    """``to`` naming a domain alias logs bare names into the real domain."""
+    client = stream(directory)
+    assert b'from="alias2.com"' in client.send(header("alias2.com"))
+    reply = client.send(plain("info", "pw-client2.com"))
+    assert reply.startswith(b"<success")
+    client.send(header("alias2.com"))
+    assert b"<jid>info@client2.com/x</jid>" in client.bind("x")
+
+
+def test_unknown_domain_is_host_unknown(directory: FileDirectory) -> None:
+    """An unknown ``to`` gets a header, host-unknown and the end of the stream."""
+    client = stream(directory)
+    reply = client.send(header("nowhere.example"))
+    assert b"<stream:stream" in reply
+    assert b"<host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" in reply
+    assert reply.endswith(b"</stream:stream>")
+    assert client.transport.disconnecting
+
+
+def test_bad_namespace_and_version(directory: FileDirectory) -> None:
+    """A header outside the streams namespace or of version 0.9 is refused."""
+    wrong = header().replace(b"http://etherx.jabber.org/streams", b"urn:wrong")
+    assert b"<invalid-namespace" in stream(directory).send(wrong)
+    assert b"<unsupported-version" in stream(directory).send(header(version="0.9"))
+
+
+def test_starttls_required_before_sasl(directory: FileDirectory) -> None:
+    """With TLS available, STARTTLS is required and alone; <auth/> is
+    refused with encryption-required; <starttls/> proceeds and drops what
+    was pipelined behind it."""
+    client = stream(directory, tls=object())
+    features = client.send(header())
+    assert b"<required/>" in features
+    assert b"<mechanisms" not in features
+    assert b"<encryption-required/>" in client.send(plain("info", "pw-company.com"))
+    reply = client.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>")
+    assert reply == b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+    assert client.transport.tls is not None
+    assert client.transport.tls.domain == "company.com"
+    assert not client.transport.disconnecting
+    assert b"<stream:stream" in client.send(header())
+
+
+def test_clear_text_allowed_by_domain_setting(directory: FileDirectory) -> None:
+    """ClearTextLogin = Always: STARTTLS offered but not required."""
+    directory.update_domain_settings("company.com", {"ClearTextLogin": "Always"})
+    features = stream(directory, tls=object()).send(header())
+    assert b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'></starttls>" in features
+    assert b"<mechanism>PLAIN</mechanism>" in features
+
+
+def test_stanza_before_auth_is_not_authorized(directory: FileDirectory) -> None:
+    """A message before SASL ends the stream with not-authorized."""
+    client = stream(directory)
+    client.send(header())
+    assert b"<not-authorized" in client.send(b"<message to='x@company.com'/>")
+    assert client.transport.disconnecting
+
+
+def test_login_restart_and_bind(directory: FileDirectory) -> None:
+    """PLAIN succeeds, the restarted stream offers bind, the server picks a
+    resource when the client asks for none."""
+    client = stream(directory)
+    features = client.login()
+    assert b"<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>" in features
+    assert b"<mechanisms" not in features
+    reply = client.bind()
+    assert b"<jid>info@company.com/" in reply
+    assert client.server.jid.resource
+
+
+def test_bare_name_takes_the_stream_domain(directory: FileDirectory) -> None:
+    """A bare name logs into the domain the header named."""
+    client = stream(directory)
+    client.login("info", "pw-client1.com", "client1.com")
+    assert b"<jid>info@client1.com/pc</jid>" in client.bind("pc")
+
+
+def test_wrong_password_then_too_many(directory: FileDirectory) -> None:
+    """A wrong password is not-authorized; after MAX_FAILURES the stream ends."""
+    client = stream(directory)
+    client.send(header())
+    for _attempt in range(MAX_FAILURES):
+        reply = client.send(plain("info", "nope"))
+        assert b"<not-authorized/>" in reply
+    assert b"<policy-violation" in reply
+    assert client.transport.disconnecting
+
+
+def test_sasl_abort_and_unknown_mechanism(directory: FileDirectory) -> None:
+    """<abort/> is aborted; an unknown mechanism is invalid-mechanism."""
+    client = stream(directory)
+    client.send(header())
+    sasl = b"xmlns='urn:ietf:params:xml:ns:xmpp-sasl'"
+    assert b"<invalid-mechanism/>" in client.send(b"<auth " + sasl + b" mechanism='X-NONE'/>")
+    assert client.send(b"<auth " + sasl + b" mechanism='PLAIN'/>").startswith(b"<challenge")
+    assert b"<aborted/>" in client.send(b"<abort " + sasl + b"/>")
+
+
+def test_bind_bad_resource_and_iq_before_bind(directory: FileDirectory) -> None:
+    """A stanza other than bind before binding is refused as a stanza error."""
+    client = stream(directory)
+    client.login()
+    reply = client.send(b"<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+    assert b"type='error'" in reply and b"not-authorized" in reply
+
+
+def test_oversized_stanza_is_policy_violation(directory: FileDirectory) -> None:
+    """A stanza past the limit ends the stream; the factory serves the next."""
+    factory = make_factory(directory, Clock())
+    client = Stream(factory)
+    client.send(header())
+    reply = client.send(b"<message><body>" + b"x" * (300 * 1024))
+    assert b"<policy-violation" in reply
+    assert client.transport.disconnecting
+    assert b"<stream:features>" in Stream(factory).send(header())
+
+
+def test_restricted_xml(directory: FileDirectory) -> None:
+    """Comments, processing instructions and DTDs are restricted-xml."""
+    client = stream(directory)
+    client.send(header())
+    assert b"<restricted-xml" in client.send(b"<!-- hello -->")
+
+
+def test_not_well_formed(directory: FileDirectory) -> None:
+    """Broken XML ends the stream with not-well-formed."""
+    client = stream(directory)
+    client.send(header())
+    assert b"<not-well-formed" in client.send(b"<a></b>")
+
+
+def test_idle_and_login_timeouts(directory: FileDirectory) -> None:
+    """Whitespace keeps the idle timer alive but not the login deadline."""
+    clock = Clock()
+    client = Stream(make_factory(directory, clock))
+    client.send(header())
+    for _ in range(5):
+        clock.advance(11)
+        client.send(b" ")
+    assert not client.transport.disconnecting
+    clock.advance(10)
+    assert b"<connection-timeout" in client.take()
+    assert client.transport.disconnecting
+
+
+def test_logged_in_idle_timeout(directory: FileDirectory) -> None:
+    """After login only the idle time-out applies."""
+    clock = Clock()
+    client = Stream(make_factory(directory, clock))
+    client.online("r")
+    clock.advance(120)
+    client.send(b"\n")
+    assert not client.transport.disconnecting
+    clock.advance(10 * 60)
+    assert b"<connection-timeout" in client.take()
