@@ -54,6 +54,7 @@ from communigate.portal.tftpfiles import TFTPFiles
 from communigate.protocols.access import LoginService, salt_key
 from communigate.protocols.configured import ConfiguredListeners
 from communigate.protocols.ftp.server import FTPFactory
+from communigate.protocols.http.site import add_http
 from communigate.protocols.imap4.server import IMAP4Factory
 from communigate.protocols.listeners import add_listeners, parse_udp
 from communigate.protocols.lmtp.server import LMTPFactory
@@ -62,7 +63,9 @@ from communigate.protocols.pwd import PWDFactory
 from communigate.protocols.smtp.service import add_submission
 from communigate.protocols.tftp.server import TFTPServer
 from communigate.protocols.tls import DomainContexts
+from communigate.protocols.xmpp.service import add_xmpp
 from communigate.sdnotify import NotifyService
+from communigate.store import schema
 from communigate.store.changes import MailboxNotifier, inotify_watch
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
@@ -74,19 +77,8 @@ from communigate.store.uploads import remove_stale_everywhere
 #: Seconds between checks that logged-in accounts still exist.
 SESSION_SWEEP = 2
 
-LISTENERS = (
-    "pop3",
-    "pop3s",
-    "imap4",
-    "imaps",
-    "lmtp",
-    "tftp",
-    "ftp",
-    "ftps",
-    "pwd",
-    "submission",
-    "smtps",
-)
+#: Every listener option (also the keys of the ``Listeners`` server setting).
+LISTENERS = schema.LISTENER_NAMES
 
 
 class Options(usage.Options):
@@ -213,6 +205,22 @@ class Options(usage.Options):
     def opt_smtps(self, description: str) -> None:
         """SMTP submission listener with implicit TLS, e.g. tcp:465 (repeatable)."""
         self["smtps"].append(description)
+
+    def opt_xmpp(self, description: str) -> None:
+        """XMPP client listener with STARTTLS, e.g. tcp:5222 (repeatable)."""
+        self["xmpp"].append(description)
+
+    def opt_xmpps(self, description: str) -> None:
+        """XMPP client listener with direct TLS (XEP-0368), e.g. tcp:5223 (repeatable)."""
+        self["xmpps"].append(description)
+
+    def opt_http(self, description: str) -> None:
+        """HTTP listener (WebUser, File Storage, WebDAV), e.g. tcp:80 (repeatable)."""
+        self["http"].append(description)
+
+    def opt_https(self, description: str) -> None:
+        """HTTPS listener, certificate by SNI, e.g. tcp:443 (repeatable)."""
+        self["https"].append(description)
 
     def opt_tftp(self, description: str) -> None:
         """TFTP listener, udp:PORT[:interface=ADDR], e.g. udp:69 (repeatable)."""
@@ -551,6 +559,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pwd = counted("pwd", PWDFactory(service, reactor))
     add_listeners(top, "pwd", options["pwd"], pwd, reactor, None, directory)
     submission = add_submission(top, options, service, reactor, tls, limit, spool, pool, counted)
+    xmpp = add_xmpp(top, options, service, reactor, tls, counted)
+    http = add_http(top, options, service, reactor, tls, pool, counted)
     files = TFTPFiles(directory)
     for description in options["tftp"]:
         port, interface = parse_udp(description)
@@ -572,6 +582,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ("pwd", pwd, None),
         ("submission", submission["submission"], None),
         ("smtps", submission["smtps"], tls),
+        ("xmpp", xmpp["xmpp"], None),
+        ("xmpps", xmpp["xmpps"], tls),
+        ("http", http["http"], None),
+        ("https", http["https"], tls),
     ):
         configured.serve_stream(name, factory, context)
     per_address = options["tftp-per-address"]

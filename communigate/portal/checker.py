@@ -273,13 +273,17 @@ class AccountChecker:
     @staticmethod
     def _check_identity(account: Account, identity: Any) -> Account:
         """A proven identity opens its account only inside the domain that
-        proved it, and only where the account allows the method."""
+        proved it, and only where the account allows the method (an empty
+        ``setting``: no account setting needed; an empty ``domain``: no
+        proof, as a wrong password)."""
+        if not identity.domain:
+            raise WrongPassword(f"{identity.mechanism} proof does not match {account.full_name}")
         if account.domain != identity.domain:
             raise IdentityRefused(
                 f"{identity.mechanism} proven by {identity.domain} names "
                 f"{account.full_name} of another domain"
             )
-        if not as_bool(account.settings.get(identity.setting)):
+        if identity.setting and not as_bool(account.settings.get(identity.setting)):
             raise IdentityRefused(f"{account.full_name} does not allow {identity.setting}")
         return account
 

@@ -14,6 +14,8 @@ from communigate.portal.filesession import FileSession, IFileSession
 from communigate.portal.passwordchange import IPasswordChange, PasswordChange
 from communigate.portal.sessions import LiveSession, SessionRegistry
 from communigate.portal.submission import ISubmitter, Submitter
+from communigate.portal.websession import IWebUser, WebUser
+from communigate.portal.xmppsession import IXMPPAccount, XMPPAccount
 from communigate.store.directory import IDirectory
 from communigate.store.mailbox import INBOX, Mailbox
 
@@ -58,6 +60,10 @@ class AccountRealm:
             return FileSession(self.directory, domain, name)
         if interface is ISubmitter:
             return Submitter.open(self.directory, domain, name)
+        if interface is IWebUser:
+            return WebUser(self.directory, domain, name)
+        if interface is IXMPPAccount:
+            return XMPPAccount(self.directory, domain, name)
         if interface is IIMAPAccount:
             account = IMAPAccount(self.directory, domain, name)
             account.store.mailbox(INBOX).create()

@@ -81,6 +81,8 @@ class LoginService:
         self.sessions = sessions
         #: The domains' Kerberos keys (GSSAPI); None: no GSSAPI at all.
         self.kerberos = kerberos
+        #: The web sessions SESSIONID logs in with (set by the HTTP module).
+        self.web_sessions: Any = None
         # Session ids of transports that carry none of their own, and the
         # transports by session id (for their byte counts at logout).
         self._ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
@@ -169,6 +171,7 @@ class LoginService:
             scram_secret=lambda login, mechanism: self._scram_secret(connection, login, mechanism),
             kerberos=self.kerberos,
             offered=frozenset(self.mechanisms(connection)),
+            web_sessions=self.web_sessions,
         )
 
     def _scram_secret(self, connection: ConnectionInfo, login: bytes, mechanism: str) -> Any:

@@ -136,6 +136,9 @@ class PWDServer(CodedReplyServer):
             self.reply(200, " ".join(service.mechanisms(self.connection)) or "none")
             return
         name = arguments[0].decode("ascii", "replace").upper()
+        if name == "SESSIONID" and len(arguments) == 3:
+            # ``AUTH SESSIONID name session-id``: two words, not base64 (spec §9).
+            arguments = [arguments[0], framing.encode(b" ".join(arguments[1:]))]
         if name in registry.CLEAR_TEXT and not service.clear_text_allowed(self.connection):
             self.reply(500, "clear-text methods are not allowed on this link")
             return

@@ -44,11 +44,20 @@ TLS_MODES: Mapping[str, tuple[str, ...]] = {
     "pwd": ("none",),
     "tftp": ("none",),
     "submission": ("starttls", "implicit"),
+    "xmpp": ("starttls", "implicit"),
+    "http": ("none", "implicit"),
 }
 PROTOCOLS = tuple(TLS_MODES)
 #: The listener name (twistd option, ``Listeners`` server setting) of a
 #: protocol with implicit TLS.
-_IMPLICIT = {"pop3": "pop3s", "imap4": "imaps", "ftp": "ftps", "submission": "smtps"}
+_IMPLICIT = {
+    "pop3": "pop3s",
+    "imap4": "imaps",
+    "ftp": "ftps",
+    "submission": "smtps",
+    "xmpp": "xmpps",
+    "http": "https",
+}
 _KEYS = ("Address", "Port", "TLS", "Backlog")
 
 

@@ -291,6 +291,7 @@ LOGIN_METHODS = (
     "NTLM",
     "MSN",
     "APOP",
+    "SESSIONID",
 )
 
 
@@ -406,6 +407,8 @@ LISTENER_NAMES = (
     "smtps",
     "xmpp",
     "xmpps",
+    "http",
+    "https",
 )
 LIMITS_PROTOCOLS = ("imap4", "pop3", "ftp", "lmtp", "pwd", "smtp", "xmpp")
 

@@ -33,10 +33,12 @@ from communigate.cred.sasl.mechanism import ISASLMechanism
 from communigate.cred.sasl.ntlm import Ntlm
 from communigate.cred.sasl.plain import Login, Plain
 from communigate.cred.sasl.scram import Scram
+from communigate.cred.sasl.sessionid import SessionID
 from communigate.store.settingsformat import Value, as_string_list
 
 #: Every mechanism the server knows, least preferred first.
 MECHANISMS = (
+    "SESSIONID",
     "PLAIN",
     "LOGIN",
     "CRAM-MD5",
@@ -50,7 +52,8 @@ MECHANISMS = (
     "GSSAPI",
     "EXTERNAL",
 )
-CLEAR_TEXT = frozenset({"PLAIN", "LOGIN"})
+#: SESSIONID sends a bearer secret: clear text as far as links go.
+CLEAR_TEXT = frozenset({"PLAIN", "LOGIN", "SESSIONID"})
 DEFAULT_ADVERTISED = ("PLAIN", "LOGIN")
 #: Offered only where the connection or the domain has what they need
 #: (``available`` of :func:`advertised`): a domain's Kerberos keys, a
@@ -137,6 +140,8 @@ class ExchangeContext:
     kerberos: Any = None
     #: The mechanisms advertised on this link (SCRAM downgrade detection).
     offered: frozenset[str] = frozenset()
+    #: The web session registry SESSIONID asks (ISessionOwners), if any.
+    web_sessions: Any = None
 
 
 def timestamp(hostname: str) -> bytes:
@@ -184,6 +189,9 @@ FACTORIES: dict[str, Callable[[ExchangeContext], ISASLMechanism]] = {
     "EXTERNAL": lambda context: External(context.connection),
     **{name: _ntlm(name) for name in ("NTLM", "MSN")},
     "GSSAPI": lambda context: GSSAPI(context.connection, context.kerberos),
+    "SESSIONID": lambda context: SessionID(
+        context.connection, context.web_sessions, "SESSIONID" in context.offered
+    ),
 }
 
 

@@ -1,0 +1,100 @@
+"""File Storage as an anonymous web visitor sees it (spec §9).
+
+An account's File Storage is its personal web site: anyone may read the
+files of a directory that is not private, over HTTP, even where logins from
+non-client addresses are prohibited (the Account Access chapter).  This view
+serves only ``~name`` and ``~name@domain`` paths (a bare name belongs to
+the domain the request's Host header named), reads with the rights of an
+anonymous reader (``r`` unless private) and can change nothing.  The owner
+must have the ``WebSite`` service, as for TFTP.  Every refusal that could
+tell which accounts exist is :attr:`~.filesession.Problem.NOT_FOUND`.
+
+A web site is read by many visitors at once: where a :class:`Recent` is
+given, which storage a ``~name`` leads to and the rights of a folder are
+remembered for a moment (as the directory's own settings files are, half a
+second), so a burst of requests does not read the same settings for each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, cast
+
+from communigate.portal.accounts import access_modes
+from communigate.portal.filesession import FileError, FileSession, Problem, Segments
+from communigate.store.acl import Identity
+from communigate.store.directory import DirectoryError, IDirectory
+from communigate.store.filestorage import FileStorage
+
+#: Seconds an answer is remembered (the settings files' own recheck time).
+RECENT = 0.5
+_MAX_ENTRIES = 4096
+
+
+class Recent:
+    """Answers remembered for :data:`RECENT` seconds of ``clock``."""
+
+    def __init__(self, clock: Callable[[], float], seconds: float = RECENT) -> None:
+        self._clock = clock
+        self._seconds = seconds
+        self._entries: dict[Hashable, tuple[float, Any]] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The remembered answer for ``key``, else ``compute()`` (an
+        exception is not remembered)."""
+        now = self._clock()
+        found = self._entries.get(key)
+        if found is not None and now < found[0]:
+            return found[1]
+        value = compute()
+        if len(self._entries) >= _MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (now + self._seconds, value)
+        return value
+
+
+class AnonymousFiles(FileSession):
+    """A read-only :class:`FileSession` without an account."""
+
+    def __init__(self, directory: IDirectory, domain: str, recent: Recent | None = None) -> None:
+        # No own storage and no groups: nothing of FileSession's account
+        # state exists for a visitor.
+        self.directory = directory
+        self.identity = Identity(domain, "")
+        # Never the storage a listing is in: a visitor has none of its own.
+        self.own = cast(FileStorage, None)
+        self._recent = recent
+
+    def _remembered(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        return compute() if self._recent is None else self._recent.get(key, compute)
+
+    def _storage(self, path: Segments) -> tuple[FileStorage, Segments]:
+        """Only another account's storage, and only one shared as a web site."""
+        if not path or not path[0].startswith("~"):
+            raise FileError(Problem.NOT_FOUND)
+        key = ("storage", path[0], self.identity.domain)
+        storage = self._remembered(key, lambda: self._shared(path[0]))
+        if storage is None:
+            raise FileError(Problem.NOT_FOUND)
+        return storage, path[1:]
+
+    def _shared(self, top: str) -> FileStorage | None:
+        try:
+            storage, _ = super()._storage((top,))
+        except FileError:
+            return None
+        owner = storage.owner
+        try:
+            settings = self.directory.account_settings(owner.domain, owner.name)
+        except DirectoryError:
+            return None
+        modes = access_modes(settings.get("AccessModes", "All"))
+        if modes is not None and "website" not in modes:
+            return None
+        return storage
+
+    def _rights(self, storage: FileStorage, folder: str) -> str:
+        """An anonymous reader's: ``r`` where nothing above is private."""
+        key = ("rights", storage.root, folder)
+        rights: str = self._remembered(key, lambda: storage.rights(folder, None))
+        return rights

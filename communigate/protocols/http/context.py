@@ -1,0 +1,131 @@
+"""What every HTTP resource needs: the login service, the web sessions,
+the form tokens, the thread pool — and, per request, the connection.
+
+The domain of a request is the one its Host header names (spec §1.3), found
+as the Router finds the domain of a host name (``LoginPage@host``, so
+domain aliases and Router records apply); a host that leads to no local
+domain falls back to the connection's (local address, SNI).  That domain
+becomes the :class:`~communigate.cred.credentials.ConnectionInfo`'s
+``server_name``, which the portal uses for bare login names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.web.server import Request
+
+from communigate.cred.credentials import ConnectionInfo
+from communigate.portal.router import Router
+from communigate.portal.webfiles import AnonymousFiles, Recent
+from communigate.protocols.access import LoginService
+from communigate.protocols.http.csrf import FormTokens
+from communigate.protocols.http.sessions import WebSession, WebSessions
+
+#: The cookie holding the WebUser session's ID.
+SESSION_COOKIE = b"CGPSessionID"
+#: The cookie a login form's token is bound to (before there is a session).
+FORM_COOKIE = b"CGPLoginForm"
+#: Protocol name in ConnectionInfo (and so in logs, metrics, AccessModes).
+PROTOCOL = "http"
+
+_T = TypeVar("_T")
+
+
+class WebContext:
+    """Shared by the resources of one server."""
+
+    def __init__(
+        self,
+        service: LoginService,
+        sessions: WebSessions,
+        tokens: FormTokens,
+        reactor: Any,
+        pool: Any = None,
+    ) -> None:
+        self.service = service
+        self.directory = service.resolver.directory
+        self.sessions = sessions
+        self.tokens = tokens
+        self.reactor = reactor
+        self.pool = pool
+        self.router = Router(self.directory)
+        #: Host names' domains and visitors' rights, remembered a moment.
+        self.recent = Recent(reactor.seconds)
+
+    def run(self, work: Callable[[], _T]) -> Deferred[_T]:
+        """Blocking file work, in the thread pool (inline without one)."""
+        if self.pool is None:
+            return maybeDeferred(work)
+        return deferToThreadPool(self.reactor, self.pool, work)
+
+    def host_domain(self, request: Request) -> str | None:
+        """The local domain the Host header names, if any."""
+        host = request.getRequestHostname()
+        try:
+            name = host.decode("ascii").rstrip(".").lower()
+        except UnicodeDecodeError:
+            return None
+        if not name or name.startswith("["):
+            return None
+        found: str | None = self.recent.get(
+            ("host", name), lambda: self.router.login_page_domain(name)
+        )
+        return found
+
+    def connection(self, request: Request) -> ConnectionInfo:
+        """The request's connection, its ``server_name`` the request's domain."""
+        transport = getattr(request.channel, "transport", None)
+        base = self.service.connection(transport, PROTOCOL, bool(request.isSecure()))
+        domain = self.host_domain(request) or self.service.domain(base)
+        return replace(base, server_name=domain)
+
+    def domain(self, request: Request) -> str:
+        """The domain a bare name typed on this request belongs to."""
+        return self.service.domain(self.connection(request))
+
+    def visitor(self, request: Request) -> AnonymousFiles:
+        """The File Storage view of a request without credentials."""
+        return AnonymousFiles(self.directory, self.domain(request), self.recent)
+
+    def session(self, request: Request) -> WebSession | None:
+        """The live session the request's cookie names, if any."""
+        cookie = request.getCookie(SESSION_COOKIE)
+        if not cookie:
+            return None
+        try:
+            return self.sessions.get(cookie.decode("ascii"))
+        except UnicodeDecodeError:
+            return None
+
+    @staticmethod
+    def set_cookie(request: Request, name: bytes, value: str, max_age: int | None = None) -> None:
+        """An HttpOnly, SameSite=Lax cookie for the whole site; Secure over HTTPS."""
+        request.addCookie(
+            name,
+            value.encode("ascii"),
+            path=b"/",
+            max_age=str(max_age).encode() if max_age is not None else None,
+            secure=bool(request.isSecure()),
+            httpOnly=True,
+            sameSite="lax",
+        )
+
+
+def page_headers(request: Request) -> None:
+    """Headers of every WebUser page: never cached, never framed, no
+    scripts, forms posted only here."""
+    request.setHeader(b"content-type", b"text/html; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"referrer-policy", b"no-referrer")
+    request.setHeader(
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        b"frame-ancestors 'none'; base-uri 'none'",
+    )

@@ -1,0 +1,155 @@
+"""The process-wide registry of WebUser sessions.
+
+A session is opened after a successful login through the form and lives
+until its owner logs out, until it has been idle for ``idle`` seconds or
+``lifetime`` seconds after it began (whichever comes first), or until its
+account is deleted (the avatar's :class:`~communigate.portal.sessions.
+LiveSession` watch).  Its ID has CommuniGate's shape, ``<number>-<20
+random characters>`` (``4815-vN2Txjkggy7gjHRD10jw``): a counter, so IDs
+never repeat in one process, and about 119 random bits, so they cannot be
+guessed.
+
+The registry also answers the SESSIONID login method
+(:class:`~communigate.cred.sasl.sessionid.ISessionOwners`): a live
+session's account, when the name the client typed resolves to it.  Using an
+ID that way does not make its session younger.
+
+The clock and the source of random characters are passed in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zope.interface import implementer
+
+from communigate.cred.credentials import ConnectionInfo
+from communigate.cred.sasl.sessionid import ISessionOwners
+
+#: Seconds a session may stay unused (CommuniGate's WebUser default).
+IDLE_TIMEOUT = 30 * 60
+#: Seconds a session may last at most, however busy.
+LIFETIME = 12 * 60 * 60
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def random_characters(count: int = 20) -> str:
+    """``count`` characters of ``[A-Za-z0-9]`` from the system's CSPRNG."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(count))
+
+
+@dataclass
+class WebSession:
+    """One logged-in WebUser session."""
+
+    id: str
+    account: str
+    avatar: Any
+    logout: Callable[[], None]
+    started: float
+    used: float
+    secure: bool = False
+    closed: bool = field(default=False)
+
+    @property
+    def domain(self) -> str:
+        """The account's domain."""
+        return self.account.rpartition("@")[2]
+
+
+@implementer(ISessionOwners)
+class WebSessions:
+    """Live web sessions by ID."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        resolve: Callable[[str, ConnectionInfo], str],
+        idle: float = IDLE_TIMEOUT,
+        lifetime: float = LIFETIME,
+        characters: Callable[[], str] = random_characters,
+        first: int | None = None,
+    ) -> None:
+        self._clock = clock
+        self._resolve = resolve
+        self.idle = idle
+        self.lifetime = lifetime
+        self._characters = characters
+        self._counter = first if first is not None else 1000 + secrets.randbelow(9000)
+        self._live: dict[str, WebSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def open(
+        self, account: str, avatar: Any, logout: Callable[[], None], secure: bool = False
+    ) -> WebSession:
+        """Register a new session for a logged-in ``account``."""
+        self.sweep()
+        self._counter += 1
+        now = self._clock()
+        session = WebSession(
+            f"{self._counter}-{self._characters()}", account, avatar, logout, now, now, secure
+        )
+        self._live[session.id] = session
+        watch = getattr(avatar, "watch", None)
+        if watch is not None:
+            watch(lambda _reason: self.close(session.id))
+        return session
+
+    def _expired(self, session: WebSession, now: float) -> bool:
+        return now - session.used > self.idle or now - session.started > self.lifetime
+
+    def _find(self, session_id: str) -> WebSession | None:
+        """The live session of an ID, without using it; an expired one is
+        closed."""
+        session = self._live.get(session_id)
+        if session is None:
+            return None
+        if self._expired(session, self._clock()):
+            self.close(session_id)
+            return None
+        return session
+
+    def get(self, session_id: str) -> WebSession | None:
+        """The live session of an ID (it is used now), None if there is
+        none, it ended or it expired."""
+        session = self._find(session_id)
+        if session is not None:
+            session.used = self._clock()
+        return session
+
+    def close(self, session_id: str) -> bool:
+        """Log a session out; whether it was live."""
+        session = self._live.pop(session_id, None)
+        if session is None or session.closed:
+            return False
+        session.closed = True
+        session.logout()
+        return True
+
+    def sweep(self) -> int:
+        """Close the expired sessions; how many."""
+        now = self._clock()
+        expired = [key for key, value in self._live.items() if self._expired(value, now)]
+        for key in expired:
+            self.close(key)
+        return len(expired)
+
+    def owner(self, login: str, session_id: str, connection: ConnectionInfo) -> str | None:
+        """SESSIONID: the session's account when ``login`` resolves to it."""
+        session = self._find(session_id)
+        if session is None:
+            return None
+        try:
+            account = self._resolve(login, connection)
+        except Exception:  # any name that leads nowhere: not this session's
+            return None
+        if not hmac.compare_digest(account.lower(), session.account.lower()):
+            return None
+        return session.account

@@ -1,0 +1,291 @@
+"""The HTTP resource tree on an in-memory transport: Host header domains,
+the login form, sessions, SESSIONID through the checker, File Storage."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock, Cooperator
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from communigate.cred.credentials import ConnectionInfo, VerifiedIdentity
+from communigate.cred.errors import WrongPassword
+from communigate.portal.filesession import IFileSession
+from communigate.portal.websession import IWebUser, WebUser
+from communigate.protocols.http.context import WebContext
+from communigate.protocols.http.csrf import FormTokens
+from communigate.protocols.http.sessions import WebSessions
+from communigate.protocols.http.site import make_site
+from communigate.store.files import FileDirectory
+from tests.conftest import SyncClockReactor, login_service
+
+TOKEN = re.compile(rb'name="csrf" value="([^"]+)"')
+
+
+class Browser:
+    """Sends one request per connection to a Site; keeps cookies."""
+
+    def __init__(self, site: Any, clock: Clock, peer: str = "127.0.0.1") -> None:
+        self.site = site
+        self.clock = clock
+        self.peer = peer
+        self.cookies: dict[str, str] = {}
+
+    def request(
+        self, method: str, path: str, host: str = "company.com", body: bytes = b"", **headers: str
+    ) -> tuple[int, dict[str, list[str]], bytes]:
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
+            peerAddress=IPv4Address("TCP", self.peer, 40000),
+        )
+        protocol.makeConnection(transport)
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+        if self.cookies:
+            lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        protocol.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        # A file being sent: run the cooperator that pulls it.
+        for _ in range(1000):
+            if not self.clock.getDelayedCalls():
+                break
+            self.clock.advance(0)
+        head, _, payload = transport.value().partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode().split("\r\n")
+        found: dict[str, list[str]] = {}
+        for line in header_lines:
+            name, _, value = line.partition(": ")
+            found.setdefault(name.lower(), []).append(value)
+        if found.get("transfer-encoding") == ["chunked"]:
+            payload = _unchunk(payload)
+        for cookie in found.get("set-cookie", []):
+            name, _, rest = cookie.partition("=")
+            value = rest.split(";", 1)[0]
+            if "Max-Age=0" in cookie:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        protocol.connectionLost(Failure(ConnectionDone()))
+        return int(status_line.split()[1]), found, payload
+
+
+def _unchunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size, _, data = data.partition(b"\r\n")
+        count = int(size, 16)
+        if count == 0:
+            break
+        out += data[:count]
+        data = data[count + 2 :]
+    return out
+
+
+@pytest.fixture
+def web(
+    directory: FileDirectory, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, WebSessions, Any, SyncClockReactor]:
+    """A site over the template directory with SESSIONID on for company.com."""
+    directory.update_domain_settings("company.com", {"LoginMethods": ["PLAIN", "SESSIONID"]})
+    service = login_service(directory)
+    reactor = SyncClockReactor()
+    reactor.advance(10_000)
+    # Files are sent by a pull producer that twisted.web drives with the
+    # global cooperator: make it run on this clock.
+    cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+    monkeypatch.setattr("twisted.internet._producer_helpers.cooperate", cooperator.cooperate)
+    sessions = WebSessions(
+        reactor.seconds, lambda login, c: service.resolver.resolve(login, c).full_name
+    )
+    service.web_sessions = sessions
+    context = WebContext(service, sessions, FormTokens(b"k" * 32, reactor.seconds), reactor)
+    return make_site(context), sessions, service, reactor
+
+
+def log_in(
+    browser: Browser, name: str, password: str, host: str = "company.com"
+) -> tuple[int, bytes]:
+    _, _, page = browser.request("GET", "/", host)
+    token = TOKEN.search(page)
+    assert token is not None
+    form = f"csrf={token.group(1).decode()}&username={name}&password={password}".encode()
+    status, _, body = browser.request(
+        "POST", "/login", host, form, Content_Type="application/x-www-form-urlencoded"
+    )
+    return status, body
+
+
+def test_webuser_is_served_by_the_realm(directory: FileDirectory) -> None:
+    """The realm's IWebUser avatar names the account and gives its files."""
+    from zope.interface.verify import verifyObject
+
+    avatar = WebUser(directory, "company.com", "info")
+    assert verifyObject(IWebUser, avatar)
+    assert IFileSession.providedBy(avatar.files())
+
+
+def test_host_header_names_the_domain(web: Any) -> None:
+    """The login page is the Host's domain's, aliases included; an unknown
+    host gets the connection's."""
+    browser = Browser(web[0], web[3])
+    for host, domain in (
+        ("client2.com", "client2.com"),
+        ("alias2.com:81", "client2.com"),
+        ("nowhere.example", "company.com"),
+    ):
+        status, headers, page = browser.request("GET", "/", host)
+        assert status == 200
+        assert f"<title>Log in to {domain}</title>".encode() in page
+        assert "no-store" in headers["cache-control"][0]
+
+
+def test_login_opens_a_session_with_a_safe_cookie(web: Any) -> None:
+    """A bare name takes the Host's domain; the cookie is HttpOnly and
+    SameSite=Lax; the account page shows name and session ID."""
+    site, sessions, _, _ = web
+    browser = Browser(site, web[3])
+    status, _ = log_in(browser, "info", "pw-client2.com", host="alias2.com")
+    assert status == 303
+    session = browser.cookies["CGPSessionID"]
+    assert re.fullmatch(r"[0-9]+-[A-Za-z0-9]{20}", session)
+    _, _, page = browser.request("GET", "/", "alias2.com")
+    assert b"<h1>info@client2.com</h1>" in page and session.encode() in page
+    assert sessions.get(session).account == "info@client2.com"
+
+
+def test_failures_are_one_page(web: Any) -> None:
+    """Wrong password, unknown name and a forged token: 403, same text."""
+    site = web[0]
+    bodies = []
+    for name, password in (("info", "wrong"), ("nobody", "x")):
+        status, body = log_in(Browser(site, web[3]), name, password)
+        assert status == 403
+        bodies.append(TOKEN.sub(b"", body))
+    browser = Browser(site, web[3])
+    browser.request("GET", "/")
+    status, _, body = browser.request(
+        "POST",
+        "/login",
+        body=b"csrf=1.2.3&username=info&password=pw-company.com",
+        Content_Type="application/x-www-form-urlencoded",
+    )
+    assert status == 403
+    bodies.append(TOKEN.sub(b"", body))
+    assert len(set(bodies)) == 1 and b"Incorrect password or account name." in bodies[0]
+
+
+def test_idle_session_ends(web: Any) -> None:
+    """After the idle time-out the cookie opens the login page again."""
+    site, sessions, _, reactor = web
+    browser = Browser(site, web[3])
+    assert log_in(browser, "info", "pw-company.com")[0] == 303
+    reactor.advance(sessions.idle + 1)
+    _, _, page = browser.request("GET", "/")
+    assert b"Log in to company.com" in page
+
+
+def test_logout_needs_the_page_token(web: Any) -> None:
+    """Logout with the account page's token ends the session."""
+    site, sessions, _, _ = web
+    browser = Browser(site, web[3])
+    log_in(browser, "info", "pw-company.com")
+    session = browser.cookies["CGPSessionID"]
+    status, _, _ = browser.request(
+        "POST", "/logout", body=b"csrf=1.x.y", Content_Type="application/x-www-form-urlencoded"
+    )
+    assert status == 403 and sessions.get(session) is not None
+    _, _, page = browser.request("GET", "/")
+    token = TOKEN.search(page)
+    assert token is not None
+    status, _, _ = browser.request(
+        "POST",
+        "/logout",
+        body=b"csrf=" + token.group(1),
+        Content_Type="application/x-www-form-urlencoded",
+    )
+    assert status == 303 and sessions.get(session) is None
+
+
+def test_sessionid_through_the_checker(web: Any) -> None:
+    """The checker opens the session's account for a proof with an empty
+    setting, and refuses a proof with no domain as a wrong password."""
+    _, _, service, _ = web
+    connection = ConnectionInfo("imap4", "127.0.0.1", "127.0.0.1")
+    good = VerifiedIdentity(b"info@company.com", "company.com", "", connection, "SESSIONID")
+    results: list[Any] = []
+    service.login(good, IFileSession).addBoth(results.append)
+    assert results[0][1].identity.name == "info"
+    bad = VerifiedIdentity(b"info", "", "", connection, "SESSIONID")
+    service.login(bad, IFileSession).addBoth(results.append)
+    assert results[1].check(WrongPassword)
+
+
+def test_files_with_basic_and_anonymous(web: Any) -> None:
+    """PUT with Basic stores the file; anyone reads it; anonymous writes
+    are asked to log in; traversal is refused."""
+    browser = Browser(web[0], web[3])
+    auth = "Basic " + base64.b64encode(b"info:pw-company.com").decode()
+    status, _, _ = browser.request("PUT", "/~info/a.txt", body=b"data", Authorization=auth)
+    assert status == 201
+    status, _, body = browser.request("GET", "/~info/a.txt")
+    assert (status, body) == (200, b"data")
+    status, headers, _ = browser.request("PUT", "/~info/b.txt", body=b"x")
+    assert status == 401 and headers["www-authenticate"][0].startswith('Basic realm="company.com"')
+    for path in ("/~info/%2e%2e/x", "/~info/a%2fb", "/~info/%c0%ae%c0%ae/x", "/~info/..\\x"):
+        assert browser.request("GET", path, Authorization=auth)[0] == 400, path
+    status, _, _ = browser.request("PROPFIND", "/~info/", Authorization=auth, Depth="infinity")
+    assert status == 403
+    status, _, body = browser.request("PROPFIND", "/~info/", Authorization=auth, Depth="1")
+    assert status == 207 and b"<D:href>/~info/a.txt</D:href>" in body
+
+
+def test_anonymous_body_is_bounded(web: Any) -> None:
+    """A body over the bound of a request without credentials ends the
+    connection before it is stored."""
+    site = web[0]
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+    )
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"PUT /~info/big HTTP/1.1\r\nHost: company.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"x" * 32768
+    for _ in range(3):
+        protocol.dataReceived(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    assert transport.disconnecting
+    assert transport.value() == b""
+
+
+def test_clear_text_refused_on_an_insecure_remote_link(web: Any) -> None:
+    """From another machine over plain HTTP the right password is refused
+    (ClearTextLogin=Secure, the default) with the one failure page, which
+    advises HTTPS; from the server itself it is accepted."""
+    site, _, _, clock = web
+    remote = Browser(site, clock, peer="192.0.2.7")
+    _, _, page = remote.request("GET", "/")
+    assert b"use HTTPS to log in" in page
+    status, body = log_in(remote, "info", "pw-company.com")
+    assert status == 403 and b"Incorrect password or account name." in body
+    assert log_in(Browser(site, clock), "info", "pw-company.com")[0] == 303
+
+
+def test_access_modes_apply(web: Any, directory: FileDirectory) -> None:
+    """An account without the WebMail service cannot log in over HTTP,
+    neither through the form nor with Basic credentials."""
+    site, _, _, clock = web
+    directory.update_account_settings("company.com", "info", {"AccessModes": ["Mail", "IMAP"]})
+    status, body = log_in(Browser(site, clock), "info", "pw-company.com")
+    assert status == 403 and b"Incorrect password or account name." in body
+    auth = "Basic " + base64.b64encode(b"info:pw-company.com").decode()
+    status, _, _ = Browser(site, clock).request("PUT", "/~info/x", body=b"x", Authorization=auth)
+    assert status == 401
