@@ -7,8 +7,9 @@ JIDs (:func:`communigate.protocols.xmpp.jid.parse`); the list is bounded
 (:data:`MAX_ITEMS`).
 
 An item blocks addresses by the JID matching rules XEP-0191 takes from
-XEP-0016 §2.1: ``user@domain/resource`` only that full JID,
-``user@domain`` any resource of that user, ``domain/resource`` only that
+XEP-0016 §2.1 (the protocol layer names the candidates of an address):
+``user@domain/resource`` only that full JID, ``user@domain`` any resource
+of that user, ``domain/resource`` only that
 resource of the domain itself, ``domain`` the domain and every user and
 resource at it.
 """
@@ -19,7 +20,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from communigate.protocols.xmpp.jid import InvalidJID, split
 from communigate.store import settingsformat
 from communigate.store.atomic import write_atomic
 from communigate.store.filecache import CachedFile, Clock
@@ -39,20 +39,6 @@ def _parse(data: bytes) -> tuple[str, ...]:
     return tuple(dict.fromkeys(settingsformat.as_string_list(settings.get("Items", []))))
 
 
-def candidates(jid: str) -> tuple[str, ...]:
-    """The items that would block ``jid`` (XEP-0016 §2.1), most specific
-    first; empty for a text that is no JID."""
-    try:
-        local, domain, resource = split(jid)
-    except InvalidJID:
-        return ()
-    found = [jid]
-    if local is not None and resource is not None:
-        found.append(f"{local}@{domain}")
-    found.append(domain)
-    return tuple(dict.fromkeys(found))
-
-
 class BlockList:
     """The JIDs one account blocks."""
 
@@ -66,15 +52,16 @@ class BlockList:
         """Every blocked JID, in the order they were blocked."""
         return list(self._file.get())
 
-    def blocks(self, jid: str) -> bool:
-        """Whether stanzas from or to ``jid`` (a prepared bare or full JID)
-        are blocked by some item."""
+    def blocks(self, candidates: Iterable[str]) -> bool:
+        """Whether one of ``candidates`` is on the list: the items that
+        would block a JID (:func:`communigate.protocols.xmpp.jid.block_candidates`
+        gives them for a prepared bare or full JID)."""
         items = self._file.get()
         if not items:
             return False
         if items is not self._of:
             self._set, self._of = frozenset(items), items
-        return any(candidate in self._set for candidate in candidates(jid))
+        return any(candidate in self._set for candidate in candidates)
 
     def block(self, jids: Iterable[str]) -> list[str]:
         """Add JIDs to the list; the ones that were not on it.  Raise

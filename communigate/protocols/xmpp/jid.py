@@ -227,3 +227,17 @@ def is_valid(text: str) -> bool:
     except InvalidJID:
         return False
     return True
+
+
+def block_candidates(jid: str) -> tuple[str, ...]:
+    """The items that would block ``jid`` (XEP-0016 §2.1), most specific
+    first; empty for a text that is no JID."""
+    try:
+        local, domain, resource = split(jid)
+    except InvalidJID:
+        return ()
+    found = [jid]
+    if local is not None and resource is not None:
+        found.append(f"{local}@{domain}")
+    found.append(domain)
+    return tuple(dict.fromkeys(found))

@@ -18,7 +18,7 @@ from typing import Any
 from twisted.words.xish import domish
 
 from communigate.protocols.xmpp.hub import Hub
-from communigate.protocols.xmpp.jid import JID, InvalidJID, parse
+from communigate.protocols.xmpp.jid import JID, InvalidJID, block_candidates, parse
 from communigate.protocols.xmpp.modules.replies import error, result
 from communigate.protocols.xmpp.xmlstream import NS_CLIENT
 from communigate.store.blocklist import BlockListFull
@@ -98,7 +98,7 @@ class BlockingModule:
         to = stanza.getAttribute("to")
         if not to:
             return False
-        if session.avatar.stores.blocklist.blocks(to):
+        if session.avatar.stores.blocklist.blocks(block_candidates(to)):
             reply = error(stanza, "cancel", "not-acceptable")
             reply.error.addElement((NS_BLOCKED, "blocked"))
             del reply.attributes["to"]
@@ -106,7 +106,7 @@ class BlockingModule:
             return True
         target = parse(to)
         stores = self.hub.account_stores(target) if target.local is not None else None
-        if stores is not None and stores.blocklist.blocks(str(session.jid)):
+        if stores is not None and stores.blocklist.blocks(block_candidates(str(session.jid))):
             self.hub.bounce(session, stanza, "cancel", "service-unavailable")
             return True
         return False
@@ -114,7 +114,7 @@ class BlockingModule:
     def presence_in(self, session: Any, stanza: domish.Element) -> bool:
         """Drop presence from a JID the recipient blocks."""
         sender = stanza.getAttribute("from")
-        return bool(sender) and session.avatar.stores.blocklist.blocks(sender)
+        return bool(sender) and session.avatar.stores.blocklist.blocks(block_candidates(sender))
 
 
 def register(hub: Hub) -> None:
