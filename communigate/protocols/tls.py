@@ -247,6 +247,13 @@ def channel_binding(transport: Any, kind: str) -> bytes | None:
         return None
     try:
         if kind == "tls-exporter":
+            # RFC 9266 §3: not on TLS 1.2 without the extended master
+            # secret (RFC 7627), where the keying material is not unique
+            # to the connection (the triple handshake).
+            if connection.get_protocol_version_name() != "TLSv1.3" and not _extended_master_secret(
+                connection
+            ):
+                return None
             return bytes(connection.export_keying_material(b"EXPORTER-Channel-Binding", 32))
         if kind == "tls-server-end-point":
             certificate = connection.get_certificate()
@@ -262,6 +269,17 @@ def channel_binding(transport: Any, kind: str) -> bytes | None:
     except (SSL.Error, ValueError):
         return None
     return None
+
+
+def _extended_master_secret(connection: SSL.Connection) -> bool:
+    """Whether a TLS 1.2 connection negotiated the extended master secret
+    (pyOpenSSL has no public call for it; unknown counts as no)."""
+    try:
+        from OpenSSL._util import lib
+
+        return bool(lib.SSL_get_extms_support(connection._ssl) == 1)
+    except (ImportError, AttributeError):
+        return False
 
 
 class _Clearable(Protocol):

@@ -189,6 +189,36 @@ def test_other_domains_key_never_accepts(realm: Realm, keys: DomainKeys) -> None
     assert isinstance(step, Failure) and "not found in keytab" in step.reason
 
 
+def test_rewritten_service_name_opens_no_other_domain(realm: Realm, keys: DomainKeys) -> None:
+    """The cleartext service name of a ticket is not protected by its key:
+    a ticket for imap/company.com relabelled imap/client1.com, where
+    client1.com holds company.com's key, is refused (the key that accepted
+    it names company.com)."""
+    install(keys, "client1.com", realm.root / "imap_company.com.keytab")
+    client = kdcmodule.GSSAPIClient("imap@company.com", realm.ccache["alice"])
+    token = client.first()
+    assert token.count(b"imap\x1b\x0bcompany.com") == 1
+    forged = token.replace(b"imap\x1b\x0bcompany.com", b"imap\x1b\x0bclient1.com")
+    step = GSSAPI(CONN, keys).start(forged)
+    assert isinstance(step, Failure) and "not accepted with a key of client1.com" in step.reason
+
+
+def test_client_realm_is_the_keys_realm(realm: Realm, keys: DomainKeys) -> None:
+    """The client must be of the realm of the key that accepted the ticket,
+    not of the realm its cleartext names (which anyone can rewrite: a user
+    of a trusted realm could otherwise pass for a user of the key's)."""
+    client = kdcmodule.GSSAPIClient("imap@client1.com", realm.ccache["alice"])
+    token = client.first()
+    name = realm.kdc.realm.encode()
+    assert token.count(name) == 1
+    forged = token.replace(name, b"X" + name[1:])
+    mechanism = GSSAPI(CONN, keys)
+    step = mechanism.start(forged)
+    while isinstance(step, Challenge):
+        step = mechanism.respond(client.answer(step.data))
+    assert isinstance(step, Success) and step.credentials.username == b"alice@client1.com"
+
+
 def test_unknown_domain_refused(realm: Realm, keys: DomainKeys) -> None:
     """A service of a domain the server does not have fails."""
     realm.kdc.add_service("imap/elsewhere.org")

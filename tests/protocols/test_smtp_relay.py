@@ -291,3 +291,17 @@ def test_client_keeps_the_password_off_clear_links() -> None:
     client.dataReceived(b"220 hi\r\n250-far\r\n250 AUTH PLAIN\r\n")
     assert b"AUTH" not in transport.value()
     assert done.result["x@far"][0] is Outcome.TEMPORARY
+
+
+def test_a_smart_host_we_log_in_to_must_prove_its_name(directory: FileDirectory) -> None:
+    """Opportunistic TLS without credentials; with them the certificate is
+    checked for the smart host's name (ClientTLSOptions), so the password
+    never goes to whoever answers."""
+    from twisted.internet._sslverify import ClientTLSOptions
+    from twisted.internet.ssl import CertificateOptions
+
+    relay = Relay(directory, Clock(), "mx.test", connect=lambda *_: Deferred())
+    assert isinstance(relay.client_tls("smart.example"), CertificateOptions)
+    assert isinstance(relay.client_tls("smart.example", verify=True), ClientTLSOptions)
+    directory.update_server_settings({"SubmitRelayTLS": "No"})
+    assert relay.client_tls("smart.example", verify=True) is None

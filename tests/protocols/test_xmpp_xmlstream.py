@@ -66,3 +66,43 @@ def test_doctype_is_restricted() -> None:
     with pytest.raises(StreamViolation) as raised:
         XMLStreamParser().feed(b"<!DOCTYPE x [<!ENTITY a 'b'>]>" + header())
     assert raised.value.condition == "restricted-xml"
+
+
+@pytest.mark.parametrize(
+    "before",
+    [b"", b"<message/> \n"],
+)
+def test_unfinished_start_tag_is_bounded(before: bytes) -> None:
+    """A start tag that never ends (expat holds it while it grows) is
+    refused once it passes the stanza size, after stanzas or not."""
+    parser = XMLStreamParser(Limits(max_stanza=1000))
+    parser.feed(header() + before)
+    with pytest.raises(StreamViolation) as raised:
+        parser.feed(b"<message to='")
+        for _ in range(20):
+            parser.feed(b"x" * 100)
+    assert raised.value.condition == "policy-violation"
+
+
+def test_unfinished_header_is_bounded() -> None:
+    """So is a stream header that never ends."""
+    parser = XMLStreamParser(Limits(max_stanza=1000))
+    with pytest.raises(StreamViolation) as raised:
+        parser.feed(header()[:-1])
+        for number in range(20):
+            parser.feed(f" a{number}='{'x' * 100}'".encode())
+    assert raised.value.condition == "policy-violation"
+
+
+def test_whitespace_pings_and_stanzas_are_not_counted_together() -> None:
+    """Whitespace keepalives and complete stanzas, however many, never add
+    up to a stanza that is too large."""
+    parser = XMLStreamParser(Limits(max_stanza=1000))
+    parser.feed(header())
+    received = 0
+    for _ in range(30):
+        for _ in range(100):
+            parser.feed(b" ")
+        events = parser.feed(b"<message><body>" + b"y" * 900 + b"</body></message>")
+        received += sum(isinstance(event, StanzaReceived) for event in events)
+    assert received == 30

@@ -133,6 +133,14 @@ class GSSAPI:
         self._context = result.context
         if result.more_steps:
             return Challenge(result.token or b"")
+        # The ticket's cleartext service name and realm are not protected
+        # by its key (MIT tries every key of the keytab): the principal
+        # whose key accepted it must belong to the chosen domain, and its
+        # realm is the one the client must be of.
+        served = self._served_realm(result.context)
+        if served is None:
+            return self._fail(f"the ticket was not accepted with a key of {self._domain}")
+        self._realm = served
         principal = gssapi.raw.display_name(result.initiator_name).name.decode("utf-8", "replace")
         self._user = client_account(principal, self._realm)
         if self._user is None:
@@ -141,6 +149,31 @@ class GSSAPI:
             self.state = State.EMPTY
             return Challenge(result.token)
         return self._offer_layers()
+
+    def _served_realm(self, context: Any) -> str | None:
+        """The realm of the service principal whose key accepted the
+        ticket, if that principal names the exchange's domain."""
+        target = gssapi.raw.inquire_context(
+            context,
+            initiator_name=False,
+            target_name=True,
+            lifetime=False,
+            mech=False,
+            flags=False,
+            locally_init=False,
+            complete=False,
+        ).target_name
+        if target is None:
+            return None
+        served = gssapi.raw.display_name(target).name.decode("utf-8", "replace")
+        name, at, realm = served.rpartition("@")
+        if not at or not name or not realm:
+            return None
+        service = apreq.TicketService(realm, tuple(name.split("/")), 0, None, 0)
+        wanted = apreq.service_domain(service)
+        if wanted is None or self.keys.domain(wanted) != self._domain:
+            return None
+        return realm
 
     def _offer_layers(self) -> Step:
         self.state = State.LAYER

@@ -46,7 +46,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import ClientFactory
-from twisted.internet.ssl import CertificateOptions
+from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -393,13 +393,18 @@ class Relay(Service):
         """Whether remote recipients are accepted."""
         return self.smart_host() is not None
 
-    def client_tls(self) -> Any:
+    def client_tls(self, host: str = "", verify: bool = False) -> Any:
         """TLS options for STARTTLS towards the smart host: used whenever it
         is offered, the certificate not verified (opportunistic, as between
-        MTAs, RFC 3207 §4.1); None when ``SubmitRelayTLS`` is ``No``."""
+        MTAs, RFC 3207 §4.1) unless ``verify``: a smart host we log in to
+        must prove its name with a certificate the system trusts, else the
+        password could go to whoever answers; None when ``SubmitRelayTLS``
+        is ``No``."""
         value = self.directory.server_settings().get("SubmitRelayTLS", "Opportunistic")
         if str(value).lower() == "no":
             return None
+        if verify and host:
+            return optionsForClientTLS(host)
         return CertificateOptions()
 
     def credentials(self) -> tuple[str, str] | None:
@@ -516,14 +521,15 @@ class Relay(Service):
             self.in_flight.discard(entry.id)
             return None
         done: Deferred[Results] = Deferred()
+        credentials = self.credentials()
         client = RelayClient(
             self.hostname,
             entry,
             message,
             done,
             self.reactor,
-            self.client_tls(),
-            self.credentials(),
+            self.client_tls(target[0], credentials is not None),
+            credentials,
             is_loopback(target[0]),
         )
         factory = _OneClient(client)

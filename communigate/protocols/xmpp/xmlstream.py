@@ -140,7 +140,9 @@ class XMLStreamParser:
             self._broken = True
             raise
         self._fed += len(data)
-        if self._depth >= 2 and self._fed - self._stanza_start > self.limits.max_stanza:
+        # Also between stanzas and before the header: an unfinished tag
+        # (``<message to='...`` that never ends) is held by expat too.
+        if self._fed - self._stanza_start > self.limits.max_stanza:
             self._broken = True
             raise StreamViolation("policy-violation", "stanza too large")
         events, self._events = self._events, []
@@ -160,6 +162,7 @@ class XMLStreamParser:
                 plain[key_local if key_uri in ("", _XML_NS) else key] = value
             self._events.append(StreamOpened(plain, uri, local))
             self._depth = 1
+            self._mark()
             return
         if self._depth > self.limits.max_depth:
             raise StreamViolation("policy-violation", "elements nested too deep")
@@ -187,9 +190,18 @@ class XMLStreamParser:
         if not self._stack:
             self._events.append(StanzaReceived(element))
             element.parent = None
+            self._mark()
 
     def _text(self, data: str) -> None:
         if self._depth >= 2 and self._stack:
             self._stack[-1].addContent(data)
         elif data.strip():
             raise StreamViolation("not-well-formed", "text between stanzas")
+        else:
+            self._mark()
+
+    def _mark(self) -> None:
+        """Between stanzas: what is parsed so far is done with (the
+        size limit counts what comes after)."""
+        assert self._parser is not None
+        self._stanza_start = self._parser.CurrentByteIndex
