@@ -287,12 +287,25 @@ def curl_tls(server: Server, url: str, *extra: str) -> subprocess.CompletedProce
 def fetchmail(tmp_path: Path, protocol: str, port: int, name: str, keep: bool) -> bytes:
     """Fetch every message of ``name@company.com`` (password ``pw``) with
     fetchmail over a plain connection; the messages as delivered to its MDA."""
+    return run_fetchmail(
+        tmp_path,
+        f"poll 127.0.0.1 service {port} proto {protocol} auth password\n"
+        f'  user "{name}" there with password "pw" is "root" here\n',
+        keep,
+    )
+
+
+def run_fetchmail(
+    tmp_path: Path, account: str, keep: bool = True, env: dict[str, str] | None = None
+) -> bytes:
+    """Run fetchmail once on the ``poll``/``user`` lines ``account`` (plain
+    connection, every message, delivered to an MDA that appends to a file)
+    with ``env`` added to a bare environment; it must succeed.  The
+    messages delivered."""
     out = tmp_path / "fetched.mbox"
     rc = tmp_path / "fetchmailrc"
     rc.write_text(
-        f"poll 127.0.0.1 service {port} proto {protocol} auth password\n"
-        f'  user "{name}" there with password "pw" is "root" here\n'
-        '  sslproto ""\n'
+        account + '  sslproto ""\n'
         f"  mda \"/bin/sh -c 'cat >> {out}'\"\n"
         f"  {'keep' if keep else 'nokeep'} fetchall\n"
     )
@@ -312,9 +325,9 @@ def fetchmail(tmp_path: Path, protocol: str, port: int, name: str, keep: bool) -
         capture_output=True,
         check=False,
         timeout=60,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={**(env or {}), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
-    assert result.returncode == 0, result.stderr.decode()
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
     data = out.read_bytes()
     out.unlink()
     return data

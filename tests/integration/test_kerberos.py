@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     admin,
     communigate,
     plan_server,
+    run_fetchmail,
     start_server,
     stop_server,
 )
@@ -320,32 +321,10 @@ def test_bad_keytab_import_refused(kerberos: Kerberos, tmp_path: Path) -> None:
 
 def test_fetchmail_gssapi(kerberos: Kerberos, tmp_path: Path) -> None:
     """fetchmail --auth gssapi fetches alice@company.com's message."""
-    out = tmp_path / "fetched.mbox"
-    rc = tmp_path / "fetchmailrc"
-    rc.write_text(
+    fetched = run_fetchmail(
+        tmp_path,
         f"poll localhost service {kerberos.server.imap_port} proto IMAP auth gssapi\n"
-        '  user "alice" there is "root" here\n'
-        '  sslproto ""\n'
-        f"  mda \"/bin/sh -c 'cat >> {out}'\"\n"
-        "  keep fetchall\n"
+        '  user "alice" there is "root" here\n',
+        env=kerberos.env("alice"),
     )
-    rc.chmod(0o600)
-    result = subprocess.run(
-        [
-            "fetchmail",
-            "--nosyslog",
-            "--nodetach",
-            "-f",
-            str(rc),
-            "--idfile",
-            str(tmp_path / "fetchids"),
-            "--pidfile",
-            str(tmp_path / "fetchmail.pid"),
-        ],
-        capture_output=True,
-        check=False,
-        timeout=60,
-        env={**kerberos.env("alice"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr).decode()
-    assert b"Subject: to alice@company.com" in out.read_bytes()
+    assert b"Subject: to alice@company.com" in fetched
