@@ -339,6 +339,34 @@ def test_put_get_range_and_webdav_methods(web: Web, tmp_path: Path) -> None:
     assert not list((web.storage("company.com", "john").parent / "uploads.tmp").iterdir())
 
 
+def test_large_upload_needs_a_proven_login(web: Web, tmp_path: Path) -> None:
+    """A large PUT with a wrong password, a forged session cookie or no
+    credentials is answered before its body is taken (curl sends only what
+    the sockets' buffers hold); nothing is stored."""
+    size = 64 * 1024 * 1024
+    source = tmp_path / "big.bin"
+    with source.open("wb") as out:
+        out.truncate(size)
+    base = f"{web.url}/~john"
+    uploads = web.storage("company.com", "john").parent / "uploads.tmp"
+    for extra in (["-u", "john:wrong"], ["-b", "CGPSessionID=1001-forgedforgedforgedfo"], []):
+        answer = curl(
+            *extra,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_upload}",
+            "-T",
+            str(source),
+            f"{base}/refused.bin",
+        ).stdout.split()
+        code, sent = int(answer[0]), int(float(answer[1]))
+        assert code in (401, 413), (extra, code)
+        assert sent < size // 2, (extra, sent)
+    assert not (web.storage("company.com", "john") / "refused.bin").exists()
+    assert not uploads.exists() or not list(uploads.iterdir())
+
+
 def test_rights_and_private_directories(web: Web, tmp_path: Path) -> None:
     """Anonymous visitors read public files only; another account reads and
     writes only where granted; a private directory is the owner's alone."""

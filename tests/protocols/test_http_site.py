@@ -247,8 +247,8 @@ def test_files_with_basic_and_anonymous(web: Any) -> None:
 
 
 def test_anonymous_body_is_bounded(web: Any) -> None:
-    """A body over the bound of a request without credentials ends the
-    connection before it is stored."""
+    """A body over the bound of a request without credentials is answered
+    413 and ends the connection before it is stored."""
     site = web[0]
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport(
@@ -263,7 +263,7 @@ def test_anonymous_body_is_bounded(web: Any) -> None:
     for _ in range(3):
         protocol.dataReceived(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     assert transport.disconnecting
-    assert transport.value() == b""
+    assert transport.value().startswith(b"HTTP/1.1 413 ")
 
 
 def test_clear_text_refused_on_an_insecure_remote_link(web: Any) -> None:
@@ -289,3 +289,68 @@ def test_access_modes_apply(web: Any, directory: FileDirectory) -> None:
     auth = "Basic " + base64.b64encode(b"info:pw-company.com").decode()
     status, _, _ = Browser(site, clock).request("PUT", "/~info/x", body=b"x", Authorization=auth)
     assert status == 401
+
+
+def _raw(site: Any) -> tuple[Any, StringTransport]:
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+    )
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        "Cookie: CGPSessionID=1234-forgedforgedforgedfo",
+        "Authorization: Basic " + base64.b64encode(b"info:wrong").decode(),
+        "Authorization: Bearer whatever",
+    ],
+)
+def test_large_body_needs_proven_credentials(web: Any, credentials: str) -> None:
+    """A forged cookie, a wrong Basic password or another scheme does not
+    let a large body in: the client is answered and the connection closed
+    before the body is read."""
+    protocol, transport = _raw(web[0])
+    protocol.dataReceived(
+        f"PUT /~info/big HTTP/1.1\r\nHost: company.com\r\n{credentials}\r\n"
+        f"Content-Length: {1024**3}\r\n\r\n".encode()
+    )
+    answer = transport.value()
+    status = answer.split(b"\r\n", 1)[0]
+    assert status in (b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 413 Content Too Large")
+    assert transport.disconnecting
+    protocol.dataReceived(b"x" * 65536)
+    assert transport.value() == answer
+
+
+def test_large_body_after_a_basic_login(web: Any) -> None:
+    """The right Basic password is checked once, before the body is read;
+    the upload is then stored (a chunked body as well)."""
+    protocol, transport = _raw(web[0])
+    auth = base64.b64encode(b"info:pw-company.com").decode()
+    protocol.dataReceived(
+        f"PUT /~info/big HTTP/1.1\r\nHost: company.com\r\nAuthorization: Basic {auth}\r\n"
+        "Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    chunk = b"y" * 32768
+    for _ in range(8):
+        protocol.dataReceived(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    protocol.dataReceived(b"0\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 201"), transport.value()[:200]
+    browser = Browser(web[0], web[3])
+    status, _, body = browser.request("GET", "/~info/big", Authorization=f"Basic {auth}")
+    assert status == 200 and body == chunk * 8
+
+
+def test_large_body_with_a_live_session(web: Any) -> None:
+    """A live session's cookie lets a large body in."""
+    browser = Browser(web[0], web[3])
+    assert log_in(browser, "info", "pw-company.com")[0] in (200, 303)
+    body = b"z" * (200 * 1024)
+    status, _, _ = browser.request("PUT", "/~info/session.bin", body=body)
+    assert status == 201
+    status, _, got = browser.request("GET", "/~info/session.bin")
+    assert status == 200 and got == body

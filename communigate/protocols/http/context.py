@@ -11,15 +11,19 @@ becomes the :class:`~communigate.cred.credentials.ConnectionInfo`'s
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.server import Request
 
-from communigate.cred.credentials import ConnectionInfo
+from communigate.cred.credentials import ConnectionInfo, LoginPassword
+from communigate.cred.errors import WrongPassword
+from communigate.portal.filesession import IFileSession
 from communigate.portal.router import Router
 from communigate.portal.webfiles import AnonymousFiles, Recent
 from communigate.protocols.access import LoginService
@@ -101,6 +105,36 @@ class WebContext:
             return self.sessions.get(cookie.decode("ascii"))
         except UnicodeDecodeError:
             return None
+
+    def live_session(self, request: Request) -> bool:
+        """Whether the request's cookie names a live session (it is not
+        used by asking)."""
+        cookie = request.getCookie(SESSION_COOKIE)
+        if not cookie:
+            return False
+        try:
+            return self.sessions.live(cookie.decode("ascii"))
+        except UnicodeDecodeError:
+            return False
+
+    def basic_login(self, request: Request) -> Deferred[tuple[Any, Callable[[], None]]] | None:
+        """Log in with the request's HTTP Basic credentials as a File
+        Storage user: ``(avatar, logout)``, or a LoginFailure.  None when
+        the request has no Basic credentials."""
+        authorization = request.getHeader(b"authorization") or b""
+        scheme, _, encoded = authorization.partition(b" ")
+        if scheme.lower() != b"basic":
+            return None
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        name, colon, password = decoded.partition(b":")
+        if not name or not colon:
+            return fail(WrongPassword())
+        credentials = LoginPassword(name, password, self.connection(request), None, "BASIC")
+        login = self.service.login(credentials, IFileSession)
+        return login.addCallback(lambda result: (result[1], result[2]))
 
     @staticmethod
     def set_cookie(request: Request, name: bytes, value: str, max_age: int | None = None) -> None:

@@ -22,20 +22,17 @@ and WebDAV (RFC 4918) ``PROPFIND`` (Depth 0 or 1; no Depth header counts as
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from communigate.cred.credentials import LoginPassword
 from communigate.cred.errors import LoginFailure
-from communigate.portal.filesession import FileError, FileSession, IFileSession, Problem, Segments
+from communigate.portal.filesession import FileError, FileSession, Problem, Segments
 from communigate.protocols.http import davxml, pages, paths
 from communigate.protocols.http.context import WebContext
 from communigate.protocols.http.download import Download
@@ -159,37 +156,28 @@ class StorageNode(Resource):
 
     def _view(self, request: Request) -> Deferred[tuple[FileSession, bool]]:
         """The File Storage view of this request, and whether it is anonymous."""
-        authorization = request.getHeader(b"authorization") or b""
-        scheme, _, encoded = authorization.partition(b" ")
-        if scheme.lower() == b"basic":
-            return self._basic(request, encoded.strip())
+        early = getattr(request, "early_login", None)
+        if early is not None:
+            return succeed((early[0], False))
+        login = self.context.basic_login(request)
+        if login is not None:
+            return login.addCallbacks(self._opened, self._refused, callbackArgs=(request,))
         session = self.context.session(request)
         if session is not None:
             return succeed((session.avatar.files(), False))
         anonymous = self.context.visitor(request)
         return succeed((anonymous, True))
 
-    def _basic(self, request: Request, encoded: bytes) -> Deferred[tuple[FileSession, bool]]:
-        try:
-            name, colon, password = base64.b64decode(encoded, validate=True).partition(b":")
-        except (binascii.Error, ValueError):
-            name, colon, password = b"", b"", b""
-        if not name or not colon:
-            return fail(HTTPError(401, "Incorrect password or account name."))
-        connection = self.context.connection(request)
-        credentials = LoginPassword(name, password, connection, None, "BASIC")
-        login = self.context.service.login(credentials, IFileSession)
+    @staticmethod
+    def _opened(result: tuple[Any, Callable[[], None]], request: Request) -> tuple[Any, bool]:
+        avatar, logout = result
+        request.notifyFinish().addBoth(lambda _: logout())
+        return avatar, False
 
-        def opened(result: tuple[Any, Any, Callable[[], None]]) -> tuple[FileSession, bool]:
-            _, avatar, logout = result
-            request.notifyFinish().addBoth(lambda _: logout())
-            return avatar, False
-
-        def refused(failure: Failure) -> Any:
-            failure.trap(LoginFailure)
-            raise HTTPError(401, "Incorrect password or account name.")
-
-        return login.addCallbacks(opened, refused)
+    @staticmethod
+    def _refused(failure: Failure) -> Any:
+        failure.trap(LoginFailure)
+        raise HTTPError(401, "Incorrect password or account name.")
 
     # -- dispatch ----------------------------------------------------------------------
 

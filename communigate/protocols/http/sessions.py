@@ -116,6 +116,10 @@ class WebSessions:
             return None
         return session
 
+    def live(self, session_id: str) -> bool:
+        """Whether an ID names a live session (without using it)."""
+        return self._find(session_id) is not None
+
     def get(self, session_id: str) -> WebSession | None:
         """The live session of an ID (it is used now), None if there is
         none, it ended or it expired."""
