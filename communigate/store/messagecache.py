@@ -23,7 +23,10 @@ rewritten from what was read, as it is when expunged entries outnumber
 the live ones.  Losing the file loses nothing but time:
 every value can be worked out again.
 
-Writes are not flushed to disk: a cache need not survive a crash.
+Writes are not flushed to disk: a cache need not survive a crash.  Values
+worked out while serving a command are appended together (one ``write``
+when the command ends, or when :data:`PENDING_RECORDS` wait), not one
+append per value.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ _COMPACT_MIN_DEAD = 256
 _HEADER_CHUNK = 16384
 #: The longest header kept (a longer one is read from the file each time).
 MAX_HEADER = 256 * 1024
+#: Values added that wait at most for one append (see :meth:`MessageCache.flush`).
+PENDING_RECORDS = 128
 
 
 def read_header(path: str | Path) -> bytes:
@@ -142,12 +147,15 @@ class MessageCache:
         self._identity: tuple[int, int] | None = None
         self._offset = 0
         self._dead = 0
+        #: Records added here and not yet appended to the file.
+        self._pending: list[tuple[int, str, bytes]] = []
 
     # -- reading -----------------------------------------------------------
 
     def refresh(self) -> None:
         """Read what was appended since the last look (everything when the
         file was replaced)."""
+        self.flush()
         try:
             status = os.stat(self.path)
         except FileNotFoundError:
@@ -253,10 +261,20 @@ class MessageCache:
     # -- writing -----------------------------------------------------------
 
     def add(self, uid: int, values: Mapping[str, bytes]) -> None:
-        """Cache values worked out for a UID (here and for other processes)."""
+        """Cache values worked out for a UID: here at once, for other
+        processes at the next :meth:`flush`."""
         self.entries.setdefault(uid, {}).update(values)
+        self._pending.extend((uid, name, value) for name, value in values.items())
+        if len(self._pending) >= PENDING_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the values added since the last flush, in one write."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
         try:
-            append_records(self.folder, self.validity, ((uid, k, v) for k, v in values.items()))
+            append_records(self.folder, self.validity, pending)
         except OSError:
             # A cache that cannot be written costs time, not data.
             pass
@@ -266,6 +284,7 @@ class MessageCache:
         gone = list(uids)
         if not gone:
             return
+        self.flush()
         for uid in gone:
             if self.entries.pop(uid, None) is not None:
                 self._dead += 1
@@ -279,6 +298,7 @@ class MessageCache:
 
     def _rewrite(self) -> None:
         """Replace the file by one holding only the live entries."""
+        self._pending = []
         body = encode_records(
             (uid, name, value)
             for uid, values in sorted(self.entries.items())

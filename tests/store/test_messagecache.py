@@ -12,6 +12,7 @@ import pytest
 from communigate.store.mailbox import Mailbox
 from communigate.store.messagecache import (
     CACHE_FILE,
+    PENDING_RECORDS,
     MessageCache,
     append_records,
     read_header,
@@ -62,8 +63,28 @@ def test_value_is_computed_once_and_shared(mailbox: Mailbox) -> None:
     first = fresh(mailbox)
     assert first.value(uid, "imap.envelope", compute) == b"(ENVELOPE-DATA)"
     assert first.value(uid, "imap.envelope", compute) == b"(ENVELOPE-DATA)"
+    first.flush()
     assert fresh(mailbox).value(uid, "imap.envelope", compute) == b"(ENVELOPE-DATA)"
     assert calls == [1]
+
+
+def test_values_of_a_command_are_appended_together(mailbox: Mailbox) -> None:
+    """Values added while a command runs reach the file in one append at
+    flush, or as soon as PENDING_RECORDS wait."""
+    uids = [mailbox.deliver(MESSAGE) for _ in range(3)]
+    cache = fresh(mailbox)
+    size = os.path.getsize(mailbox.path / CACHE_FILE)
+    for uid in uids:
+        cache.add(uid, {"imap.envelope": b"E%d" % uid})
+    assert os.path.getsize(mailbox.path / CACHE_FILE) == size
+    assert "imap.envelope" not in fresh(mailbox).get(uids[0])
+    cache.flush()
+    assert [fresh(mailbox).get(uid)["imap.envelope"] for uid in uids] == [
+        b"E%d" % uid for uid in uids
+    ]
+    for number in range(PENDING_RECORDS):
+        cache.add(uids[0], {f"imap.x{number}": b"v"})
+    assert fresh(mailbox).get(uids[0])[f"imap.x{PENDING_RECORDS - 1}"] == b"v"
 
 
 def test_header_read_from_file_on_a_miss(mailbox: Mailbox) -> None:
@@ -73,6 +94,7 @@ def test_header_read_from_file_on_a_miss(mailbox: Mailbox) -> None:
     (info,) = mailbox.messages()
     reader = fresh(mailbox)
     assert reader.header(uid, info.path) == split_header(MESSAGE)
+    reader.flush()
     assert fresh(mailbox).get(uid)["header"] == split_header(MESSAGE)
 
 

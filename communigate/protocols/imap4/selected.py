@@ -29,7 +29,7 @@ import itertools
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from operator import attrgetter
 
 from communigate.portal.avatars import MailboxLocation
@@ -42,6 +42,12 @@ from communigate.store.mailbox import MAX_KEYWORDS, Mailbox, MessageInfo
 from communigate.store.mailboxindex import SLICE, release_steps
 
 _UID = attrgetter("uid")
+
+
+@lru_cache(maxsize=4096)
+def _local_time(timestamp: float) -> datetime:
+    # Messages that arrived in one second share their date: worked out once.
+    return datetime.fromtimestamp(timestamp, UTC).astimezone()
 
 
 class MessageView:
@@ -58,7 +64,7 @@ class MessageView:
 
     def internal_date(self) -> datetime:
         """When the message arrived."""
-        return datetime.fromtimestamp(self.info.internal_date, UTC).astimezone()
+        return _local_time(self.info.internal_date)
 
     @cached_property
     def _data(self) -> bytes:
