@@ -302,3 +302,20 @@ def test_cli_refuses_bad_files(setup: Setup) -> None:
     assert after == before
     report = communigate(setup.server.base, "check").stdout.decode()
     assert "trusted" not in report, report
+
+
+def test_imaps_greeting_offers_external(setup: Setup) -> None:
+    """Over implicit TLS the greeting is sent after the handshake: its
+    capabilities offer AUTH=EXTERNAL to a client with a certificate of the
+    domain it named, and not to one without."""
+    server = setup.server
+    for client, offered in (("info1", True), (None, False)):
+        context = ssl.create_default_context(cafile=str(setup.bundle))
+        if client is not None:
+            cert, key = setup.pair(client)
+            context.load_cert_chain(str(cert), str(key))
+        with socket.create_connection(("127.0.0.1", server.imaps_port), timeout=20) as raw:
+            with context.wrap_socket(raw, server_hostname="client1.com") as link:
+                greeting = link.recv(4096)
+        assert greeting.startswith(b"* OK [CAPABILITY "), greeting
+        assert (b"AUTH=EXTERNAL" in greeting) is offered, greeting

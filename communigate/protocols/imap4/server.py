@@ -32,7 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import (
     CooperativeTask,
@@ -137,7 +141,7 @@ class _TaskProducer:
             pass
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
     """One IMAP session.
 
@@ -175,6 +179,8 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.secure = False
         #: Data came over TLS: its handshake (SNI, client certificate) is done.
         self.tls_settled = False
+        #: Implicit TLS: the greeting waits for the handshake.
+        self._greeting_due = False
         self.errors = 0
         self.login_failures = 0
         self.pending: Deferred[Any] | None = None
@@ -228,7 +234,24 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
             set_no_delay(True)
         self.secure = self.factory.implicit_tls
         self.connection = self.service.connection(self.transport, "imap4", self.secure)
-        domain = self.service.domain(self.connection)
+        self._greeting_due = self.secure
+        if not self.secure:
+            self._greet(self.connection)
+
+    def handshakeCompleted(self) -> None:
+        """Implicit TLS: greet once the handshake is done, so the greeting's
+        capabilities know the domain the client named (SNI) and its
+        certificate (``AUTH=EXTERNAL``)."""
+        if not self._greeting_due:
+            return
+        self._greeting_due = False
+        self.tls_settled = True
+        self.connection = self.service.connection(self.transport, "imap4", True)
+        self._greet(self.connection)
+
+    def _greet(self, connection: ConnectionInfo) -> None:
+        """The greeting with the capabilities (RFC 3501 §7.1.1)."""
+        domain = self.service.domain(connection)
         self.send(
             b"* OK [CAPABILITY %s] %s IMAP4rev1 server ready"
             % (self.capabilities(), domain.encode("ascii", "replace"))
@@ -318,6 +341,9 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         """Read events; run commands in order."""
         if self.timers is not None:
             self.timers.activity()
+        if self._greeting_due:
+            # A TLS layer that did not report its handshake: greet now.
+            self.handshakeCompleted()
         if self.secure and not self.tls_settled:
             self.tls_settled = True
             self.connection = self.service.connection(self.transport, "imap4", True)
