@@ -72,10 +72,11 @@ from benchmarks.servers import (
 USERS = [f"user{number}" for number in range(20)]
 
 
-def communigate_setup(root: Path, big: int, host: str, port: int) -> Starter:
-    """A base with the users and a ``big`` account of ``big`` messages;
-    starts a server on it."""
+def communigate_setup(root: Path, big: int, host: str, port: int, idle: int = 500) -> Starter:
+    """A base with the users and a ``big`` account of ``big`` messages, and
+    room for ``idle`` connections from one address; starts a server on it."""
     base = Base(root)
+    base.run("server", "settings", f"Listeners={{imap4={{MaxPerAddress=#{idle + 100};}};}}")
     for user in USERS:
         base.account(user)
         base.account(f"b{user}", "PasswordEncryption=UB-crpt")
@@ -458,7 +459,7 @@ def main() -> None:
         root = Path(tmp)
         starters: dict[str, Starter] = {}
         step("setting up communigate")
-        starters["communigate"] = communigate_setup(root, args.big, args.host, args.port)
+        starters["communigate"] = communigate_setup(root, args.big, args.host, args.port, args.idle)
         found = dovecot_setup(root, args.host, args.dovecot_port, args.idle)
         if found is None:
             print("dovecot: not installed (dovecot-imapd) or not root; skipped", file=sys.stderr)
