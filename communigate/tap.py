@@ -73,6 +73,7 @@ from communigate.store.listeners import Listener, ListenersError
 from communigate.store.listeners import read as listeners_file
 from communigate.store.spool import remove_stale, spool_folder
 from communigate.store.uploads import remove_stale_everywhere
+from communigate.workpool import BackgroundPool
 
 #: Seconds between checks that logged-in accounts still exist.
 SESSION_SWEEP = 2
@@ -475,7 +476,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         options["pop3"], options["imap4"] = [], []
     metrics = Metrics() if options["metrics"] else None
     observer: IActivityObserver = Fanout([EventLog(), metrics]) if metrics else EventLog()
-    pool = ThreadPool(minthreads=1, maxthreads=options["threads"], name="communigate-auth")
+    pool = BackgroundPool(minthreads=1, maxthreads=options["threads"], name="communigate-auth")
     ThreadPoolService(pool).setServiceParent(top)
 
     resolver = AccountResolver(directory)
