@@ -147,6 +147,13 @@ class Options(usage.Options):
         ],
         ["log-keep", None, None, "Old log files to keep (default: all).", int],
         [
+            "http-access-log",
+            None,
+            None,
+            "Append a line per HTTP request to this file, in the Combined Log "
+            "Format (default: no access log).",
+        ],
+        [
             "metrics",
             None,
             None,

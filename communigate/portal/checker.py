@@ -28,10 +28,16 @@ account or a wrong password checked against anything but a bcrypt hash run
 a dummy one), and every failure is answered no earlier than
 ``FailedLoginDelay`` after the attempt began (:mod:`.policy`).  An empty
 password never matches.
+
+Credentials that are sent again with every request (HTTP Basic: they say
+``reuse_verified``) may skip the verification of a CommuniGate password
+that verified a moment ago (:mod:`.verifiedlogins`); everything else about
+the attempt is checked and reported as always.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +89,7 @@ from communigate.portal.accounts import Account, AccountResolver
 from communigate.portal.addresses import address_in
 from communigate.portal.policy import LoginThrottle, failure_delay
 from communigate.portal.rights import Rights
+from communigate.portal.verifiedlogins import VerifiedLogins
 from communigate.store.settingsformat import as_bool, as_string_list
 
 _UNKNOWN_CONNECTION = ConnectionInfo("unknown")
@@ -127,6 +134,9 @@ class AccountChecker:
         self._threadpool = threadpool
         clock = getattr(reactor, "seconds", None)
         self.throttle = LoginThrottle(clock) if clock else LoginThrottle()
+        #: Passwords verified a moment ago, reused for credentials that ask
+        #: (``reuse_verified``: HTTP Basic, sent with every request).
+        self.verified = VerifiedLogins(clock or time.monotonic)
 
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         """The full account name as bytes, or a LoginFailure."""
@@ -318,9 +328,24 @@ class AccountChecker:
                         matched = yield self._run(credentials.check, secret)
                 else:
                     stored = account.settings.get("Password")
+                    # Only the CommuniGate password: its stored value says
+                    # when a remembered verification went stale.
+                    reuse = (
+                        getattr(credentials, "reuse_verified", False)
+                        and source.name == "internal"
+                        and isinstance(stored, str)
+                    )
+                    if reuse and self.verified.fresh(
+                        account.full_name, source.name, str(stored), credentials.password
+                    ):
+                        return account
                     if source.name == "internal" and isinstance(stored, str):
                         costly[0] = costly[0] or passwords.is_bcrypt(stored)
                     matched = yield source.verify(account, credentials.password)
+                    if matched and reuse:
+                        self.verified.remember(
+                            account.full_name, source.name, str(stored), credentials.password
+                        )
                     if matched and source.name == "internal":
                         yield self._maybe_rehash(account, credentials.password)
             except TemporaryFailure as failure:
@@ -372,8 +397,11 @@ class AccountChecker:
             )
             return succeed(None)
 
-        def store(changes: dict[str, Any]) -> None:
-            update(account.domain, account.name, changes)
+        def store(changes: dict[str, Any]) -> Deferred[Any]:
+            # In the pool: a directory write may block (fsync, LDAP).
+            return self._run(update, account.domain, account.name, changes)
+
+        def rehashed(_: object) -> None:
             self.log.info(
                 "password of {account} re-hashed as {scheme}",
                 account=account.full_name,
@@ -392,6 +420,7 @@ class AccountChecker:
         return (
             self._run(derived.password_settings, clear, encryption, nt_hash)
             .addCallback(store)
+            .addCallback(rehashed)
             .addErrback(failed)
         )
 

@@ -12,19 +12,24 @@ tell which accounts exist is :attr:`~.filesession.Problem.NOT_FOUND`.
 A web site is read by many visitors at once: where a :class:`Recent` is
 given, which storage a ``~name`` leads to and the rights of a folder are
 remembered for a moment (as the directory's own settings files are, half a
-second), so a burst of requests does not read the same settings for each.
+second), so a burst of requests does not read the same settings for each;
+so is the real path of a storage's root folder (every file's real path is
+still found, and must lie inside it, on each request).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, cast
 
 from communigate.portal.accounts import access_modes
 from communigate.portal.filesession import FileError, FileSession, Problem, Segments
 from communigate.store.acl import Identity
 from communigate.store.directory import DirectoryError, IDirectory
-from communigate.store.filestorage import FileStorage
+from communigate.store.filestorage import FileStorage, normalise
 
 #: Seconds an answer is remembered (the settings files' own recheck time).
 RECENT = 0.5
@@ -51,6 +56,47 @@ class Recent:
             self._entries.clear()
         self._entries[key] = (now + self._seconds, value)
         return value
+
+
+class SiteStorage(FileStorage):
+    """A File Storage as a web site's visitors read it.
+
+    The real path of its root is found once (the object lives
+    :data:`RECENT` seconds); a path inside is then looked up from that
+    real root, each of its components checked not to be a symbolic link
+    (one ``lstat`` each, where a full real-path search costs one per
+    component from ``/``).  Where one is a link, or the real root is no
+    longer a folder (moved, replaced by a link), the full check of
+    :meth:`FileStorage.local` decides.  The path returned is the real one
+    that was checked.
+    """
+
+    def __init__(self, account_path: Path, owner: Identity) -> None:
+        super().__init__(account_path, owner)
+        self._real_root = os.path.realpath(self.root)
+
+    def local(self, path: str) -> Path:
+        """The file system path of a storage path, never outside the root."""
+        relative = normalise(path).lstrip("/")
+        parts = relative.split("/") if relative else []
+        target = self._real_root
+        try:
+            moved = not stat.S_ISDIR(os.lstat(target).st_mode)
+        except OSError:
+            moved = True
+        if moved:
+            # The root is gone or was replaced by a link: look afresh.
+            return super().local(path)
+        for index, part in enumerate(parts):
+            target = os.path.join(target, part)
+            try:
+                mode = os.lstat(target).st_mode
+            except OSError:
+                # Missing (or under a file): nothing deeper exists either.
+                return Path(os.path.join(target, *parts[index + 1 :]))
+            if stat.S_ISLNK(mode):
+                return super().local(path)
+        return Path(target)
 
 
 class AnonymousFiles(FileSession):
@@ -91,7 +137,7 @@ class AnonymousFiles(FileSession):
         modes = access_modes(settings.get("AccessModes", "All"))
         if modes is not None and "website" not in modes:
             return None
-        return storage
+        return SiteStorage(storage.account_path, owner)
 
     def _rights(self, storage: FileStorage, folder: str) -> str:
         """An anonymous reader's: ``r`` where nothing above is private."""

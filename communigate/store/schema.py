@@ -410,7 +410,7 @@ LISTENER_NAMES = (
     "http",
     "https",
 )
-LIMITS_PROTOCOLS = ("imap4", "pop3", "ftp", "lmtp", "pwd", "smtp", "xmpp")
+LIMITS_PROTOCOLS = ("imap4", "pop3", "ftp", "lmtp", "pwd", "smtp", "xmpp", "http")
 
 _KNOBS = _table(
     Setting("MaxLineLength", LIMIT_SIZE, None, "longest command line (per protocol)"),
@@ -501,6 +501,8 @@ DOMAIN = _table(
         "NO",
         "the External helper may create unknown accounts",
     ),
+    Setting("WebUserIdleTimeout", INTERVAL, "30m", "time a web session may stay unused"),
+    Setting("WebUserSessionLimit", INTERVAL, "12h", "time a web session may last at most"),
 )
 
 TABLES: Mapping[Level, Mapping[str, Setting]] = {

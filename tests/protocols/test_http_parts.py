@@ -3,16 +3,20 @@ PROPFIND bodies and the SESSIONID mechanism."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from twisted.web import static
 from zope.interface.verify import verifyObject
 
 from communigate.cred.credentials import ConnectionInfo
 from communigate.cred.sasl import registry
 from communigate.cred.sasl.mechanism import Challenge, Failure, ISASLMechanism, Success
 from communigate.cred.sasl.sessionid import ISessionOwners, SessionID
-from communigate.protocols.http import davxml, paths
+from communigate.protocols.http import davxml, download, paths
 from communigate.protocols.http.csrf import FormTokens
-from communigate.protocols.http.sessions import WebSessions
+from communigate.protocols.http.sessions import WebSessions, session_limits
+from communigate.store.settingsformat import Value
 from tests.conftest import ManualClock
 
 CONNECTION = ConnectionInfo("imap4", "127.0.0.1", "127.0.0.1")
@@ -167,10 +171,49 @@ def test_sessionid_advertised_only_when_listed() -> None:
     local = ConnectionInfo("imap4", "10.0.0.1", "127.0.0.1")
     remote = ConnectionInfo("imap4", "10.0.0.1", "192.0.2.7")
     assert "SESSIONID" not in registry.advertised({}, local)
-    listed = {"LoginMethods": ["PLAIN", "SESSIONID"]}
+    listed: dict[str, Value] = {"LoginMethods": ["PLAIN", "SESSIONID"]}
     assert "SESSIONID" in registry.advertised(listed, local)
     assert "SESSIONID" not in registry.advertised(listed, remote)
     context = registry.ExchangeContext(local, "company.com", "h", b"k" * 32, web_sessions=Owners())
     mechanism = registry.create("SESSIONID", context)
     assert mechanism is not None
     assert isinstance(mechanism.start(b"john 1-abc"), Failure)
+
+
+@pytest.mark.parametrize(
+    "name", ["a.txt", "A.TXT", "b.tar.gz", "page.html", ".bashrc", "noext", "x.unknownext", "c.gz"]
+)
+def test_type_of_is_static_files(name: str) -> None:
+    """The remembered content type is the one static.File gives the name."""
+    expected = static.getTypeAndEncoding(
+        name, static.File.contentTypes, static.File.contentEncodings, "text/html"
+    )
+    assert download.type_of(name) == expected
+    assert download.type_of(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, (1800.0, 43200.0)),
+        ({"WebUserIdleTimeout": "5m", "WebUserSessionLimit": "1h"}, (300.0, 3600.0)),
+        ({"WebUserIdleTimeout": "soon"}, (1800.0, 43200.0)),
+        ({"WebUserIdleTimeout": 1, "WebUserSessionLimit": "10s"}, (60.0, 60.0)),
+    ],
+)
+def test_session_limits_from_domain_settings(
+    settings: dict[str, Any], expected: tuple[float, float]
+) -> None:
+    """Domain settings give a session's idle and total time; a bad value
+    keeps the default, and neither goes under a minute."""
+    assert session_limits(settings) == expected
+
+
+def test_session_keeps_its_own_limits() -> None:
+    """A session opened with its own times expires by them, not the registry's."""
+    clock = ManualClock()
+    sessions = WebSessions(clock, lambda login, _c: login, idle=1000, lifetime=5000)
+    short = sessions.open("a@company.com", object(), lambda: None, limits=(60, 120))
+    long = sessions.open("b@company.com", object(), lambda: None)
+    clock.advance(61)
+    assert not sessions.live(short.id) and sessions.live(long.id)

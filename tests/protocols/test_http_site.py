@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -354,3 +355,116 @@ def test_large_body_with_a_live_session(web: Any) -> None:
     assert status == 201
     status, _, got = browser.request("GET", "/~info/session.bin")
     assert status == 200 and got == body
+
+
+def test_basic_password_verified_once(web: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WebDAV client's Basic credentials on every request cost one
+    password verification, until the password changes."""
+    site, _, service, clock = web
+    checker = next(iter(service.portal.checkers.values()))
+    source = checker.sources[0]
+    calls: list[bytes] = []
+    verify = source.verify
+
+    def counting(account: Any, password: bytes) -> Any:
+        calls.append(password)
+        return verify(account, password)
+
+    monkeypatch.setattr(source, "verify", counting)
+    auth = "Basic " + base64.b64encode(b"info:pw-company.com").decode()
+    browser = Browser(site, clock)
+    assert browser.request("PUT", "/~info/c.txt", body=b"c", Authorization=auth)[0] == 201
+    for _ in range(3):
+        assert browser.request("GET", "/~info/c.txt", Authorization=auth)[0] == 200
+    assert len(calls) == 1
+    wrong = "Basic " + base64.b64encode(b"info:wrong").decode()
+    assert browser.request("GET", "/~info/", Authorization=wrong)[0] == 401
+    assert len(calls) == 2
+
+
+def test_request_head_has_a_deadline(web: Any, directory: FileDirectory) -> None:
+    """A head trickled in is cut off LoginTimeout seconds after its first
+    byte however busy it is; a complete head stops the deadline.  Both
+    times come from the Limits setting's http section."""
+    site, _, _, clock = web
+    directory.update_server_settings(
+        {"Limits": {"http": {"LoginTimeout": "5s", "IdleTimeout": "1m"}}}
+    )
+    protocol, transport = _raw(site)
+    assert (protocol.head_timeout, protocol.timeOut) == (5, 60)
+    protocol.dataReceived(b"G")
+    for _ in range(4):
+        clock.advance(1)
+        protocol.dataReceived(b"E")
+    assert not transport.disconnecting
+    clock.advance(1.5)
+    assert transport.disconnecting
+    quick, quick_transport = _raw(site)
+    quick.dataReceived(b"GET /~info/ HTTP/1.1\r\nHost: company.com\r\n\r\n")
+    clock.advance(10)
+    assert not quick_transport.disconnecting
+
+
+def test_small_file_answers(web: Any) -> None:
+    """A small file is answered whole with its length, type and date;
+    HEAD without a body, If-Modified-Since with 304, a Range with 206."""
+    site, _, _, clock = web
+    browser = Browser(site, clock)
+    auth = "Basic " + base64.b64encode(b"info:pw-company.com").decode()
+    assert browser.request("PUT", "/~info/s.txt", body=b"0123456789", Authorization=auth)[0] == 201
+    status, headers, body = browser.request("GET", "/~info/s.txt")
+    assert (status, body) == (200, b"0123456789")
+    assert headers["content-length"] == ["10"] and headers["content-type"] == ["text/plain"]
+    assert headers["content-security-policy"] == ["sandbox"]
+    status, headers, body = browser.request("HEAD", "/~info/s.txt")
+    assert (status, body, headers["content-length"]) == (200, b"", ["10"])
+    modified = headers["last-modified"][0]
+    status, _, body = browser.request("GET", "/~info/s.txt", If_Modified_Since=modified)
+    assert (status, body) == (304, b"")
+    status, headers, body = browser.request("GET", "/~info/s.txt", Range="bytes=2-4")
+    assert (status, body) == (206, b"234")
+
+
+def test_session_times_are_domain_settings(web: Any, directory: FileDirectory) -> None:
+    """A domain's WebUserIdleTimeout and WebUserSessionLimit bound the
+    sessions opened after they are set; another domain keeps the defaults."""
+    site, sessions, _, reactor = web
+    directory.update_domain_settings(
+        "company.com", {"WebUserIdleTimeout": "2m", "WebUserSessionLimit": "5m"}
+    )
+    short, default = Browser(site, reactor), Browser(site, reactor)
+    assert log_in(short, "info", "pw-company.com")[0] == 303
+    assert log_in(default, "info", "pw-client1.com", host="client1.com")[0] == 303
+    reactor.advance(100)
+    assert b"<h1>info@company.com</h1>" in short.request("GET", "/")[2]
+    reactor.advance(100)
+    assert b"<h1>info@company.com</h1>" in short.request("GET", "/")[2]
+    reactor.advance(101)
+    assert b"Log in to company.com" in short.request("GET", "/")[2]
+    page = default.request("GET", "/", host="client1.com")[2]
+    assert b"<h1>info@client1.com</h1>" in page
+    assert len(sessions) == 1
+
+
+def test_access_log_keeps_no_secret(web: Any, tmp_path: Path) -> None:
+    """With an access log each request is one Combined Log Format line,
+    which holds neither the Basic credentials nor the session cookie."""
+    path = tmp_path / "access.log"
+    site = make_site(web[0].context, str(path))
+    site.doStart()
+    try:
+        browser = Browser(site, web[3])
+        auth = base64.b64encode(b"info:pw-company.com").decode()
+        browser.request("PUT", "/~info/l.txt", body=b"x", Authorization="Basic " + auth)
+        log_in(browser, "info", "pw-company.com")
+        browser.request("GET", "/~info/l.txt", User_Agent="agent/1")
+    finally:
+        site.doStop()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith('"127.0.0.1" - - [')
+    assert '"PUT /~info/l.txt HTTP/1.1" 201' in lines[0]
+    assert lines[-1].endswith('"GET /~info/l.txt HTTP/1.1" 200 1 "-" "agent/1"')
+    text = path.read_text()
+    assert auth not in text and "pw-company.com" not in text
+    assert browser.cookies["CGPSessionID"] not in text

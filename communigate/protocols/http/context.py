@@ -16,6 +16,7 @@ import binascii
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
@@ -28,7 +29,7 @@ from communigate.portal.router import Router
 from communigate.portal.webfiles import AnonymousFiles, Recent
 from communigate.protocols.access import LoginService
 from communigate.protocols.http.csrf import FormTokens
-from communigate.protocols.http.sessions import WebSession, WebSessions
+from communigate.protocols.http.sessions import WebSession, WebSessions, session_limits
 
 #: The cookie holding the WebUser session's ID.
 SESSION_COOKIE = b"CGPSessionID"
@@ -38,6 +39,18 @@ FORM_COOKIE = b"CGPLoginForm"
 PROTOCOL = "http"
 
 _T = TypeVar("_T")
+
+
+class BasicLogin(LoginPassword):
+    """HTTP Basic credentials (RFC 7617 §2).  A client sends them again
+    with every request, so the checker may reuse a verification of the
+    same password made a moment ago
+    (:class:`~communigate.portal.verifiedlogins.VerifiedLogins`)."""
+
+    reuse_verified = True
+
+    def __repr__(self) -> str:
+        return f"<BasicLogin {self.username!r} via {self.connection.protocol}>"
 
 
 class WebContext:
@@ -60,6 +73,7 @@ class WebContext:
         self.router = Router(self.directory)
         #: Host names' domains and visitors' rights, remembered a moment.
         self.recent = Recent(reactor.seconds)
+        self._connections: WeakKeyDictionary[Any, ConnectionInfo] = WeakKeyDictionary()
 
     def run(self, work: Callable[[], _T]) -> Deferred[_T]:
         """Blocking file work, in the thread pool (inline without one)."""
@@ -81,20 +95,47 @@ class WebContext:
         )
         return found
 
+    def _base(self, request: Request) -> ConnectionInfo:
+        """The connection's facts (addresses, TLS, SNI, session id): the
+        same for every request a connection carries, so found once."""
+        channel = request.channel
+        try:
+            found: ConnectionInfo | None = self._connections.get(channel)
+        except TypeError:  # not weakly referenceable
+            found = None
+        if found is None:
+            transport = getattr(channel, "transport", None)
+            found = self.service.connection(transport, PROTOCOL, bool(request.isSecure()))
+            try:
+                self._connections[channel] = found
+            except TypeError:
+                pass
+        return found
+
     def connection(self, request: Request) -> ConnectionInfo:
         """The request's connection, its ``server_name`` the request's domain."""
-        transport = getattr(request.channel, "transport", None)
-        base = self.service.connection(transport, PROTOCOL, bool(request.isSecure()))
-        domain = self.host_domain(request) or self.service.domain(base)
-        return replace(base, server_name=domain)
+        base = self._base(request)
+        return replace(base, server_name=self.domain(request))
 
     def domain(self, request: Request) -> str:
-        """The domain a bare name typed on this request belongs to."""
-        return self.service.domain(self.connection(request))
+        """The domain a bare name typed on this request belongs to: the
+        one the Host header names, else the connection's."""
+        return self.host_domain(request) or self.service.domain(self._base(request))
 
     def visitor(self, request: Request) -> AnonymousFiles:
         """The File Storage view of a request without credentials."""
-        return AnonymousFiles(self.directory, self.domain(request), self.recent)
+        domain = self.domain(request)
+        found: AnonymousFiles = self.recent.get(
+            ("visitor", domain), lambda: AnonymousFiles(self.directory, domain, self.recent)
+        )
+        return found
+
+    def session_limits(self, domain: str) -> tuple[float, float]:
+        """``(idle, lifetime)`` seconds of a new web session in ``domain``."""
+        record = self.directory.domain(domain)
+        return session_limits(
+            record.settings if record else {}, self.sessions.idle, self.sessions.lifetime
+        )
 
     def session(self, request: Request) -> WebSession | None:
         """The live session the request's cookie names, if any."""
@@ -132,7 +173,7 @@ class WebContext:
         name, colon, password = decoded.partition(b":")
         if not name or not colon:
             return fail(WrongPassword())
-        credentials = LoginPassword(name, password, self.connection(request), None, "BASIC")
+        credentials = BasicLogin(name, password, self.connection(request), None, "BASIC")
         login = self.service.login(credentials, IFileSession)
         return login.addCallback(lambda result: (result[1], result[2]))
 

@@ -8,19 +8,32 @@ flows half the time.  :class:`PushFile` pushes instead: it writes chunks
 while the connection takes them and stops when the transport pauses it
 (its buffer is full), so a download needs no more memory than one chunk
 and the transport's buffer, and starts at once.
+
+A small file (up to :data:`SMALL` bytes) asked for whole is simpler still:
+:func:`send` reads it at once and answers with one write, with the same
+headers static.File would give (``Last-Modified``, ``If-Modified-Since``
+answered ``304``, the type from the name), without a producer — unless
+the connection's transport is backed up (the client does not read), where
+it waits as a producer like any other answer.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, BinaryIO
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.web import static
+from twisted.web.http import CACHED
 from twisted.web.server import Request
 from zope.interface import implementer
 
 #: Bytes read and written at a time.
 CHUNK = 256 * 1024
+#: Files up to this size are read and answered in one write.
+SMALL = 64 * 1024
+#: The type of a file whose name says none (static.File's default).
+DEFAULT_TYPE = "text/html"
 
 
 @implementer(IPushProducer)
@@ -37,9 +50,12 @@ class PushFile:
         self._done = False
 
     def start(self) -> None:
-        """Register with the request and begin writing."""
+        """Register with the request and begin writing (at once, unless the
+        transport is already full: twisted.web does not tell a producer
+        registered then)."""
         self.handle.seek(self.offset)
         self.request.registerProducer(self, True)
+        self._paused = bool(getattr(self.request.channel, "backed_up", False))
         self._pump()
 
     def _pump(self) -> None:
@@ -101,3 +117,58 @@ class Download(static.File):
         if isinstance(producer, static.SingleRangeStaticProducer):
             return PushFile(request, fileForReading, producer.offset, producer.size)
         return producer
+
+
+_TYPES: dict[str, tuple[str | None, str | None]] = {}
+
+
+def type_of(name: str) -> tuple[str | None, str | None]:
+    """The content type and encoding static.File gives a file ``name``,
+    remembered by its last two extensions (all the answer depends on)."""
+    root, last = os.path.splitext(name)
+    key = "x" + os.path.splitext(root)[1] + last
+    found = _TYPES.get(key)
+    if found is None:
+        found = static.getTypeAndEncoding(
+            key, Download.contentTypes, Download.contentEncodings, DEFAULT_TYPE
+        )
+        if len(_TYPES) < 4096:
+            _TYPES[key] = found
+    return found
+
+
+def send(request: Request, handle: BinaryIO) -> Any:
+    """Answer a GET or HEAD with an opened (rights-checked) file: a small
+    file asked for whole in one write (its bytes are returned), anything
+    else by :class:`Download` (``NOT_DONE_YET``).  The handle is closed
+    either way."""
+    try:
+        status = os.fstat(handle.fileno())
+    except OSError:
+        handle.close()
+        raise
+    if (
+        status.st_size > SMALL
+        or request.getHeader(b"range") is not None
+        # A client that does not read its answers: this one waits, as a
+        # producer, until the transport drains (so do pipelined ones).
+        or getattr(request.channel, "backed_up", False)
+    ):
+        return Download(handle).render(request)
+    with handle:
+        request.setHeader(b"accept-ranges", b"bytes")
+        if request.setLastModified(status.st_mtime) is CACHED:
+            return b""
+        kind, encoding = type_of(os.path.basename(handle.name))
+        if kind:
+            request.setHeader(b"content-type", kind.encode("latin-1"))
+        if encoding:
+            request.setHeader(b"content-encoding", encoding.encode("latin-1"))
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", b"%d" % status.st_size)
+            return b""
+        # As much as was measured (a file that changes meanwhile is sent
+        # as static.File would send it: its first st_size bytes).
+        data = handle.read(status.st_size)
+    request.setHeader(b"content-length", b"%d" % len(data))
+    return data

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
@@ -35,7 +35,7 @@ from communigate.cred.errors import LoginFailure
 from communigate.portal.filesession import FileError, FileSession, Problem, Segments
 from communigate.protocols.http import davxml, pages, paths
 from communigate.protocols.http.context import WebContext
-from communigate.protocols.http.download import Download
+from communigate.protocols.http.download import send
 from communigate.store.uploads import QuotaExceeded
 
 ALLOW = b"OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, MKCOL, MOVE, COPY"
@@ -154,19 +154,21 @@ class StorageNode(Resource):
 
     # -- who is asking --------------------------------------------------------------
 
-    def _view(self, request: Request) -> Deferred[tuple[FileSession, bool]]:
-        """The File Storage view of this request, and whether it is anonymous."""
+    def _view(
+        self, request: Request
+    ) -> tuple[FileSession, bool] | Deferred[tuple[FileSession, bool]]:
+        """The File Storage view of this request, and whether it is
+        anonymous; a Deferred only while a Basic login is checked."""
         early = getattr(request, "early_login", None)
         if early is not None:
-            return succeed((early[0], False))
+            return early[0], False
         login = self.context.basic_login(request)
         if login is not None:
             return login.addCallbacks(self._opened, self._refused, callbackArgs=(request,))
         session = self.context.session(request)
         if session is not None:
-            return succeed((session.avatar.files(), False))
-        anonymous = self.context.visitor(request)
-        return succeed((anonymous, True))
+            return session.avatar.files(), False
+        return self.context.visitor(request), True
 
     @staticmethod
     def _opened(result: tuple[Any, Callable[[], None]], request: Request) -> tuple[Any, bool]:
@@ -195,9 +197,27 @@ class StorageNode(Resource):
             request.setResponseCode(405)
             request.setHeader(b"allow", ALLOW)
             return pages.message_page("405", "Method not allowed.")
+        view = self._view(request)
+        if isinstance(view, Deferred):
+            done = view.addCallback(lambda found: self._run(handler, request, *found))
+        else:
+            # Answered at once where nothing waits (a visitor's or a
+            # session's read): no Deferred for a small file.
+            try:
+                body = self._run(handler, request, *view)
+            except Exception:
+                self._failed(Failure(), request, [])
+                return NOT_DONE_YET
+            if isinstance(body, bytes) and body and request.method == b"HEAD":
+                # A page's length without the page (twisted.web's render
+                # would log a warning for each).
+                self._answered(body, request, [])
+                return NOT_DONE_YET
+            if not isinstance(body, Deferred):
+                return body
+            done = body
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
-        done = self._view(request).addCallback(lambda view: self._run(handler, request, *view))
         done.addCallbacks(
             self._answered, self._failed, callbackArgs=(request, gone), errbackArgs=(request, gone)
         )
@@ -274,7 +294,7 @@ class StorageNode(Resource):
         # origin: a sandbox keeps their scripts away from its pages.
         request.setHeader(b"content-security-policy", b"sandbox")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        return Download(handle).render(request)
+        return send(request, handle)
 
     do_HEAD = do_GET
 

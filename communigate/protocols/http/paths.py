@@ -11,9 +11,12 @@ was not written by an honest client.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 _MAX_SEGMENT = 255
+#: Separators and control characters (C0 and DEL).
+_REFUSED = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 class BadPath(ValueError):
@@ -28,7 +31,7 @@ def segment(raw: bytes) -> str:
         raise BadPath("not UTF-8") from None
     if text in (".", "..") or len(raw) > _MAX_SEGMENT:
         raise BadPath(f"segment {text!r} is not allowed")
-    if any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in text):
+    if _REFUSED.search(text):
         raise BadPath("separator or control character in a segment")
     return text
 

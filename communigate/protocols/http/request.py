@@ -105,9 +105,11 @@ class WebRequest(Request):
     def _logged_in(self, result: tuple[Any, Any]) -> None:
         self._checking = False
         avatar, logout = result
-        self.notifyFinish().addBoth(lambda _: logout())
         if self._refused or self.channel is None or self.channel.transport is None:
+            # Refused meanwhile, or the client went away: never served.
+            logout()
             return
+        self.notifyFinish().addBoth(lambda _: logout())
         self.early_login = (avatar, logout)
         self._admitted = True
         transport: Any = self.channel.transport

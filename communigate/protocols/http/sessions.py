@@ -4,8 +4,12 @@ A session is opened after a successful login through the form and lives
 until its owner logs out, until it has been idle for ``idle`` seconds or
 ``lifetime`` seconds after it began (whichever comes first), or until its
 account is deleted (the avatar's :class:`~communigate.portal.sessions.
-LiveSession` watch).  Its ID has CommuniGate's shape, ``<number>-<20
-random characters>`` (``4815-vN2Txjkggy7gjHRD10jw``): a counter, so IDs
+LiveSession` watch).  Both times are its domain's, when the session opens
+(:func:`session_limits`: domain settings ``WebUserIdleTimeout``, default 30
+minutes as CommuniGate's WebUser, and ``WebUserSessionLimit``, default 12
+hours); a change applies to sessions opened after it.  Its ID has
+CommuniGate's shape, ``<number>-<20 random characters>``
+(``4815-vN2Txjkggy7gjHRD10jw``): a counter, so IDs
 never repeat in one process, and about 119 random bits, so they cannot be
 guessed.
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +34,33 @@ from zope.interface import implementer
 
 from communigate.cred.credentials import ConnectionInfo
 from communigate.cred.sasl.sessionid import ISessionOwners
+from communigate.store.settingsformat import Value, as_seconds
 
 #: Seconds a session may stay unused (CommuniGate's WebUser default).
 IDLE_TIMEOUT = 30 * 60
 #: Seconds a session may last at most, however busy.
 LIFETIME = 12 * 60 * 60
+#: Domain settings holding the two times.
+IDLE_SETTING = "WebUserIdleTimeout"
+LIFETIME_SETTING = "WebUserSessionLimit"
 _ALPHABET = string.ascii_letters + string.digits
+
+
+def session_limits(
+    settings: Mapping[str, Value], idle: float = IDLE_TIMEOUT, lifetime: float = LIFETIME
+) -> tuple[float, float]:
+    """``(idle, lifetime)`` seconds a domain's settings give its web
+    sessions; a value missing or not a time interval keeps the default
+    (at least a minute each, so a typo cannot end every session at once)."""
+    found = []
+    for key, default in ((IDLE_SETTING, idle), (LIFETIME_SETTING, lifetime)):
+        value = settings.get(key)
+        try:
+            seconds = float(as_seconds(value)) if value is not None else default
+        except ValueError:
+            seconds = default
+        found.append(max(60.0, seconds))
+    return found[0], found[1]
 
 
 def random_characters(count: int = 20) -> str:
@@ -55,6 +80,9 @@ class WebSession:
     used: float
     secure: bool = False
     closed: bool = field(default=False)
+    #: Seconds it may stay unused, and last at most.
+    idle: float = IDLE_TIMEOUT
+    lifetime: float = LIFETIME
 
     @property
     def domain(self) -> str:
@@ -87,14 +115,29 @@ class WebSessions:
         return len(self._live)
 
     def open(
-        self, account: str, avatar: Any, logout: Callable[[], None], secure: bool = False
+        self,
+        account: str,
+        avatar: Any,
+        logout: Callable[[], None],
+        secure: bool = False,
+        limits: tuple[float, float] | None = None,
     ) -> WebSession:
-        """Register a new session for a logged-in ``account``."""
+        """Register a new session for a logged-in ``account``; ``limits``:
+        its ``(idle, lifetime)`` seconds, else the registry's."""
         self.sweep()
         self._counter += 1
         now = self._clock()
+        idle, lifetime = limits if limits is not None else (self.idle, self.lifetime)
         session = WebSession(
-            f"{self._counter}-{self._characters()}", account, avatar, logout, now, now, secure
+            f"{self._counter}-{self._characters()}",
+            account,
+            avatar,
+            logout,
+            now,
+            now,
+            secure,
+            idle=idle,
+            lifetime=lifetime,
         )
         self._live[session.id] = session
         watch = getattr(avatar, "watch", None)
@@ -102,8 +145,9 @@ class WebSessions:
             watch(lambda _reason: self.close(session.id))
         return session
 
-    def _expired(self, session: WebSession, now: float) -> bool:
-        return now - session.used > self.idle or now - session.started > self.lifetime
+    @staticmethod
+    def _expired(session: WebSession, now: float) -> bool:
+        return now - session.used > session.idle or now - session.started > session.lifetime
 
     def _find(self, session_id: str) -> WebSession | None:
         """The live session of an ID, without using it; an expired one is

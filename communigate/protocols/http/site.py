@@ -28,17 +28,17 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from communigate.protocols.access import LoginService
-from communigate.protocols.http.context import WebContext
+from communigate.protocols.http.channel import DEFAULTS, WebChannel
+from communigate.protocols.http.context import PROTOCOL, WebContext
 from communigate.protocols.http.csrf import FormTokens
 from communigate.protocols.http.files import ErrorPage, StorageNode
 from communigate.protocols.http.paths import BadPath, segment
 from communigate.protocols.http.request import WebRequest
 from communigate.protocols.http.sessions import WebSessions
 from communigate.protocols.http.webuser import Login, LoginPage, Logout
+from communigate.protocols.limits import LimitsReader
 from communigate.protocols.listeners import add_listeners
 
-#: Seconds an HTTP connection may stay idle.
-IDLE_TIMEOUT = 120
 #: Seconds between sweeps of expired web sessions.
 SESSION_SWEEP = 60
 
@@ -64,21 +64,47 @@ class WebRoot(Resource):
 
 
 class WebSite(Site):
-    """twisted.web's site without its per-request access log: as for every
-    other protocol, logins and sessions are logged as events (and counted by
-    the metrics); a line per request cost a sixth of a small file's time."""
+    """twisted.web's site, by default without its per-request access log:
+    as for every other protocol, logins and sessions are logged as events
+    (and counted by the metrics); a line per request costs a sixth of a
+    small file's time.  With ``logPath`` (``--http-access-log``) a line per
+    request is appended in the Combined Log Format (address, time, request
+    line, status, length, Referer, User-Agent: never the Authorization
+    header, a cookie or the user name).  Each connection is a
+    :class:`WebChannel` under the ``Limits`` of ``http`` as they are when
+    it starts."""
 
+    protocol = WebChannel  # type: ignore[assignment]
     #: What the resources share (the request reads it to check credentials
     #: before it takes a large body).
     context: WebContext | None = None
+    #: The limits of a new connection.
+    limits: LimitsReader = LimitsReader(PROTOCOL, DEFAULTS)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A channel with the idle time-out and head deadline of now."""
+        channel = super().buildProtocol(addr)
+        limits = self.limits()
+        channel.timeOut = limits.idle_timeout
+        channel.head_timeout = limits.login_timeout
+        return channel
 
     def log(self, request: http.Request) -> None:
-        """No access log line."""
+        """An access log line, where an access log is kept."""
+        if self.logPath is not None:
+            super().log(request)
 
 
-def make_site(context: WebContext) -> WebSite:
-    """The twisted.web site of a context."""
-    site = WebSite(WebRoot(context), timeout=IDLE_TIMEOUT, reactor=context.reactor)
+def make_site(context: WebContext, access_log: str | None = None) -> WebSite:
+    """The twisted.web site of a context (``access_log``: the file its
+    access log lines are appended to; none without)."""
+    site = WebSite(
+        WebRoot(context),
+        logPath=access_log,
+        timeout=DEFAULTS.idle_timeout,
+        reactor=context.reactor,
+    )
+    site.limits = LimitsReader(PROTOCOL, DEFAULTS, context.directory.server_settings)
     site.requestFactory = WebRequest
     site.context = context
     site.noisy = False
@@ -113,7 +139,7 @@ def add_http(
     )
     factories: dict[str, Any] = {}
     for name, secure in (("http", False), ("https", True)):
-        factories[name] = counted(name, make_site(context))
+        factories[name] = counted(name, make_site(context, options.get("http-access-log")))
         add_listeners(
             top, name, options[name], factories[name], reactor, tls if secure else None, directory
         )

@@ -129,7 +129,11 @@ class Login(Resource):
             logout()
             return
         session = self.context.sessions.open(
-            avatar.account, avatar, logout, bool(request.isSecure())
+            avatar.account,
+            avatar,
+            logout,
+            bool(request.isSecure()),
+            self.context.session_limits(avatar.domain),
         )
         self.context.set_cookie(request, SESSION_COOKIE, session.id)
         page_headers(request)

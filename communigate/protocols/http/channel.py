@@ -1,0 +1,119 @@
+"""An HTTP/1.1 connection of the HTTP module, with the limits every
+listener has (:mod:`communigate.protocols.limits`).
+
+twisted.web's channel parses the request (RFC 9112): a line over 16 KiB, a
+head over 16 KiB or 500 headers, a ``Content-Length`` that is not digits,
+two framing headers (``Content-Length`` with ``Transfer-Encoding``, or
+either twice: request smuggling, RFC 9112 §6.3), a malformed chunk are all
+answered ``400`` and the connection closed.  Pipelined requests wait in a
+buffer of 16 KiB, past which the connection is no longer read until the
+request at its head is answered.  What it lacks is added here:
+
+- **A deadline for each request's head.**  Its idle time-out restarts with
+  every byte, so a client trickling a header a byte a second (slowloris)
+  would hold the connection for ever.  From the first byte of a request,
+  its head (request line and headers, where its credentials are) must be
+  complete within ``LoginTimeout`` seconds of the ``Limits`` server
+  setting's ``http`` section (30 s by default, as Apache's
+  ``RequestReadTimeout header=20-40``); bytes do not extend it.  A body
+  then runs under the idle time-out.
+- **The idle time-out** is ``IdleTimeout`` of the same section (120 s).
+- **Whether the client reads.**  Pipelined requests answered at once
+  would fill the transport's buffer without bound when the client does not
+  read its answers; :attr:`WebChannel.backed_up` tells an answer to wait.
+
+Both are read when a connection starts (``Limits = { http = {
+LoginTimeout = 10s; IdleTimeout = 5m; }; }``).  Only HTTP/1.x is spoken
+(no HTTP/2 negotiation), so the channel serves the connection directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
+
+from communigate.protocols.limits import Limits
+
+#: The HTTP module's limits unless the ``Limits`` setting says otherwise
+#: (``max_line`` and ``prelogin_data`` are twisted.web's own bounds).
+DEFAULTS = Limits(max_line=16 * 1024, login_timeout=30, idle_timeout=120)
+_DONE = Failure(ConnectionDone())
+
+
+class WebChannel(HTTPChannel):
+    """twisted.web's HTTP/1.1 channel with a deadline for request heads."""
+
+    #: Seconds from a request's first byte to the end of its head.
+    head_timeout: float = DEFAULTS.login_timeout
+    #: The transport's buffer is full (the client is not reading): an
+    #: answer must wait for it to drain (:func:`.download.send`).
+    backed_up = False
+    _head_call: Any = None
+
+    def pauseProducing(self) -> None:
+        """The transport has enough to send for now."""
+        self.backed_up = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The transport wants more."""
+        self.backed_up = False
+        super().resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes that leave a request's head incomplete start its deadline
+        (a head that arrives whole in one read needs no timer)."""
+        super().dataReceived(data)
+        if (
+            self._head_call is None
+            and self.head_timeout > 0
+            and self.line_mode
+            and not self._handlingRequest
+            and (self._buffer or self._receivedHeaderSize)
+            and self.transport is not None
+            and not getattr(self.transport, "disconnecting", False)
+        ):
+            self._head_call = self.callLater(self.head_timeout, self._head_expired)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """The response head as one piece of bytes: twisted.web writes
+        four pieces per header, each then counted and checked again by
+        every layer below."""
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        transport: Any = self.transport
+        transport.write(b"".join(head))
+
+    def allHeadersReceived(self) -> None:
+        """The head is complete in time."""
+        self._stop_head()
+        super().allHeadersReceived()
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        """Nothing is waited for any more."""
+        self._stop_head()
+        super().connectionLost(reason)
+
+    def _stop_head(self) -> None:
+        call, self._head_call = self._head_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _head_expired(self) -> None:
+        self._head_call = None
+        self._log.info(
+            "HTTP request head from {peer} not complete after {seconds}s: closed",
+            peer=str(self.transport.getPeer()) if self.transport else None,
+            seconds=self.head_timeout,
+        )
+        self.timeoutConnection()
