@@ -567,7 +567,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pwd = counted("pwd", PWDFactory(service, reactor))
     add_listeners(top, "pwd", options["pwd"], pwd, reactor, None, directory)
     submission = add_submission(top, options, service, reactor, tls, limit, spool, pool, counted)
-    xmpp = add_xmpp(top, options, service, reactor, tls, counted)
+    xmpp = add_xmpp(top, options, service, reactor, tls, counted, pool)
     http = add_http(top, options, service, reactor, tls, pool, counted)
     files = TFTPFiles(directory)
     for description in options["tftp"]:

@@ -2,7 +2,9 @@
 
 The list is ``<account folder>/blocklist.settings`` in CommuniGate's
 settings syntax (``{Items = (...); }``), replaced atomically on every
-change and re-read when another process changed it.  Callers pass prepared
+change (through a :class:`~communigate.store.writes.FileWrites`: a new list
+counts at once, :meth:`BlockList.written` says when it is on disk) and
+re-read when another process changed it.  Callers pass prepared
 JIDs (:func:`communigate.protocols.xmpp.jid.parse`); the list is bounded
 (:data:`MAX_ITEMS`).
 
@@ -19,10 +21,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
+
+from twisted.internet.defer import Deferred
 
 from communigate.store import settingsformat
 from communigate.store.atomic import write_atomic
 from communigate.store.filecache import CachedFile, Clock
+from communigate.store.writes import INLINE, FileWrites, done_ticket
 
 FILE_NAME = "blocklist.settings"
 MAX_ITEMS = 1000
@@ -39,24 +45,51 @@ def _parse(data: bytes) -> tuple[str, ...]:
     return tuple(dict.fromkeys(settingsformat.as_string_list(settings.get("Items", []))))
 
 
+def _save(path: Path, items: tuple[str, ...]) -> None:
+    """Write a block list file holding ``items`` (in the writer's thread)."""
+    text = settingsformat.dumps_dictionary({"Items": list(items)})
+    write_atomic(path, text.encode("utf-8"))
+
+
 class BlockList:
     """The JIDs one account blocks."""
 
-    def __init__(self, folder: Path, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, folder: Path, clock: Clock = time.monotonic, writes: FileWrites = INLINE
+    ) -> None:
         self.path = Path(folder) / FILE_NAME
         self._file: CachedFile[tuple[str, ...]] = CachedFile(self.path, _parse, (), clock)
         self._set: frozenset[str] = frozenset()
         self._of: tuple[str, ...] = ()
+        self._writes = writes
+        self._ticket = done_ticket()
+        self._pending = False
+
+    def _items(self) -> tuple[str, ...]:
+        """The newest list: one waiting to be written, else the file's."""
+        waiting = self._writes.latest(self.path)
+        if waiting is not None:
+            self._pending = True
+            return cast(tuple[str, ...], waiting)
+        if self._pending:
+            self._pending = False
+            self._file.invalidate()
+        return self._file.get()
 
     def items(self) -> list[str]:
         """Every blocked JID, in the order they were blocked."""
-        return list(self._file.get())
+        return list(self._items())
+
+    def written(self) -> Deferred[None]:
+        """Fires once the last change made through this object is on disk;
+        fails with the ``OSError`` that stopped it."""
+        return self._ticket.watch()
 
     def blocks(self, candidates: Iterable[str]) -> bool:
         """Whether one of ``candidates`` is on the list: the items that
         would block a JID (:func:`communigate.protocols.xmpp.jid.block_candidates`
         gives them for a prepared bare or full JID)."""
-        items = self._file.get()
+        items = self._items()
         if not items:
             return False
         if items is not self._of:
@@ -90,10 +123,12 @@ class BlockList:
         return removed
 
     def _fresh(self) -> tuple[str, ...]:
-        self._file.invalidate()
-        return self._file.get()
+        """The newest list, for a read-modify-write (the file looked at now
+        unless a newer list waits to be written)."""
+        if self._writes.latest(self.path) is None:
+            self._file.invalidate()
+        return self._items()
 
     def _write(self, items: tuple[str, ...]) -> None:
-        text = settingsformat.dumps_dictionary({"Items": list(items)})
-        write_atomic(self.path, text.encode("utf-8"))
+        self._ticket = self._writes.replace(self.path, items, _save)
         self._file.invalidate()

@@ -9,8 +9,12 @@ so the oldest comes first.  The store is bounded in messages and bytes;
 past the bound :meth:`OfflineStore.add` refuses and the caller bounces the
 message (``service-unavailable``).
 
-Pure file code, no reactor: call it from the thread that owns the
-account's state.
+Files are written and removed through a
+:class:`~communigate.store.writes.FileWrites` (at once by default; in the
+server, in its thread pool): a stanza waiting to be written is already
+stored for :meth:`OfflineStore.take`, and :meth:`OfflineStore.written`
+says when the last one added is on disk.  No reactor here: call it from
+the thread that owns the account's state.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
+
 from communigate.store.atomic import fsync_directory, write_atomic
+from communigate.store.writes import INLINE, REMOVED, FileWrites, done_ticket
 
 FOLDER_NAME = "offline"
 SUFFIX = ".xml"
@@ -26,60 +33,117 @@ MAX_MESSAGES = 1000
 MAX_BYTES = 10 * 1024 * 1024
 
 
+def _number(name: str) -> int | None:
+    """The sequence number of a stored stanza's file name, None for any
+    other name (``write_atomic``'s temporaries start with a dot)."""
+    stem = name[: -len(SUFFIX)]
+    if name.endswith(SUFFIX) and stem.isascii() and stem.isdigit():
+        return int(stem)
+    return None
+
+
+def _save(path: Path, stanza: bytes) -> None:
+    """Write one stanza's file (in the writer's thread); the ``offline``
+    folder is made if needed, never the account's folder."""
+    try:
+        path.parent.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    else:
+        fsync_directory(path.parent.parent)
+    write_atomic(path, stanza)
+
+
 class OfflineStore:
     """The stored stanzas of one account, oldest first."""
 
     def __init__(
-        self, folder: Path, max_messages: int = MAX_MESSAGES, max_bytes: int = MAX_BYTES
+        self,
+        folder: Path,
+        max_messages: int = MAX_MESSAGES,
+        max_bytes: int = MAX_BYTES,
+        writes: FileWrites = INLINE,
     ) -> None:
         self.folder = Path(folder) / FOLDER_NAME
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self._writes = writes
+        self._ticket = done_ticket()
 
-    def _entries(self) -> list[tuple[int, Path, int]]:
-        """(sequence number, path, size) of each stored stanza, in order."""
-        found: list[tuple[int, Path, int]] = []
+    def _on_disk(self) -> dict[int, tuple[Path, int]]:
+        """Sequence number → (path, size) of each stanza file on disk."""
+        found: dict[int, tuple[Path, int]] = {}
         try:
             scan = os.scandir(self.folder)
         except FileNotFoundError:
             return found
         with scan:
             for entry in scan:
-                stem = entry.name[: -len(SUFFIX)]
-                # write_atomic's temporaries start with a dot: not ours yet.
-                if entry.name.endswith(SUFFIX) and stem.isascii() and stem.isdigit():
-                    try:
-                        size = entry.stat().st_size
-                    except FileNotFoundError:
-                        continue
-                    found.append((int(stem), Path(entry.path), size))
-        found.sort()
+                number = _number(entry.name)
+                if number is None:
+                    continue
+                try:
+                    size = entry.stat().st_size
+                except FileNotFoundError:
+                    continue
+                found[number] = (Path(entry.path), size)
         return found
+
+    def _entries(self) -> tuple[list[tuple[int, Path, int, bytes | None]], int]:
+        """(sequence number, path, size, the stanza if still in memory) of
+        each stored stanza in order (the files on disk as the pending writes
+        and removals will leave them), and the highest number in use."""
+        disk = self._on_disk()
+        entries: dict[int, tuple[Path, int, bytes | None]] = {
+            number: (path, size, None) for number, (path, size) in disk.items()
+        }
+        highest = max(disk, default=0)
+        held: dict[int, tuple[Path, int, bytes | None]] = {}
+        for path, state in self._writes.pending_under(self.folder).items():
+            number = _number(path.name)
+            if number is None:
+                continue
+            highest = max(highest, number)
+            if state is REMOVED:
+                entries.pop(number, None)
+            else:
+                held[number] = (path, len(state), bytes(state))
+        entries.update(held)
+        ordered = [(number, *entries[number]) for number in sorted(entries)]
+        return ordered, highest
 
     def count(self) -> int:
         """How many stanzas are stored."""
-        return len(self._entries())
+        return len(self._entries()[0])
 
     def size(self) -> int:
         """How many bytes the stored stanzas take."""
-        return sum(size for _, _, size in self._entries())
+        return sum(size for _, _, size, _ in self._entries()[0])
 
-    def add(self, stanza: bytes) -> bool:
-        """Store one stanza durably; False (nothing stored) if that would
-        pass the bound in messages or bytes.  ``OSError`` if it cannot be
-        written (the account's folder is never created here)."""
-        entries = self._entries()
-        total = sum(size for _, _, size in entries)
+    def add(self, stanza: bytes) -> Path | None:
+        """Store one stanza (durable once :meth:`written` fires) and return
+        the file it goes to; None (nothing stored) if that would pass the
+        bound in messages or bytes.  ``OSError`` at once from the default
+        writer if it cannot be written (the account's folder is never
+        created here)."""
+        entries, highest = self._entries()
+        total = sum(size for _, _, size, _ in entries)
         if len(entries) >= self.max_messages or total + len(stanza) > self.max_bytes:
-            return False
-        if not entries:
-            try:
-                self.folder.mkdir(mode=0o700)
-            except FileExistsError:
-                pass
-        number = entries[-1][0] + 1 if entries else 1
-        write_atomic(self.folder / f"{number:010d}{SUFFIX}", stanza)
-        return True
+            return None
+        path = self.folder / f"{highest + 1:010d}{SUFFIX}"
+        self._ticket = self._writes.replace(path, bytes(stanza), _save)
+        return path
+
+    def written(self) -> Deferred[None]:
+        """Fires once the last stanza added through this object is on disk;
+        fails with the ``OSError`` that stopped it."""
+        return self._ticket.watch()
+
+    def taken(self, path: Path) -> bool:
+        """Whether the stanza added as ``path`` was taken (delivered) while
+        its write ran: its removal is pending.  Asked when that write
+        failed, to know whether the stanza was lost."""
+        return self._writes.latest(path) is REMOVED
 
     def peek(self) -> list[bytes]:
         """Every stored stanza, oldest first, leaving them stored."""
@@ -89,14 +153,15 @@ class OfflineStore:
         """Every stored stanza, oldest first, removed from the store."""
         read = self._read()
         for path, _ in read:
-            path.unlink(missing_ok=True)
-        if read:
-            fsync_directory(self.folder)
+            self._writes.remove(path)
         return [data for _, data in read]
 
     def _read(self) -> list[tuple[Path, bytes]]:
         read: list[tuple[Path, bytes]] = []
-        for _, path, _ in self._entries():
+        for _, path, _, held in self._entries()[0]:
+            if held is not None:
+                read.append((path, held))
+                continue
             try:
                 read.append((path, path.read_bytes()))
             except FileNotFoundError:

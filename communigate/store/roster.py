@@ -25,8 +25,11 @@ an item the server keeps only to remember a contact's pending request
 (RFC 6121 §3.1.3: not part of the roster the user sees until approved).
 
 JIDs are stored as given: callers pass prepared bare JIDs.  The file is
-re-read when another process changed it.  Pure file code, no reactor:
-call it from the thread that owns the account's state.
+re-read when another process changed it.  Writes go through a
+:class:`~communigate.store.writes.FileWrites` (at once by default; in the
+server, queued to its thread pool): a new state counts at once for every
+reader in the process, and :meth:`Roster.written` says when it is on disk.
+No reactor here: call it from the thread that owns the account's state.
 """
 
 from __future__ import annotations
@@ -34,11 +37,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
+
+from twisted.internet.defer import Deferred
 
 from communigate.store import settingsformat
 from communigate.store.atomic import write_atomic
 from communigate.store.filecache import CachedFile, Clock
 from communigate.store.settingsformat import Value
+from communigate.store.writes import INLINE, FileWrites, Ticket, done_ticket
 
 FILE_NAME = "roster.settings"
 #: At most this many items in one roster.
@@ -189,12 +196,23 @@ def _format(state: _State) -> bytes:
     return settingsformat.dumps_dictionary(settings).encode("utf-8")
 
 
+def _save(path: Path, state: _State) -> None:
+    """Write ``state`` to the roster file (in the writer's thread)."""
+    write_atomic(path, _format(state))
+
+
 class Roster:
     """The roster of one account, read from and written to its folder."""
 
-    def __init__(self, path: Path, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, path: Path, clock: Clock = time.monotonic, writes: FileWrites = INLINE
+    ) -> None:
         self.path = Path(path)
         self._file = CachedFile(self.path, _parse, _EMPTY, clock)
+        self._writes = writes
+        self._ticket = done_ticket()
+        #: Whether the last read took a state not yet on disk.
+        self._pending = False
 
     @classmethod
     def load(cls, folder: Path, clock: Clock = time.monotonic) -> Roster:
@@ -204,23 +222,41 @@ class Roster:
         roster._file.get()
         return roster
 
+    def _state(self) -> _State:
+        """The current state: the newest one waiting to be written, else
+        the file's."""
+        waiting = self._writes.latest(self.path)
+        if waiting is not None:
+            self._pending = True
+            return cast(_State, waiting)
+        if self._pending:
+            # Written (or failed) since: what the file holds now counts.
+            self._pending = False
+            self._file.invalidate()
+        return self._file.get()
+
     @property
     def version(self) -> int:
         """The current roster version; 0 for a roster never changed."""
-        return self._file.get().version
+        return self._state().version
 
     def items(self) -> list[RosterItem]:
         """Every item, in the order they were added."""
-        return [item for item, _ in self._file.get().items.values()]
+        return [item for item, _ in self._state().items.values()]
 
     def get(self, jid: str) -> RosterItem | None:
         """The item for a bare JID, or None."""
-        found = self._file.get().items.get(jid)
+        found = self._state().items.get(jid)
         return None if found is None else found[0]
 
     def __len__(self) -> int:
         """How many items the roster has."""
-        return len(self._file.get().items)
+        return len(self._state().items)
+
+    def written(self) -> Deferred[None]:
+        """Fires once the last change made through this object is on disk;
+        fails with the ``OSError`` that stopped it."""
+        return self._ticket.watch()
 
     def set(self, item: RosterItem) -> int:
         """Add or replace the item for ``item.jid`` and return the new
@@ -265,7 +301,7 @@ class Roster:
         removed ones as ``subscription="remove"`` (RFC 6121 §2.6.3); None
         when ``version`` is unknown or too old, and the client must get the
         whole roster."""
-        state = self._file.get()
+        state = self._state()
         if version > state.version or version < state.known or version < 0:
             return None
         changed = [(seen, item) for item, seen in state.items.values() if seen > version]
@@ -284,11 +320,14 @@ class Roster:
         return self.set(replace(current, **changes))  # type: ignore[arg-type]
 
     def _fresh(self) -> _State:
-        """The state on disk now, for a read-modify-write."""
-        self._file.invalidate()
-        return self._file.get()
+        """The newest state, for a read-modify-write: one waiting to be
+        written, else the file's as it is now."""
+        if self._writes.latest(self.path) is None:
+            self._file.invalidate()
+        return self._state()
 
     def _write(self, state: _State) -> int:
-        write_atomic(self.path, _format(state))
+        ticket: Ticket = self._writes.replace(self.path, state, _save)
+        self._ticket = ticket
         self._file.invalidate()
         return state.version

@@ -196,12 +196,12 @@ def test_plain_over_starttls(server: XMPPServer) -> None:
 def test_scram_over_direct_tls(server: XMPPServer, mechanism: str) -> None:
     """SCRAM on the direct TLS listener; the server picks a resource."""
 
-    async def scenario() -> str:
+    async def scenario() -> tuple[str, str]:
         client = Client(server, f"bob@{MAIN}", direct=True, mechanism=mechanism)
         assert await client.login()
         bound = client.xmpp.boundjid
         await client.close()
-        return str(bound.bare), bound.resource
+        return str(bound.bare), str(bound.resource)
 
     bare, resource = run(scenario())
     assert bare == f"bob@{MAIN}"
@@ -403,12 +403,15 @@ def test_stream_management_resume(server: XMPPServer) -> None:
     async def scenario() -> tuple[bool, str]:
         bob = Client(server, f"bob@{MAIN}/sm")
         bob.xmpp.register_plugin("xep_0198")
-        resumed = asyncio.get_running_loop().create_future()
-        enabled = asyncio.get_running_loop().create_future()
-        bob.xmpp.add_event_handler("sm_enabled", lambda _: enabled.done() or enabled.set_result(1))
-        bob.xmpp.add_event_handler(
-            "session_resumed", lambda _: resumed.done() or resumed.set_result(True)
-        )
+        resumed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        enabled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def settle(future: asyncio.Future[bool]) -> None:
+            if not future.done():
+                future.set_result(True)
+
+        bob.xmpp.add_event_handler("sm_enabled", lambda _: settle(enabled))
+        bob.xmpp.add_event_handler("session_resumed", lambda _: settle(resumed))
         await bob.online()
         await asyncio.wait_for(enabled, WAIT)
         bob.xmpp.transport.abort()
@@ -445,3 +448,51 @@ def test_carbons(server: XMPPServer) -> None:
         return str(copy["carbon_sent"]["body"])
 
     assert run(scenario()) == "copied"
+
+
+def test_message_archive_with_slixmpp(server: XMPPServer) -> None:
+    """XEP-0313 with slixmpp's xep_0313: the chats of two accounts are in
+    both archives, filtered by ``with``, paged one by one with RSM, and
+    MAM is announced on the account's bare JID."""
+
+    async def scenario() -> tuple[list[str], list[str], list[str], bool]:
+        carol = Client(server, f"carol@{OTHER}/m")
+        alice = Client(server, f"alice@{OTHER}/m")
+        for client in (carol, alice):
+            client.xmpp.register_plugin("xep_0030")
+            client.xmpp.register_plugin("xep_0313")
+            await client.online()
+        for body in ("archived one", "archived two"):
+            carol.xmpp.send_message(mto=f"alice@{OTHER}", mbody=body, mtype="chat")
+            await alice.message()
+        alice.xmpp.send_message(mto=f"carol@{OTHER}", mbody="archived reply", mtype="chat")
+        await carol.message()
+        mam = carol.xmpp.plugin["xep_0313"]
+        answer = await mam.retrieve(with_jid=slixmpp.JID(f"alice@{OTHER}"), timeout=WAIT)
+        everything = [
+            str(result["mam_result"]["forwarded"]["stanza"]["body"])
+            for result in answer["mam"]["results"]
+        ]
+        paged = [
+            str(result["mam_result"]["forwarded"]["stanza"]["body"])
+            async for result in mam.iterate(with_jid=slixmpp.JID(f"alice@{OTHER}"), rsm={"max": 1})
+        ]
+        answer = await alice.xmpp.plugin["xep_0313"].retrieve(
+            with_jid=slixmpp.JID(f"carol@{OTHER}"), timeout=WAIT
+        )
+        theirs = [
+            str(result["mam_result"]["forwarded"]["stanza"]["body"])
+            for result in answer["mam"]["results"]
+        ]
+        info = await carol.xmpp.plugin["xep_0030"].get_info(jid=f"carol@{OTHER}", timeout=WAIT)
+        announced = "urn:xmpp:mam:2" in info["disco_info"]["features"]
+        await carol.close()
+        await alice.close()
+        return everything, paged, theirs, announced
+
+    everything, paged, theirs, announced = run(scenario())
+    expected = ["archived one", "archived two", "archived reply"]
+    assert everything == expected
+    assert paged == expected
+    assert theirs == expected
+    assert announced

@@ -29,8 +29,9 @@ stream core (:mod:`.server`) knows none of them.  Events fired:
 to be written to a session; True drops it), ``initial(session)`` (initial
 presence was broadcast), ``message-out(session, stanza)`` (True stops it),
 ``message-in(session, stanza)`` (a message delivered to a session, before
-it is written; True drops it), ``offline(stores, stanza)`` (True once
-stored), ``roster-remove(session, contact, item)``, ``sm(session,
+it is written; True drops it), ``offline(stores, stanza, sender)``
+(True once stored; ``sender`` is the client session it came from, or
+None), ``roster-remove(session, contact, item)``, ``sm(session,
 element)`` (a stream management element), ``lost(session)`` (the
 connection broke; True keeps the session bound, asleep).
 """
@@ -40,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
@@ -70,6 +72,11 @@ class Session(Protocol):
     def send(self, element: domish.Element) -> None:
         """Write a stanza to the client."""
 
+    def hold(self, done: Deferred[None]) -> None:
+        """Handle nothing more from the client until ``done`` fires (it
+        takes the result): what a stanza's handler answers once a write is
+        durable goes out before the answers to what came after it."""
+
     def replaced(self) -> None:
         """Another session bound the same full JID: end with ``conflict``."""
 
@@ -89,8 +96,10 @@ class Hub:
         self._sessions: dict[JID, dict[str, Session]] = {}
         self._iq: dict[tuple[str, str], IQHandler] = {}
         self._hooks: dict[str, list[Callable[..., Any]]] = {}
-        #: disco#info features the modules announce (XEP-0030).
+        #: disco#info features the modules announce (XEP-0030): for the
+        #: server, and for an account's bare JID.
         self.features: set[str] = set()
+        self.account_features: set[str] = set()
 
     # -- the bus -----------------------------------------------------------
 
@@ -307,7 +316,7 @@ class Hub:
         if kind == "headline":
             return
         stores = self.account_stores(target)
-        if not self.fire("offline", stores, stanza) and sender is not None:
+        if not self.fire("offline", stores, stanza, sender) and sender is not None:
             self.bounce(sender, stanza, "cancel", "service-unavailable")
 
     def send_message(self, session: Session, stanza: domish.Element) -> None:

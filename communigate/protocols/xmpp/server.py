@@ -27,7 +27,10 @@ Limits are the shared ones (:mod:`communigate.protocols.limits`, protocol
 ``xmpp``): ``MaxLineLength`` is the largest stanza (default 256 KiB, a
 larger one is ``policy-violation``), the login deadline until SASL
 succeeds (``connection-timeout``), ``IdleTimeout`` (default 10 minutes;
-clients send whitespace keepalives, RFC 6120 §4.6.1).
+clients send whitespace keepalives, RFC 6120 §4.6.1).  The client's input
+waits while an answer waits for a durable write (:meth:`XMPPServer.hold`)
+and while the client does not read what was sent to it
+(:class:`OutputGate`).
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.xish import domish
+from zope.interface import implementer
 
 from communigate.cred.errors import LoginFailure, ServiceDisabled
 from communigate.cred.sasl import registry
@@ -83,6 +89,34 @@ class _Clear:
         self.pending.clear()
 
 
+@implementer(IPushProducer)
+class OutputGate:
+    """Reads nothing more from a client while what the server wrote to it
+    waits in the send buffer (the client does not read): its requests
+    cannot make the server buffer without bound (an archive query, a
+    roster get).  The transport pauses and resumes it."""
+
+    def __init__(self, server: XMPPServer) -> None:
+        self.server = server
+        self.waiting: Deferred[None] | None = None
+
+    def pauseProducing(self) -> None:
+        """The send buffer is full: hold the client's input."""
+        if self.waiting is None:
+            self.waiting = Deferred()
+            self.server.hold(self.waiting)
+
+    def resumeProducing(self) -> None:
+        """The send buffer drained: go on."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    def stopProducing(self) -> None:
+        """The connection is gone."""
+        self.resumeProducing()
+
+
 class XMPPServer(Protocol):
     """One client-to-server stream; once bound, a hub session."""
 
@@ -105,6 +139,8 @@ class XMPPServer(Protocol):
         #: The SASL mechanisms offered on this stream (RFC 6120 §6.4.1).
         self.mechanisms: list[str] = []
         self.pending: deque[Event] = deque()
+        #: Whether :meth:`run` is handling events now.
+        self.running = False
         self.busy = False
         # The hub session (RFC 6121 state of this resource).
         self.avatar: Any = None
@@ -118,6 +154,10 @@ class XMPPServer(Protocol):
         self.directed: set[JID] = set()
         #: Per-session state of feature modules (carbons, stream management).
         self.features: dict[str, Any] = {}
+        #: Writes the client waits for (:meth:`hold`), and the stanzas
+        #: handled meanwhile that XEP-0198 counts once they are done.
+        self.holds = 0
+        self.uncounted = 0
 
     @property
     def service(self) -> LoginService:
@@ -139,6 +179,7 @@ class XMPPServer(Protocol):
         self.parser = XMLStreamParser(ParserLimits(max_stanza=limits.max_line))
         self.timers = SessionTimers(self.factory.reactor, limits, self.timed_out)
         self.timers.start()
+        self.transport.registerProducer(OutputGate(self), True)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         """Parse, then handle the events in order (some wait for a login)."""
@@ -157,9 +198,19 @@ class XMPPServer(Protocol):
         self.run()
 
     def run(self) -> None:
-        """Handle pending events until one has to wait."""
-        while self.pending and not self.busy and self.state is not State.CLOSED:
-            self.event(self.pending.popleft())
+        """Handle pending events until one has to wait.  Called again from
+        inside (a login or a write that finished at once), it leaves the
+        work to the loop already running rather than recursing."""
+        if self.running:
+            return
+        self.running = True
+        try:
+            while (
+                self.pending and not self.busy and not self.holds and self.state is not State.CLOSED
+            ):
+                self.event(self.pending.popleft())
+        finally:
+            self.running = False
 
     def event(self, event: Event) -> None:
         """One parser event."""
@@ -319,10 +370,42 @@ class XMPPServer(Protocol):
         elif self.state is State.BINDING:
             self.binding(element)
         else:
-            counter = self.features.get("sm-in")
-            if counter is not None:
-                counter()
             self.hub.route(self, element)
+            if self.holds:
+                self.uncounted += 1
+            else:
+                self.count_handled()
+
+    def count_handled(self) -> None:
+        """A client stanza is handled (XEP-0198 §4: ``h`` counts it)."""
+        counter = self.features.get("sm-in")
+        if counter is not None:
+            counter()
+
+    def hold(self, done: Deferred[None]) -> None:
+        """Read and handle nothing more from the client until ``done``
+        fires (a durable write a stanza's answer waits for; the handler's
+        own callbacks come first, and ``done``'s result ends here)."""
+        self.holds += 1
+        if self.holds == 1 and self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        done.addBoth(self._released)
+
+    def _released(self, result: object) -> None:
+        """A write the client waited for is done: go on with its input."""
+        if isinstance(result, Failure):
+            self.log.failure("XMPP answer after a write failed", result)
+        self.holds -= 1
+        if self.holds:
+            return
+        for _ in range(self.uncounted):
+            self.count_handled()
+        self.uncounted = 0
+        if self.state is State.CLOSED:
+            return
+        if self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.run()
 
     def starttls(self) -> None:
         """RFC 6120 §5.4.2.3: proceed, then TLS; what was pipelined behind
@@ -408,6 +491,7 @@ class XMPPServer(Protocol):
             self.logout()
             self.logout = None
             return
+        self.hub.contacts.attach(self.avatar)
         watch = getattr(self.avatar, "watch", None)
         if watch is not None:
             watch(self.ended_from_outside)

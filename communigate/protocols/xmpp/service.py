@@ -5,7 +5,9 @@ The listeners are ``--xmpp`` (STARTTLS, RFC 6120 §5, port 5222) and
 every other listener
 (:func:`~communigate.protocols.listeners.add_listeners`: guard, backlog,
 session ids and byte counts).  Both share one :class:`~.hub.Hub`, so
-sessions on either reach each other.
+sessions on either reach each other, and one
+:class:`~communigate.portal.durablefiles.DurableFiles` that writes the
+accounts' XMPP files in the server's thread pool.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from twisted.application.service import IServiceCollection
 
+from communigate.portal.durablefiles import DurableFiles, DurableFilesService
 from communigate.portal.xmppsession import XMPPDirectory
 from communigate.protocols.access import LoginService
 from communigate.protocols.listeners import add_listeners
@@ -30,11 +33,15 @@ def add_xmpp(
     reactor: Any,
     tls: Any,
     counted: Callable[[str, Any], Any],
+    pool: Any = None,
 ) -> dict[str, Any]:
     """The ``xmpp``/``xmpps`` listeners; the (counted) factory of each,
-    for the listeners file's listeners."""
+    for the listeners file's listeners.  ``pool`` runs the durable writes
+    (at once on the reactor thread without one)."""
     directory = service.resolver.directory
-    hub = Hub(XMPPDirectory(directory))
+    writes = DurableFiles(reactor, pool)
+    DurableFilesService(writes).setServiceParent(top)
+    hub = Hub(XMPPDirectory(directory, writes))
     load_all(hub)
     factories: dict[str, Any] = {}
     for name, implicit in (("xmpp", False), ("xmpps", True)):

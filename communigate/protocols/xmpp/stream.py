@@ -54,22 +54,19 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+#: The stream management (XEP-0198) elements a client sends.  They are
+#: allowed outside SASL: one sent too early or twice is answered with
+#: ``<failed/>`` and the stream goes on (XEP-0198 §3, §5: recoverable).
+SM_ELEMENTS = frozenset({(NS_SM, "enable"), (NS_SM, "resume"), (NS_SM, "r"), (NS_SM, "a")})
+
 #: (state, qualified name of a first-level element) → whether it is allowed.
 ALLOWED: dict[State, frozenset[tuple[str, str]]] = {
     State.HEADER: frozenset(),
-    State.NEGOTIATING: frozenset({(NS_TLS, "starttls"), (NS_SASL, "auth")}),
+    State.NEGOTIATING: frozenset({(NS_TLS, "starttls"), (NS_SASL, "auth")}) | SM_ELEMENTS,
     State.SASL: frozenset({(NS_SASL, "response"), (NS_SASL, "abort")}),
-    State.BINDING: frozenset({(NS_CLIENT, "iq"), (NS_SM, "resume")}),
-    State.SESSION: frozenset(
-        {
-            (NS_CLIENT, "iq"),
-            (NS_CLIENT, "message"),
-            (NS_CLIENT, "presence"),
-            (NS_SM, "enable"),
-            (NS_SM, "r"),
-            (NS_SM, "a"),
-        }
-    ),
+    State.BINDING: frozenset({(NS_CLIENT, "iq")}) | SM_ELEMENTS,
+    State.SESSION: frozenset({(NS_CLIENT, "iq"), (NS_CLIENT, "message"), (NS_CLIENT, "presence")})
+    | SM_ELEMENTS,
     State.CLOSED: frozenset(),
 }
 

@@ -3,7 +3,8 @@ that it stops.
 
 ``<blocklist/>`` get answers the list (and marks the resource as wanting
 pushes, §3.1); ``<block/>`` and ``<unblock/>`` (no items: everything)
-change it and are pushed to every such resource (§3.2, §3.3).  A message
+change it, answered once the list is on disk, and are pushed to every
+such resource (§3.2, §3.3).  A message
 the user sends to a JID they block is refused with ``not-acceptable`` and
 ``<blocked/>`` (§3.2); a message or presence from a JID the recipient
 blocks is not delivered (a message gets ``service-unavailable``, §3.3).
@@ -19,7 +20,7 @@ from twisted.words.xish import domish
 
 from communigate.protocols.xmpp.hub import Hub
 from communigate.protocols.xmpp.jid import JID, InvalidJID, block_candidates, parse
-from communigate.protocols.xmpp.modules.replies import error, result
+from communigate.protocols.xmpp.modules.replies import error, result, when_written
 from communigate.protocols.xmpp.xmlstream import NS_CLIENT
 from communigate.store.blocklist import BlockListFull
 
@@ -82,9 +83,13 @@ def handle_change(hub: Hub, session: Any, iq: domish.Element, target: JID) -> No
             return
     else:
         changed = blocklist.unblock(jids or None)
-    session.send(result(iq))
-    if changed:
-        _push(hub, session.jid.bare(), payload.name, jids)
+
+    def answer() -> None:
+        session.send(result(iq))
+        if changed:
+            _push(hub, session.jid.bare(), payload.name, jids)
+
+    when_written(session, iq, blocklist.written(), answer)
 
 
 class BlockingModule:

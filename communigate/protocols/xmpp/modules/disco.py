@@ -3,7 +3,8 @@
 disco#info on the domain names the server identity (``server/im``) and
 every feature the loaded modules announced (:attr:`Hub.features`); on an
 account's bare JID, ``account/registered`` (XEP-0030 §3.1, as servers
-answer for their users).  disco#items lists nothing: there are no
+answer for their users) and the features modules announce for accounts
+(:attr:`Hub.account_features`, such as MAM).  disco#items lists nothing: there are no
 components.
 """
 
@@ -36,7 +37,7 @@ def info(hub: Hub, session: Any, iq: domish.Element, target: JID) -> None:
         features = sorted(hub.features | {NS_INFO, NS_ITEMS})
     else:
         identity["category"], identity["type"] = "account", "registered"
-        features = [NS_INFO, NS_ITEMS]
+        features = sorted(hub.account_features | {NS_INFO, NS_ITEMS})
     for feature in features:
         answer.addElement("feature")["var"] = feature
     session.send(reply)

@@ -4,7 +4,8 @@ A ``chat`` or ``normal`` message for an account with no available resource
 is stored in the account's offline store
 (:class:`communigate.store.offline.OfflineStore`) with a XEP-0203 delay
 stamp; past the store's bound the hub bounces it with
-``service-unavailable``.  At the next initial presence of any resource the
+``service-unavailable``.  The sender's stream waits until the message is
+on disk.  At the next initial presence of any resource the
 stored messages are delivered to it, oldest first, and removed.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from communigate.protocols.xmpp.hub import Hub
@@ -54,18 +56,34 @@ class OfflineModule:
         self.hub = hub
         self.clock = clock
 
-    def store(self, stores: Any, stanza: domish.Element) -> bool:
-        """Keep a message; False when the store is full or unwritable."""
+    def store(self, stores: Any, stanza: domish.Element, sender: Any = None) -> bool:
+        """Keep a message; False when the store is full or unreadable.
+        The sending session handles nothing more until the message is on
+        disk (so XEP-0198 counts it handled only then); if the write fails
+        and the message was not delivered meanwhile, the sender gets
+        ``internal-server-error`` (type ``wait``)."""
         delay = stanza.addElement((NS_DELAY, "delay"))
         delay["from"] = parse(stanza["to"]).domain
         stamp = datetime.fromtimestamp(self.clock(), UTC)
         delay["stamp"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        offline = stores.offline
         try:
-            stored = bool(stores.offline.add(serialize(stanza)))
+            path = offline.add(serialize(stanza))
         except OSError:
-            stored = False
+            path = None
         stanza.children.remove(delay)
-        return stored
+        if path is None:
+            return False
+        written = offline.written()
+
+        def failed(reason: Failure) -> None:
+            if sender is not None and not offline.taken(path):
+                self.hub.bounce(sender, stanza, "wait", "internal-server-error")
+
+        written.addErrback(failed)
+        if sender is not None:
+            sender.hold(written)
+        return True
 
     def initial(self, session: Any) -> None:
         """Deliver what was stored to a session sending initial presence."""

@@ -5,8 +5,9 @@ through the avatar's stores).  A get answers the whole roster with its
 version, or, when the client names a version the store can still bring up
 to date, an empty result followed by one push per change (§2.6.3).  A set
 changes the name and groups of one item (never its subscription, §2.1.5)
-or removes it (§2.5: cancelling the subscriptions both ways); every change
-is pushed to every resource of the account (§2.1.6).  Items kept only for
+or removes it (§2.5: cancelling the subscriptions both ways); once the
+change is on disk the client gets its result and every resource of the
+account a push (§2.1.6).  Items kept only for
 a contact's pending request (``listed`` false) are not shown.
 """
 
@@ -19,7 +20,7 @@ from twisted.words.xish import domish
 
 from communigate.protocols.xmpp.hub import Hub
 from communigate.protocols.xmpp.jid import JID, InvalidJID, parse
-from communigate.protocols.xmpp.modules.replies import error, result
+from communigate.protocols.xmpp.modules.replies import error, result, when_written
 from communigate.protocols.xmpp.xmlstream import NS_CLIENT
 from communigate.store.roster import RosterError, RosterFull, RosterItem
 
@@ -114,8 +115,12 @@ def set_item(
             return
         hub.fire("roster-remove", session, contact, current)
         version = roster.remove(key)
-        session.send(result(iq))
-        push(hub, owner, RosterItem(key, subscription="remove"), version)
+
+        def removed() -> None:
+            session.send(result(iq))
+            push(hub, owner, RosterItem(key, subscription="remove"), version)
+
+        when_written(session, iq, roster.written(), removed)
         return
     groups = tuple(str(group).strip() for group in element.elements(NS_ROSTER, "group"))
     name = element.getAttribute("name") or None
@@ -129,8 +134,12 @@ def set_item(
     except RosterError:
         session.send(error(iq, "modify", "not-acceptable"))
         return
-    session.send(result(iq))
-    push(hub, owner, item, version)
+
+    def changed() -> None:
+        session.send(result(iq))
+        push(hub, owner, item, version)
+
+    when_written(session, iq, roster.written(), changed)
 
 
 def register(hub: Hub) -> None:

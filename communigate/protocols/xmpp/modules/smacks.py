@@ -1,5 +1,12 @@
 """Stream Management (XEP-0198): acknowledgements and resumption.
 
+Misuse is answered with ``<failed/>`` and a stanza error condition, the
+stream going on (§3, §5; the choices of Prosody's ``mod_smacks`` and of
+ejabberd): ``not-authorized`` for anything before authentication,
+``unexpected-request`` for ``<enable/>`` before resource binding or a
+second time, ``<resume/>`` after binding, and ``<r/>`` or ``<a/>``
+before ``<enable/>``.
+
 After binding, ``<enable/>`` starts counting (§4): the stanzas the client
 sent (``h`` in the server's ``<a/>`` answers to ``<r/>``) and the stanzas
 sent to it, kept until the client acknowledges them (the server asks with
@@ -81,9 +88,22 @@ class SMModule:
         self.asleep: dict[str, Any] = {}
 
     def element(self, session: Any, element: domish.Element) -> bool:
-        """``<enable/>``, ``<r/>``, ``<a/>``, ``<resume/>``."""
+        """``<enable/>``, ``<r/>``, ``<a/>``, ``<resume/>``; one that comes
+        too early or twice gets ``<failed/>`` and the stream goes on."""
         state: SMState | None = session.features.get("sm")
-        if element.name == "enable":
+        if not session.authenticated:
+            # §3: not before authentication (as ejabberd answers).
+            session.write(_failed("not-authorized"))
+        elif element.name == "resume":
+            if session.bound:
+                # §5: a resumption replaces binding, it cannot follow it.
+                session.write(_failed("unexpected-request"))
+            else:
+                self.resume(session, element)
+        elif not session.bound:
+            # §3: the client enables stream management after binding.
+            session.write(_failed("unexpected-request"))
+        elif element.name == "enable":
             if state is not None:
                 session.write(_failed("unexpected-request"))
                 return True
@@ -100,9 +120,8 @@ class SMModule:
             h = _h(element)
             if h is not None:
                 state.acknowledged(h)
-        elif element.name == "resume":
-            self.resume(session, element)
         else:
+            # A second <enable/>, or <r/>/<a/> before <enable/>.
             session.write(_failed("unexpected-request"))
         return True
 
@@ -141,7 +160,7 @@ class SMModule:
         stores = session.avatar.stores
         for message in messages:
             if message.getAttribute("type", "normal") in ("chat", "normal"):
-                self.hub.fire("offline", stores, message)
+                self.hub.fire("offline", stores, message, None)
 
     def resume(self, session: Any, element: domish.Element) -> None:
         """``<resume/>`` (§5): take over a sleeping session of the same account."""

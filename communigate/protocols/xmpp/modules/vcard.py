@@ -4,7 +4,7 @@ A get to the user's own bare JID (or no ``to``) or to another account's
 bare JID answers the stored ``<vCard/>`` (empty when there is none, as
 §3.1 allows); a set stores the element the client sent, for its own
 account only (``forbidden`` otherwise, ``not-acceptable`` past the store's
-size bound).
+size bound), answered once it is on disk.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.words.xish import domish
 from communigate.protocols.xmpp.hub import Hub
 from communigate.protocols.xmpp.jid import JID
 from communigate.protocols.xmpp.modules.offline import parse_stored
-from communigate.protocols.xmpp.modules.replies import error, result
+from communigate.protocols.xmpp.modules.replies import error, result, when_written
 
 NS_VCARD = "vcard-temp"
 
@@ -33,11 +33,11 @@ def handle(hub: Hub, session: Any, iq: domish.Element, target: JID) -> None:
             return
         card = next(iter(iq.elements()))
         try:
-            stores.set_vcard(card.toXml().encode("utf-8"))
+            written = stores.set_vcard(card.toXml().encode("utf-8"))
         except ValueError:
             session.send(error(iq, "modify", "not-acceptable"))
             return
-        session.send(result(iq))
+        when_written(session, iq, written, lambda: session.send(result(iq)))
         return
     reply = result(iq)
     data = stores.vcard()

@@ -1,0 +1,154 @@
+"""An account's archive of one-to-one chat messages (XEP-0313, MAM).
+
+The archive is ``<account folder>/archive.log``, append-only, one message
+a line::
+
+    <id> TAB <seconds since the epoch> TAB <the other party's JID> TAB
+    <length of the stanza> TAB <base64 stanza> LF
+
+Messages are appended through a :class:`~communigate.store.writes.FileWrites`
+(in the server, in its thread pool, one append at a time, the messages
+that arrive meanwhile going in the next one); a message still waiting to
+be written is in :meth:`Archive.pending`.  An append that a crash cut
+short leaves a line without its end, or whose stanza is shorter than
+its length says: reading skips it, and the next append starts a new
+line.  The archive is bounded (:data:`MAX_BYTES`): past it nothing more
+is archived until an administrator removes the file (a rotation is not
+done here).
+
+Reading the whole file (:func:`read_records`) is for the writer's thread
+pool, not the reactor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from communigate.store.atomic import fsync_directory
+from communigate.store.writes import INLINE, FileWrites
+
+FILE_NAME = "archive.log"
+#: The largest archive file; past it messages are no longer archived.
+MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Record:
+    """One archived message: its archive id (XEP-0313 §4.2: unique, opaque),
+    when it was archived, the other party's JID as the stanza named it, and
+    the stanza as it was routed."""
+
+    id: str
+    stamp: float
+    with_jid: str
+    stanza: bytes
+
+
+def format_record(record: Record) -> bytes:
+    """The line of ``record`` in the file."""
+    data = base64.b64encode(record.stanza).decode("ascii")
+    fields = (record.id, f"{record.stamp:.6f}", record.with_jid, str(len(record.stanza)), data)
+    return ("\t".join(fields) + "\n").encode()
+
+
+def parse_record(line: bytes) -> Record | None:
+    """The record of one line (without its end), None for a broken one."""
+    parts = line.split(b"\t")
+    if len(parts) != 5:
+        return None
+    try:
+        stamp = float(parts[1])
+        if not 0 <= stamp < 1e11:  # a hand-edited line: no usable time
+            return None
+        stanza = base64.b64decode(parts[4], validate=True)
+        if len(stanza) != int(parts[3]):
+            return None
+        return Record(parts[0].decode("ascii"), stamp, parts[2].decode("utf-8"), stanza)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def read_records(path: Path) -> list[Record]:
+    """Every whole record in the file, oldest first (blocking: run it in
+    the thread pool)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    records = []
+    lines = data.split(b"\n")
+    # The last piece has no line end: empty, or an append cut short.
+    for line in lines[:-1]:
+        record = parse_record(line)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def _append(path: Path, records: tuple[Record, ...]) -> None:
+    """Append ``records`` durably (in the writer's thread); an unfinished
+    last line is ended first."""
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        data = b"".join(format_record(record) for record in records)
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_directory(path.parent)
+
+
+class Archive:
+    """The archive of one account."""
+
+    def __init__(
+        self,
+        folder: Path,
+        writes: FileWrites = INLINE,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self.path = Path(folder) / FILE_NAME
+        self._writes = writes
+        self._clock = clock
+        self._new_id = new_id
+        self.max_bytes = max_bytes
+
+    def add(self, with_jid: str, stanza: bytes) -> Record | None:
+        """Archive a message exchanged with ``with_jid``; None when it is
+        not archived (the archive is full, or the JID cannot be stored)."""
+        if any(char in with_jid for char in "\t\n\r") or not with_jid:
+            return None
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            size = 0
+        waiting = self.pending()
+        size += sum(len(format_record(record)) for record in waiting)
+        record = Record(self._new_id(), self._clock(), with_jid, bytes(stanza))
+        if size + len(format_record(record)) > self.max_bytes:
+            return None
+        queue = self._writes.queue(self.path)
+        # The waiting append (never the running one) takes the new record.
+        queued: tuple[Record, ...] = queue[1] if len(queue) > 1 else ()
+        self._writes.replace(self.path, (*queued, record), _append)
+        return record
+
+    def pending(self) -> list[Record]:
+        """The records being appended or waiting to be, oldest first."""
+        return [record for state in self._writes.queue(self.path) for record in state]

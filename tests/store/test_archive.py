@@ -1,0 +1,72 @@
+"""The MAM archive file: append-only lines, appends grouped while one runs,
+a line cut short skipped, bounded."""
+
+from __future__ import annotations
+
+import os
+from itertools import count
+from pathlib import Path
+
+from communigate.store.archive import FILE_NAME, MAX_BYTES, Archive, read_records
+from communigate.store.writes import INLINE, FileWrites
+from tests.store.test_writes import writer
+
+
+def archive_in(folder: Path, writes: FileWrites = INLINE, max_bytes: int = MAX_BYTES) -> Archive:
+    """An archive with ids 1, 2, 3, ... and a clock at 1000.0."""
+    ids = count(1)
+    return Archive(folder, writes, lambda: 1000.0, lambda: str(next(ids)), max_bytes)
+
+
+def test_round_trip_and_private(tmp_path: Path) -> None:
+    """Records come back as written, oldest first; the file is private."""
+    archive = archive_in(tmp_path)
+    archive.add("a@x/r", b"<message>\n\t1</message>")
+    archive.add("b@x", b"<message>2</message>")
+    records = read_records(tmp_path / FILE_NAME)
+    assert [(r.id, r.with_jid, r.stanza) for r in records] == [
+        ("1", "a@x/r", b"<message>\n\t1</message>"),
+        ("2", "b@x", b"<message>2</message>"),
+    ]
+    assert records[0].stamp == 1000.0
+    assert os.stat(tmp_path / FILE_NAME).st_mode & 0o077 == 0
+
+
+def test_appends_while_one_runs_go_together(tmp_path: Path) -> None:
+    """Two appends arriving during a running one are written in one more
+    append; each record is in the file once, in order, and pending meanwhile."""
+    writes, pool = writer()
+    archive = archive_in(tmp_path, writes=writes)
+    for n in range(3):
+        archive.add("a@x", b"<m>%d</m>" % n)
+    assert [r.id for r in archive.pending()] == ["1", "2", "3"]
+    assert len(pool.jobs) == 1
+    pool.run_all()
+    assert [r.id for r in read_records(tmp_path / FILE_NAME)] == ["1", "2", "3"]
+    assert (writes.writes, archive.pending()) == (2, [])
+
+
+def test_line_cut_short_is_skipped(tmp_path: Path) -> None:
+    """A last line cut short (its stanza shorter than its length) is not
+    read, and the next append starts on a new line."""
+    archive = archive_in(tmp_path)
+    archive.add("a@x", b"<m>1</m>")
+    with open(tmp_path / FILE_NAME, "ab") as file:
+        file.write(b"99\t1000.0\ta@x\t8\tPG0+")
+    assert [r.id for r in read_records(tmp_path / FILE_NAME)] == ["1"]
+    archive.add("a@x", b"<m>2</m>")
+    assert [r.id for r in read_records(tmp_path / FILE_NAME)] == ["1", "2"]
+
+
+def test_bound_and_unusable_jid(tmp_path: Path) -> None:
+    """Past max_bytes nothing more is archived; a JID with a tab is not stored."""
+    archive = archive_in(tmp_path, max_bytes=100)
+    assert archive.add("a@x", b"<m>1</m>") is not None
+    assert archive.add("a@x", b"x" * 100) is None
+    assert archive.add("a\t@x", b"<m/>") is None
+    assert len(read_records(tmp_path / FILE_NAME)) == 1
+
+
+def test_missing_file_reads_empty(tmp_path: Path) -> None:
+    """An account that never chatted has an empty archive."""
+    assert read_records(tmp_path / FILE_NAME) == []

@@ -1,0 +1,82 @@
+"""The XMPP stores with a queued writer: a state waiting to be written is
+what every reader sees, however many store objects there are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from communigate.portal.durablefiles import DurableFiles
+from communigate.store import vcard
+from communigate.store.blocklist import BlockList
+from communigate.store.offline import OfflineStore
+from communigate.store.roster import FILE_NAME, Roster, RosterItem
+from tests.conftest import SyncReactor
+from tests.portal.test_durablefiles import HeldPool, logged
+
+
+def writer() -> tuple[DurableFiles, HeldPool]:
+    """A writer whose jobs wait for the test, logging nowhere."""
+    pool = HeldPool()
+    writes = DurableFiles(SyncReactor(), pool)
+    writes.log, _ = logged()
+    return writes, pool
+
+
+def test_roster_pending_state_is_shared(tmp_path: Path) -> None:
+    """A second Roster object on the file sees (and builds on) the pending state."""
+    writes, pool = writer()
+    first = Roster(tmp_path / FILE_NAME, writes=writes)
+    first.set(RosterItem("a@x"))
+    second = Roster(tmp_path / FILE_NAME, writes=writes)
+    assert second.get("a@x") == RosterItem("a@x")
+    assert second.set(RosterItem("b@x")) == 2
+    pool.run_all()
+    assert [item.jid for item in Roster.load(tmp_path).items()] == ["a@x", "b@x"]
+    assert [item.jid for item in first.items()] == ["a@x", "b@x"]
+
+
+def test_roster_failed_write_reads_disk_again(tmp_path: Path) -> None:
+    """When the only pending write fails, the roster is what the file holds."""
+    writes, pool = writer()
+    Roster.load(tmp_path).set(RosterItem("old@x"))
+    roster = Roster(tmp_path / FILE_NAME, writes=writes)
+    roster.set(RosterItem("new@x"))
+    assert roster.get("new@x") is not None
+    failed: list[object] = []
+    roster.written().addErrback(failed.append)
+    onResult, _, _ = pool.jobs.pop()
+    onResult(False, OSError(28, "No space left on device"))
+    assert failed and roster.get("new@x") is None and roster.get("old@x") is not None
+
+
+def test_blocklist_and_vcard_pending(tmp_path: Path) -> None:
+    """Block list and vCard answer the pending state, then the file's."""
+    writes, pool = writer()
+    BlockList(tmp_path, writes=writes).block(["a@x"])
+    assert BlockList(tmp_path, writes=writes).items() == ["a@x"]
+    vcard.set(tmp_path, b"<vCard/>", writes)
+    assert vcard.get(tmp_path, writes) == b"<vCard/>"
+    assert vcard.get(tmp_path) is None
+    pool.run_all()
+    assert BlockList(tmp_path).items() == ["a@x"]
+    assert vcard.get(tmp_path) == b"<vCard/>"
+
+
+def test_offline_numbering_and_take_while_pending(tmp_path: Path) -> None:
+    """Stanzas still being written are stored, numbered after each other,
+    taken from memory, and their files removed after being written."""
+    writes, pool = writer()
+    store = OfflineStore(tmp_path, writes=writes)
+    first = store.add(b"one")
+    second = OfflineStore(tmp_path, writes=writes).add(b"two")
+    assert first is not None and second is not None and first != second
+    assert store.count() == 2 and store.size() == 6
+    assert store.take() == [b"one", b"two"]
+    assert store.count() == 0 and store.taken(first)
+    pool.run_all()
+    assert writes.idle()
+    assert OfflineStore(tmp_path).count() == 0
+    third = store.add(b"three")
+    assert third is not None
+    pool.run_all()
+    assert OfflineStore(tmp_path).take() == [b"three"]
