@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,17 +118,23 @@ def communigate(
     host: str = LOOPBACK,
     port: int = 0,
     source: Path | None = None,
+    extra: Sequence[str] = (),
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[int, int]]:
     """The server with one listener for ``protocol`` on ``host``:``port``
     (a free port when 0); (port, pid).  TFTP listens on UDP, the others on
     TCP.  ``source``: run the code of another source tree (such as an
-    export of an earlier commit) instead of this one."""
+    export of an earlier commit) instead of this one; ``extra``: more
+    options of ``twistd communigate``; ``environment``: variables added to
+    its environment."""
     udp = protocol == "tftp"
     if not port:
         port = free_udp_port(host) if udp else free_port(host)
     env = None
-    if source is not None:
-        env = {**os.environ, "PYTHONPATH": str(source)}
+    if source is not None or environment:
+        env = {**os.environ, **(environment or {})}
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
     process = subprocess.Popen(
         [
             *TWISTD,
@@ -138,6 +144,7 @@ def communigate(
             "communigate",
             f"--base={base.path}",
             f"--{protocol}={'udp' if udp else 'tcp'}:{port}:interface={host}",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -67,10 +67,13 @@ from communigate.protocols.xmpp.service import add_xmpp
 from communigate.sdnotify import NotifyService
 from communigate.store import schema
 from communigate.store.changes import MailboxNotifier, inotify_watch
+from communigate.store.directory import DirectoryError
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 from communigate.store.listeners import Listener, ListenersError
 from communigate.store.listeners import read as listeners_file
+from communigate.store.open import DIRECTORY_VARIABLE, directory_service
+from communigate.store.open import open_directory as open_store
 from communigate.store.spool import remove_stale, spool_folder
 from communigate.store.uploads import remove_stale_everywhere
 from communigate.workpool import BackgroundPool
@@ -160,7 +163,31 @@ class Options(usage.Options):
             "Serve Prometheus/OpenMetrics text at /metrics on this endpoint, "
             "e.g. tcp:9100:interface=127.0.0.1 (default: no metrics).",
         ],
+        [
+            "directory",
+            None,
+            None,
+            "Keep domains, accounts and settings in LDAP: ldap://HOST:PORT/BASE-DN "
+            "or ldaps://... (default: $COMMUNIGATE_DIRECTORY, else files in the "
+            "base directory, which keeps mail and File Storage either way).",
+        ],
+        ["directory-bind-dn", None, None, "The DN to bind to the LDAP directory as."],
+        [
+            "directory-password-file",
+            None,
+            None,
+            "A file whose first line is the password of --directory-bind-dn.",
+        ],
+        [
+            "directory-stale-after",
+            None,
+            30.0,
+            "Seconds without reaching the LDAP directory after which logins fail "
+            "temporarily (the copy in memory is too old to trust).",
+            float,
+        ],
     ]
+    optFlags = [["directory-starttls", None, "Use StartTLS on an ldap:// directory."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -442,7 +469,17 @@ def open_directory(options: Options) -> tuple[FileDirectory, FirstStart | None]:
     to show once the server listens); one that cannot be created or written
     ends the start with one line on stderr."""
     base = base_directory(options["base"])
-    directory = FileDirectory(base)
+    try:
+        directory = open_store(
+            base,
+            options["directory"] or os.environ.get(DIRECTORY_VARIABLE),
+            starttls=options["directory-starttls"],
+            bind_dn=options["directory-bind-dn"],
+            password_file=options["directory-password-file"],
+            max_age=options["directory-stale-after"],
+        )
+    except DirectoryError as error:
+        fail_start(f"communigate: {error}")
     try:
         if directory.is_initialised():
             return directory, None
@@ -485,6 +522,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     observer: IActivityObserver = Fanout([EventLog(), metrics]) if metrics else EventLog()
     pool = BackgroundPool(minthreads=1, maxthreads=options["threads"], name="communigate-auth")
     ThreadPoolService(pool).setServiceParent(top)
+    refresher = directory_service(directory, reactor, pool)
+    if refresher is not None:
+        refresher.setServiceParent(top)
 
     resolver = AccountResolver(directory)
     helper = ExternalHelper(reactor, directory.base)

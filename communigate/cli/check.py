@@ -79,7 +79,10 @@ def _domains(base: Path, main: str) -> Iterator[tuple[str, Path]]:
 
 
 def problems(directory: FileDirectory) -> tuple[list[str], int]:
-    """The problem lines of a base directory and how many files were read."""
+    """The problem lines of a base directory and how many files (or, for a
+    directory kept elsewhere such as LDAP, entries) were read."""
+    if type(directory) is not FileDirectory:
+        return _stored_elsewhere(directory)
     base = directory.base
     report = _Report(base)
     server = report.settings(base / "Settings" / "Main.settings", schema.Level.SERVER)
@@ -93,14 +96,7 @@ def problems(directory: FileDirectory) -> tuple[list[str], int]:
             parse_table(router.read_bytes().decode("utf-8"))
         except (RouterTableError, UnicodeDecodeError) as error:
             report.lines.append(f"{report.name(router)}: {error}")
-    if listenersfile.path(base).is_file():
-        report.files += 1
-        try:
-            listenersfile.read(base)
-        except (listenersfile.ListenersError, OSError, UnicodeDecodeError) as error:
-            # The error names the file already (absolute): say it relatively.
-            text = str(error).replace(f"{listenersfile.path(base)}: ", "")
-            report.lines.append(f"{listenersfile.RELATIVE_PATH}: {text}")
+    _listeners_file(report)
     if not isinstance(main, str):
         return report.lines, report.files
     for _name, folder in _domains(base, main):
@@ -110,12 +106,7 @@ def problems(directory: FileDirectory) -> tuple[list[str], int]:
             for other in sorted(settings.glob("*.settings")):
                 if other.name != "Domain.settings":
                     report.read(other)
-        if (settings / KEYTAB).is_file():
-            report.files += 1
-            if (trouble := check_keytab(settings / KEYTAB)) is not None:
-                report.lines.append(f"{report.name(settings / KEYTAB)}: {trouble}")
-        for problem in trustedca.problems(settings):
-            report.lines.append(f"{report.name(settings)}/{problem}")
+        _domain_files(report, settings)
         for entry in sorted(folder.glob(f"*{ACCOUNT_SUFFIX}")):
             if entry.is_dir() and not entry.name.startswith("."):
                 report.settings(entry / "account.settings", schema.Level.ACCOUNT)
@@ -127,6 +118,66 @@ def problems(directory: FileDirectory) -> tuple[list[str], int]:
     return report.lines, report.files
 
 
+def _domain_files(report: _Report, settings: Path) -> None:
+    """A domain's Kerberos keys and trusted CAs (files in either kind of
+    directory)."""
+    if (settings / KEYTAB).is_file():
+        report.files += 1
+        if (trouble := check_keytab(settings / KEYTAB)) is not None:
+            report.lines.append(f"{report.name(settings / KEYTAB)}: {trouble}")
+    for problem in trustedca.problems(settings):
+        report.lines.append(f"{report.name(settings)}/{problem}")
+
+
+def _listeners_file(report: _Report) -> None:
+    """``Settings/Listeners.settings``, read as the server reads it."""
+    base = report.base
+    if listenersfile.path(base).is_file():
+        report.files += 1
+        try:
+            listenersfile.read(base)
+        except (listenersfile.ListenersError, OSError, UnicodeDecodeError) as error:
+            # The error names the file already (absolute): say it relatively.
+            text = str(error).replace(f"{listenersfile.path(base)}: ", "")
+            report.lines.append(f"{listenersfile.RELATIVE_PATH}: {text}")
+
+
+def _stored_elsewhere(directory: FileDirectory) -> tuple[list[str], int]:
+    """The problems of a directory kept outside the base directory (LDAP):
+    its server, domain and account settings against the schema and its
+    Router table, read through the directory; the files that stay in the
+    base directory (listeners, Kerberos keys, trusted CAs, account files)
+    as for the files directory.  Lines name the entry (``server``,
+    ``domain company.com``, ``account info@company.com``)."""
+    report = _Report(directory.base)
+
+    def check(where: str, level: schema.Level, settings: dict[str, Value]) -> None:
+        report.files += 1
+        for problem in schema.problems(schema.TABLES[level], settings):
+            report.lines.append(f"{where}: {problem.message}")
+
+    server = dict(directory.server_settings())
+    server.pop("MainDomainName", None)
+    check("server", schema.Level.SERVER, server)
+    try:
+        parse_table(directory.router_table())
+    except RouterTableError as error:
+        report.lines.append(f"server Router table: {error}")
+    _listeners_file(report)
+    for domain in directory.domain_names():
+        record = directory.domain(domain)
+        check(f"domain {domain}", schema.Level.DOMAIN, dict(record.settings) if record else {})
+        _domain_files(report, directory.domain_folder(domain) / "Settings")
+        for name in directory.account_names(domain):
+            settings = directory.raw_account_settings(domain, name)
+            check(f"account {name}@{domain}", schema.Level.ACCOUNT, settings)
+            folder = directory.account_path(domain, name)
+            for other in sorted(folder.glob("*.settings")) if folder.is_dir() else ():
+                if other.name != "account.settings":
+                    report.read(other)
+    return report.lines, report.files
+
+
 def cmd_check(args: argparse.Namespace, directory: FileDirectory) -> None:
     """Print every problem and fail, or print a one-line summary."""
     lines, files = problems(directory)
@@ -134,4 +185,5 @@ def cmd_check(args: argparse.Namespace, directory: FileDirectory) -> None:
         print(line)
     if lines:
         raise CommandFailed(f"{len(lines)} problem{'s' * (len(lines) != 1)} in {directory.base}")
-    print(f"{directory.base}: {files} files checked, no problems")
+    what = "files" if type(directory) is FileDirectory else "entries and files"
+    print(f"{directory.base}: {files} {what} checked, no problems")

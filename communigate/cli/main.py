@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from communigate import __version__
 from communigate.cli import certificates as certificate_commands
 from communigate.cli import check, objects, values
+from communigate.cli import directory as directory_commands
 from communigate.cli import kerberos as kerberos_commands
 from communigate.cli import listeners as listener_commands
 from communigate.cli import queue as queue_commands
@@ -47,12 +50,21 @@ from communigate.store.directory import DERIVED_FROM_PASSWORD, DirectoryError
 from communigate.store.files import DomainNotEmpty, FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 from communigate.store.mailstore import MailboxError, MailStore, canonical_name
+from communigate.store.open import DIRECTORY_VARIABLE, open_directory
 
 
 def _directory(args: argparse.Namespace) -> FileDirectory:
-    # Settings as they are on disk: shown and checked without repairs.
-    directory = FileDirectory(base_directory(args.base), repair=False)
-    if args.command != "init" and not directory.is_initialised():
+    # Settings as they are stored: shown and checked without repairs.
+    directory = open_directory(
+        base_directory(args.base),
+        args.directory or os.environ.get(DIRECTORY_VARIABLE),
+        starttls=args.directory_starttls,
+        bind_dn=args.directory_bind_dn,
+        password_file=args.directory_password_file,
+        repair=False,
+        lazy=True,
+    )
+    if args.command not in ("init", "directory") and not directory.is_initialised():
         raise CommandFailed(f"{directory.base} is not initialised; run 'communigate init' first")
     return directory
 
@@ -372,7 +384,27 @@ COMMANDS = {
     "reload": control.cmd_reload,
     "queue": queue_commands.cmd_queue,
     "roster": roster_commands.cmd_roster,
+    "directory": directory_commands.cmd_directory,
 }
+
+
+def add_directory_options(parser: argparse.ArgumentParser, hidden: bool = False) -> None:
+    """``--directory`` and its companions; ``hidden`` for the copies each
+    subcommand accepts (a value given before the subcommand stays)."""
+
+    def add(flag: str, text: str, **extra: Any) -> None:
+        if hidden:
+            extra["default"] = argparse.SUPPRESS
+        parser.add_argument(flag, help=argparse.SUPPRESS if hidden else text, **extra)
+
+    add(
+        "--directory",
+        "domains and accounts in LDAP: ldap://HOST:PORT/BASE-DN or ldaps://... "
+        "(default: $COMMUNIGATE_DIRECTORY, else files in the base directory)",
+    )
+    add("--directory-bind-dn", "the DN to bind to the LDAP directory as")
+    add("--directory-password-file", "a file whose first line is the bind password")
+    add("--directory-starttls", "StartTLS on an ldap:// directory", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--base",
         help=f"base directory (default: $COMMUNIGATE_BASE, else {DEFAULT_BASE})",
     )
+    add_directory_options(top)
     sub = top.add_subparsers(dest="command", required=True)
 
     init = sub.add_parser("init", help="create a base directory with its Main Domain")
@@ -453,10 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     listener_commands.add_parser(sub)
     queue_commands.add_parser(sub)
     roster_commands.add_parser(sub)
+    directory_commands.add_parser(sub)
     control.add_parsers(sub)
     for parser in sub.choices.values():
         # Accepted after the subcommand too; SUPPRESS keeps one given before.
         parser.add_argument("--base", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        add_directory_options(parser, hidden=True)
     return top
 
 

@@ -67,6 +67,14 @@ class PasswordChange(LiveSession):
         result = deferToThreadPool(
             self._reactor, self._pool, derived.password_settings, clear, encryption, nt_hash
         )
+        # Written in the pool too: a directory write may block (fsync, LDAP).
         return result.addCallback(
-            lambda changes: self.directory.update_account_settings(self.domain, self.name, changes)
+            lambda changes: deferToThreadPool(
+                self._reactor,
+                self._pool,
+                self.directory.update_account_settings,
+                self.domain,
+                self.name,
+                changes,
+            )
         )

@@ -111,14 +111,14 @@ class DomainNotEmpty(DirectoryError):
     """A domain to delete still holds accounts or other named objects."""
 
 
-def _canonical_ip(text: str) -> str:
+def canonical_ip(text: str) -> str:
     """An IP address in one spelling (IPv4-mapped IPv6 becomes IPv4)."""
     address = ip_address(text.split("%", 1)[0])
     mapped = getattr(address, "ipv4_mapped", None)
     return str(mapped or address)
 
 
-class _DomainTable:
+class DomainTable:
     """Domains by name and alias, and the address → domain map."""
 
     def __init__(self, records: Mapping[str, DomainRecord], main: str) -> None:
@@ -153,7 +153,7 @@ class FileDirectory:
             clock,
         )
         self._files: dict[Path, CachedFile[dict[str, Value]]] = {}
-        self._table: _DomainTable | None = None
+        self._table: DomainTable | None = None
         self._table_checked = float("-inf")
 
     # -- reading -----------------------------------------------------------
@@ -208,7 +208,7 @@ class FileDirectory:
     def _domain_settings(self, name: str) -> dict[str, Value]:
         return self._settings_file(self.domain_folder(name) / "Settings" / "Domain.settings")
 
-    def _load_table(self) -> _DomainTable:
+    def _load_table(self) -> DomainTable:
         now = self._clock()
         if self._table is not None and now - self._table_checked < 0.5:
             return self._table
@@ -225,7 +225,7 @@ class FileDirectory:
                 name=name,
                 settings=settings,
                 addresses=tuple(
-                    _canonical_ip(item)
+                    canonical_ip(item)
                     for item in settingsformat.as_string_list(settings.get("IPAddresses"))
                 ),
                 aliases=tuple(
@@ -233,7 +233,7 @@ class FileDirectory:
                     for item in settingsformat.as_string_list(settings.get("DomainAliases"))
                 ),
             )
-        self._table = _DomainTable(records, main)
+        self._table = DomainTable(records, main)
         return self._table
 
     def domain(self, name: str) -> DomainRecord | None:
@@ -248,7 +248,7 @@ class FileDirectory:
         """The domain that owns a local IP address; else the Main Domain."""
         table = self._load_table()
         try:
-            key = _canonical_ip(address)
+            key = canonical_ip(address)
         except ValueError:
             return table.main
         return table.by_address.get(key, table.main)
@@ -321,7 +321,7 @@ class FileDirectory:
     def account_settings(self, domain: str, name: str) -> Mapping[str, Value]:
         """Defaults, then server, domain and account values, in that order."""
         own = self.raw_account_settings(domain, name)
-        server = self._main.get().get("AccountDefaults")
+        server = self.server_settings().get("AccountDefaults")
         record = self.domain(domain)
         domain_defaults = record.settings.get("AccountDefaults") if record else None
         merged: dict[str, Value] = dict(ACCOUNT_DEFAULTS)
@@ -474,7 +474,7 @@ class FileDirectory:
     def _check_domain_settings(self, name: str, settings: Mapping[str, Value | None]) -> None:
         for item in settingsformat.as_string_list(settings.get("IPAddresses")):
             try:
-                _canonical_ip(item)
+                canonical_ip(item)
             except ValueError:
                 raise DirectoryError(f"invalid IP address {item!r}") from None
         taken = self._taken_domain_names(exclude=name) | {name}

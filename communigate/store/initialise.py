@@ -12,8 +12,7 @@ import secrets
 import socket
 
 from communigate.cred import derived
-from communigate.store import certificates, settingsformat
-from communigate.store.atomic import write_atomic
+from communigate.store import certificates
 from communigate.store.files import FileDirectory
 
 _HOST = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+\Z")
@@ -49,11 +48,7 @@ def initialise(
             "PasswordEncryption": "UB-crpt",
         },
     )
-    access = directory.domain_folder(main) / "Settings" / "Access.settings"
-    write_atomic(
-        access,
-        settingsformat.dumps_dictionary({"postmaster": ["Master"]}).encode("utf-8"),
-    )
+    directory.update_access_rights(main, "postmaster", lambda _old: ["Master"])
     certificates.install(
         directory.domain_folder(main) / "Settings", *certificates.self_signed(main)
     )

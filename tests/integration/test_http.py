@@ -480,7 +480,9 @@ def test_browser_logs_in(web: Web, tmp_path: Path) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         pytest.skip("chromium or chromedriver is not installed")
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
@@ -495,8 +497,11 @@ def test_browser_logs_in(web: Web, tmp_path: Path) -> None:
         browser.find_element(By.ID, "username").send_keys("john")
         browser.find_element(By.ID, "password").send_keys("pw1")
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        heading = browser.find_element(By.TAG_NAME, "h1").text
-        assert heading == "john@company.com"
+        # The old page's heading may still be there (and then go stale)
+        # while the browser follows the form's answer.
+        WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda found: found.find_element(By.TAG_NAME, "h1").text == "john@company.com"
+        )
         session = browser.find_element(By.ID, "session-id").text
         assert SESSION_ID.match(session)
         cookie = browser.get_cookie("CGPSessionID")
