@@ -177,6 +177,8 @@ def communigate_setup(
             port,
             extra=directory,
             environment={"COMMUNIGATE_RUN": str(folder)},
+            # The LDAP copy is read whole before the server listens.
+            start_seconds=300,
         ) as (bound, pid):
             yield Target("communigate", host, bound, pid)
 

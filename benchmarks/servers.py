@@ -120,13 +120,14 @@ def communigate(
     source: Path | None = None,
     extra: Sequence[str] = (),
     environment: Mapping[str, str] | None = None,
+    start_seconds: float = 20,
 ) -> Iterator[tuple[int, int]]:
     """The server with one listener for ``protocol`` on ``host``:``port``
     (a free port when 0); (port, pid).  TFTP listens on UDP, the others on
     TCP.  ``source``: run the code of another source tree (such as an
     export of an earlier commit) instead of this one; ``extra``: more
     options of ``twistd communigate``; ``environment``: variables added to
-    its environment."""
+    its environment; ``start_seconds``: how long it may take to listen."""
     udp = protocol == "tftp"
     if not port:
         port = free_udp_port(host) if udp else free_port(host)
@@ -156,7 +157,7 @@ def communigate(
         if udp:
             wait_for_tftp(port, process, host=host)
         else:
-            wait_for(port, process, host=host)
+            wait_for(port, process, start_seconds, host=host)
         yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)

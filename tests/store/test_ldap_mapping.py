@@ -225,3 +225,17 @@ def test_unknown_scheme_is_no_clear_password(value: str) -> None:
     assert "Password" not in settings
     known = attributes_to_settings(EntryKind.ACCOUNT, {"userpassword": ["{SSHA}c2FsdA=="]})
     assert known["Password"] == "{SSHA}c2FsdA=="
+
+
+def test_plain_dns_are_split_escaped_ones_parsed() -> None:
+    """A DN without escapes is read by plain splitting (attribute names in
+    any case, names made canonical); one with escapes still goes through
+    ldap3's parser and names nothing."""
+    layout = Layout("dc=example,dc=com")
+    plain = "UID=Info,ou=accounts,cgpDomainName=Company.COM,ou=domains,dc=example,dc=com"
+    spelled = r"uid=in\2Cfo,ou=accounts,cgpDomainName=Company.COM,ou=domains,dc=example,dc=com"
+    expected = (EntryKind.ACCOUNT, "company.com", "info")
+    assert layout.locate(plain) == expected
+    assert layout.locate(spelled) is None
+    assert layout.locate("cn=server,dc=example,dc=com") == (EntryKind.SERVER, "", "")
+    assert layout.locate("uid=info,ou=accounts,cgpDomainName=a.com,ou=domains,dc=other") is None

@@ -495,3 +495,45 @@ def test_cut_off_answer_is_never_taken_for_the_whole(code: int, error: type) -> 
     listing_cut.codes = [0, code]
     with pytest.raises(error):
         fetch(_Pool(listing_cut), LAYOUT, "20261130120005Z", "1")  # type: ignore[arg-type]
+
+
+def test_settled_look_asks_only_for_newer_stamps() -> None:
+    """Once nothing newer has appeared for longer than the overlap, a look
+    asks only for stamps after the newest seen: a burst of changes (an
+    import) is not searched and decoded again every second."""
+    connection = _Connection([[]])
+    fetched = fetch(
+        _Pool(connection),  # type: ignore[arg-type]
+        LAYOUT,
+        "20261130120005Z",
+        "1",
+        settled=True,
+    )
+    assert "(modifyTimestamp>=20261130120006Z)" in connection.asked[0][0]
+    assert fetched.newest == "20261130120005Z" and fetched.entries == []
+
+
+def test_long_looks_are_spaced_and_keep_the_copy_fresh() -> None:
+    """A listing of names reports how long it took (the next one waits ten
+    times that); pages arriving during a long look count as the LDAP
+    server answering, so logins do not fail while a large directory is read."""
+    ticks = iter([0.0, 0.5, 1.0, 13.0])
+    listed = _Connection([[], []])
+    fetched = fetch(
+        _Pool(listed),  # type: ignore[arg-type]
+        LAYOUT,
+        "20261130120005Z",
+        "1",
+        sweep=True,
+        clock=lambda: next(ticks),
+    )
+    assert fetched.listed_in == 12.0
+    clock = [1000.0]
+    directory = LdapDirectory(
+        Path("/nonexistent"), Location("127.0.0.1", 1, LAYOUT.base), clock=lambda: clock[0]
+    )
+    directory._reached()
+    clock[0] += 29
+    assert directory.age() == 29
+    directory._reached()
+    assert directory.age() == 0

@@ -69,7 +69,14 @@ from communigate.store.ldap.mapping import (
     router_to_attribute,
     settings_to_attributes,
 )
-from communigate.store.ldap.snapshot import FULL_RELOAD, SWEEP, Fetched, Snapshot, fetch
+from communigate.store.ldap.snapshot import (
+    FULL_RELOAD,
+    OVERLAP,
+    SWEEP,
+    Fetched,
+    Snapshot,
+    fetch,
+)
 from communigate.store.settingsformat import Value
 
 #: Seconds without a successful refresh after which logins fail temporarily.
@@ -132,6 +139,16 @@ class LdapDirectory(FileDirectory):
         self.complete_at = float("-inf")
         #: When every entry's name was last listed (deletions found).
         self.swept_at = float("-inf")
+        #: When a look last had an answer from the LDAP server (a long
+        #: search counts as it brings pages): what staleness is measured from.
+        self.reached_at = float("-inf")
+        #: When the newest ``modifyTimestamp`` last moved (see ``settled``).
+        self._newest_moved_at = float("-inf")
+        #: Seconds between complete reloads and between listings of names:
+        #: at least FULL_RELOAD and SWEEP, and many times what the last one
+        #: took, so a large directory is not read over and over.
+        self._reload_every = FULL_RELOAD
+        self._sweep_every = SWEEP
         #: Called after each change made here (the refresher's ``poll``);
         #: None: refresh at once, synchronously (the command line).
         self.on_change: Callable[[], None] | None = None
@@ -148,29 +165,41 @@ class LdapDirectory(FileDirectory):
         # Everything again now and then, as a last resort; every entry's
         # name more often (deletions made by other tools leave no trace).
         now = self._clock()
-        due = now - self.complete_at >= FULL_RELOAD
+        incremental = snapshot.loaded and now - self.complete_at < self._reload_every
         fetched = fetch(
             self.connections,
             self.layout,
-            snapshot.newest if snapshot.loaded and not due else "",
+            snapshot.newest if incremental else "",
             snapshot.serial,
             configuration_only=self.lazy,
-            sweep=now - self.swept_at >= SWEEP,
+            sweep=now - self.swept_at >= self._sweep_every,
             clock=self._clock,
+            settled=incremental and now - self._newest_moved_at > OVERLAP + 1,
+            reached=self._reached,
         )
         if fetched.complete:
             fetched.prepared = snapshot.rebuilt(fetched)
+            self._reload_every = max(FULL_RELOAD, 20 * fetched.searched_in)
         else:
             fetched.entries = snapshot.unseen(fetched.entries)
+        if fetched.listed_in is not None:
+            self._sweep_every = max(SWEEP, 10 * fetched.listed_in)
         return fetched
+
+    def _reached(self) -> None:
+        """The LDAP server answered (called from the searching thread)."""
+        self.reached_at = self._clock()
 
     def merge(self, fetched: Fetched) -> None:
         """Merge a :meth:`fetch` (on the thread that reads the directory)."""
+        newest = self.snapshot.newest
         if fetched.prepared is not None:
             self.snapshot = fetched.prepared
         else:
             self.snapshot.apply(fetched)
         self.fresh_at = self._clock()
+        if self.snapshot.newest != newest:
+            self._newest_moved_at = self.fresh_at
         if fetched.complete:
             self.complete_at = self.fresh_at
         if fetched.complete or fetched.present is not None:
@@ -181,8 +210,9 @@ class LdapDirectory(FileDirectory):
         self.merge(self.fetch())
 
     def age(self) -> float:
-        """Seconds since the snapshot last matched the LDAP server."""
-        return self._clock() - self.fresh_at
+        """Seconds since the LDAP server last answered: the snapshot last
+        matched it, or a look (a long reload) is bringing its pages."""
+        return self._clock() - max(self.fresh_at, self.reached_at)
 
     def _require_fresh(self) -> None:
         age = self.age()
@@ -342,6 +372,9 @@ class LdapDirectory(FileDirectory):
             self.entries.modify(
                 self.layout.server, {"cgpDeletionSerial": [("MODIFY_REPLACE", [serial])]}
             )
+        # Its stamp may share a second with the newest seen: the next looks
+        # search the overlap again.
+        self._newest_moved_at = self._clock()
         if self.on_change is not None:
             self.on_change()
         else:

@@ -171,10 +171,15 @@ class Layout:
         domain, empty strings for the server; None for containers and
         entries the layout does not know."""
         base = self._base_parts
-        try:
-            parts = [(attr.lower(), value) for attr, value, _ in parse_dn(dn, escape=False)]
-        except Exception:  # ldap3 raises several types for a malformed DN
-            return None
+        if _PLAIN_DN.match(dn):
+            # Nothing escaped, quoted or multi-valued (every name the
+            # naming rules allow): split as parse_dn would, many times faster.
+            parts = [_plain_rdn(rdn) for rdn in dn.split(",")]
+        else:
+            try:
+                parts = [(attr.lower(), value) for attr, value, _ in parse_dn(dn, escape=False)]
+            except Exception:  # ldap3 raises several types for a malformed DN
+                return None
         if len(parts) <= len(base) or [(a, v.lower()) for a, v in parts[-len(base) :]] != base:
             return None
         own = parts[: -len(base)]
@@ -200,6 +205,17 @@ class Layout:
         if domain is None or name is None:
             return None
         return found[0], domain, name
+
+
+#: A DN of ``attr=value`` parts whose values need no escaping.
+_PLAIN_DN = re.compile(
+    r"[A-Za-z][A-Za-z0-9-]*=[A-Za-z0-9._-]+(?:,[A-Za-z][A-Za-z0-9-]*=[A-Za-z0-9._-]+)*\Z"
+)
+
+
+def _plain_rdn(rdn: str) -> tuple[str, str]:
+    attr, _, value = rdn.partition("=")
+    return attr.lower(), value
 
 
 def _valid(check: Callable[[str], str], value: str) -> str | None:

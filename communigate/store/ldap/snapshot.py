@@ -102,6 +102,10 @@ class Fetched:
     #: Every object entry there is (kind, domain, name), when this look
     #: listed them: the merge forgets the others (deleted since).
     present: set[tuple[EntryKind, str, str]] | None = None
+    #: Seconds the search of entries took, and the listing of names (when
+    #: there was one): the next long look waits in proportion.
+    searched_in: float = 0.0
+    listed_in: float | None = None
 
 
 @dataclass
@@ -123,16 +127,23 @@ def decode_entry(layout: Layout, dn: str, raw: Mapping[str, list[bytes]]) -> Ent
 
 
 def _search(
-    pool: ConnectionPool, layout: Layout, query: str, clock: Callable[[], float]
-) -> tuple[list[Entry], str]:
-    """The entries ``query`` finds and the newest ``modifyTimestamp``
-    among them, set back by the seconds the search took: a paged search
+    pool: ConnectionPool,
+    layout: Layout,
+    query: str,
+    clock: Callable[[], float],
+    reached: Callable[[], None] = lambda: None,
+) -> tuple[list[Entry], str, float]:
+    """The entries ``query`` finds, the newest ``modifyTimestamp``
+    among them, set back by the seconds the search took, and those seconds: a paged search
     is no snapshot, and an entry changed while it ran (after its page was
     read) carries a stamp at least that much before the newest seen, so
-    the next look, starting there, finds it."""
+    the next look, starting there, finds it.  ``reached`` is called as
+    pages arrive (the LDAP server is there, however long the search)."""
     started = clock()
 
     def run(connection: Any) -> tuple[list[Entry], str]:
+        entries: list[Entry] = []
+        newest = ""
         try:
             results = connection.extend.standard.paged_search(
                 layout.base,
@@ -140,34 +151,42 @@ def _search(
                 SUBTREE,
                 attributes=["*", "modifyTimestamp", "entryCSN"],
                 paged_size=PAGE_SIZE,
-                generator=False,
+                generator=True,
             )
+            for count, result in enumerate(results, 1):
+                if count % PAGE_SIZE == 0:
+                    reached()
+                if result.get("type") != "searchResEntry":
+                    continue
+                entry = decode_entry(layout, result["dn"], result["raw_attributes"])
+                if entry is None:
+                    continue
+                stamp = entry.attributes.get("modifytimestamp", [""])[0]
+                newest = max(newest, stamp)
+                entries.append(entry)
         except LDAPNoSuchObjectResult:
             # The base entry is not there yet: nothing is initialised.
             return [], ""
         require_complete(connection)
-        entries, newest = [], ""
-        for result in results:
-            if result.get("type") != "searchResEntry":
-                continue
-            entry = decode_entry(layout, result["dn"], result["raw_attributes"])
-            if entry is None:
-                continue
-            stamp = entry.attributes.get("modifytimestamp", [""])[0]
-            newest = max(newest, stamp)
-            entries.append(entry)
         return entries, newest
 
     entries, newest = Entries(pool).call(run)
+    took = clock() - started
     if newest:
-        newest = earlier(newest, math.ceil(clock() - started))
-    return entries, newest
+        newest = earlier(newest, math.ceil(took))
+    return entries, newest, took
 
 
-def _present(pool: ConnectionPool, layout: Layout, query: str) -> set[tuple[EntryKind, str, str]]:
+def _present(
+    pool: ConnectionPool,
+    layout: Layout,
+    query: str,
+    reached: Callable[[], None] = lambda: None,
+) -> set[tuple[EntryKind, str, str]]:
     """The (kind, domain, name) of every entry ``query`` finds: DNs only."""
 
     def run(connection: Any) -> set[tuple[EntryKind, str, str]]:
+        found = set()
         try:
             results = connection.extend.standard.paged_search(
                 layout.base,
@@ -175,18 +194,19 @@ def _present(pool: ConnectionPool, layout: Layout, query: str) -> set[tuple[Entr
                 SUBTREE,
                 attributes=[NO_ATTRIBUTES],
                 paged_size=PAGE_SIZE,
-                generator=False,
+                generator=True,
             )
+            for count, result in enumerate(results, 1):
+                if count % PAGE_SIZE == 0:
+                    reached()
+                if result.get("type") == "searchResEntry":
+                    where = layout.locate(result["dn"])
+                    if where is not None:
+                        found.add(where)
         except LDAPNoSuchObjectResult:
             return set()
         # A cut-off listing would make the merge forget what it missed.
         require_complete(connection)
-        found = set()
-        for result in results:
-            if result.get("type") == "searchResEntry":
-                where = layout.locate(result["dn"])
-                if where is not None:
-                    found.add(where)
         return found
 
     present: set[tuple[EntryKind, str, str]] = Entries(pool).call(run)
@@ -211,26 +231,47 @@ def fetch(
     configuration_only: bool = False,
     sweep: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    settled: bool = False,
+    reached: Callable[[], None] = lambda: None,
 ) -> Fetched:
     """Blocking: the changes since :data:`OVERLAP` seconds before the
     ``modifyTimestamp`` ``since`` — or everything, when ``since`` is
-    empty.  The names of every entry too (:attr:`Fetched.present`) with
+    empty.  ``settled``: nothing newer than ``since`` has appeared for
+    longer than the overlap, so every late commit before it was found:
+    search only what is newer (else a burst of changes, such as an
+    import, would be searched again at every look until the next change).
+    The names of every entry too (:attr:`Fetched.present`) with
     ``sweep`` or when the deletion serial differs from ``serial``.
     ``configuration_only``: the server and domain entries alone (no
-    accounts, groups, forwarders).  ``clock`` times the searches."""
+    accounts, groups, forwarders).  ``clock`` times the searches;
+    ``reached`` is called as long searches bring pages."""
     objects = _CONFIGURATION if configuration_only else _OBJECTS
     if not since:
-        entries, newest = _search(pool, layout, objects, clock)
-        return Fetched(entries, True, newest)
-    query = f"(&(modifyTimestamp>={earlier(since, OVERLAP)}){objects})"
-    entries, newest = _search(pool, layout, query, clock)
+        entries, newest, took = _search(pool, layout, objects, clock, reached)
+        return Fetched(entries, True, newest, searched_in=took)
+    start = earlier(since, -1) if settled else earlier(since, OVERLAP)
+    query = f"(&(modifyTimestamp>={start}){objects})"
+    entries, newest, took = _search(pool, layout, query, clock, reached)
+    reached()
     server = [entry for entry in entries if entry.kind is EntryKind.SERVER]
     if server and _serial(server[0]) != serial:
         sweep = True
     # Listed after the changes were searched: an entry found changed and
     # deleted since is not listed, so it is forgotten.
-    present = _present(pool, layout, objects) if sweep else None
-    return Fetched(entries, False, max(newest, since), present=present)
+    listed_in = None
+    present = None
+    if sweep:
+        listing = clock()
+        present = _present(pool, layout, objects, reached)
+        listed_in = clock() - listing
+    return Fetched(
+        entries,
+        False,
+        max(newest, since),
+        present=present,
+        searched_in=took,
+        listed_in=listed_in,
+    )
 
 
 def _serial(entry: Entry) -> str | None:
