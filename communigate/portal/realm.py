@@ -41,6 +41,7 @@ class AccountRealm:
         if not isinstance(avatarId, bytes):
             raise NotImplementedError("anonymous access is not served")
         name, _, domain = avatarId.decode("utf-8").rpartition("@")
+        self.directory.ensure_account_folder(domain, name)
         for interface in interfaces:
             avatar = self._avatar(interface, domain, name)
             if avatar is not None:

@@ -148,6 +148,11 @@ class IDirectory(Interface):
     def account_path(domain: str, name: str) -> Path:
         """The account's folder (mailboxes and File Storage live there)."""
 
+    def ensure_account_folder(domain: str, name: str) -> Path:
+        """The folder of an account that just logged in, made when the
+        directory holds accounts apart from their folders (LDAP: one
+        created by another tool has none yet)."""
+
     def access_rights(domain: str) -> Mapping[str, Value]:
         """The domain's ``Access.settings``: holder → list of rights
         (spec §6); in the Main Domain it also holds server rights."""

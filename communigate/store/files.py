@@ -289,6 +289,12 @@ class FileDirectory:
         """The account's folder."""
         return self.domain_folder(domain) / f"{name}{ACCOUNT_SUFFIX}"
 
+    def ensure_account_folder(self, domain: str, name: str) -> Path:
+        """The account's folder, for a logged-in account.  Here the folder
+        holds the account itself, so it is never made: one that is missing
+        was deleted."""
+        return self.account_path(domain, name)
+
     def access_rights(self, domain: str) -> Mapping[str, Value]:
         """The domain's ``Settings/Access.settings``."""
         return self._settings_file(self.domain_folder(domain) / "Settings" / "Access.settings")

@@ -11,11 +11,14 @@ import ldap3
 import pytest
 
 from communigate.cred import derived, passwords
+from communigate.portal.avatars import IIMAPAccount
+from communigate.portal.realm import AccountRealm
 from communigate.store.directory import DirectoryError, ObjectKind
+from communigate.store.files import FileDirectory
 from communigate.store.ldap import lookups
 from communigate.store.ldap.connection import parse_location
 from communigate.store.ldap.directory import LdapDirectory
-from communigate.store.ldap.mapping import EntryKind
+from communigate.store.ldap.mapping import EntryKind, account_entry
 from communigate.store.ldap.snapshot import SWEEP
 from tests.conftest import ManualClock
 from tests.integration.ldapserver import ROOT_DN, ROOT_PASSWORD, SUFFIX, LdapServer, make_server
@@ -176,3 +179,27 @@ def test_password_other_software_reads_is_kept(slapd: LdapServer, tmp_path: Path
         entry = raw.entries[0]
         assert entry.userPassword.raw_values == [foreign.encode()]
         assert entry.displayName.value == "Jane"
+
+
+def test_account_made_by_another_tool_gets_its_folder_at_login(
+    slapd: LdapServer, tmp_path: Path
+) -> None:
+    """An account entry another LDAP tool added (no folder in the base
+    directory) logs in over IMAP: the realm makes its folder and INBOX;
+    with the files directory a missing folder is a deleted account."""
+    directory = _open(slapd, tmp_path, "provisioned")
+    dn = directory.layout.object(EntryKind.ACCOUNT, "company.com", "ext")
+    with _raw(slapd) as raw:
+        raw.add(dn, attributes=account_entry("company.com", "ext", {"Password": "pw"}))
+    directory.refresh()
+    folder = directory.account_path("company.com", "ext")
+    assert not folder.exists()
+    realm = AccountRealm(directory)
+    interface, _avatar, logout = realm.requestAvatar(b"ext@company.com", None, IIMAPAccount)
+    assert interface is IIMAPAccount
+    assert (folder / "INBOX.mdir").is_dir()
+    logout()
+    files = FileDirectory(tmp_path / "files")
+    files.initialise("company.com")
+    with pytest.raises(FileNotFoundError):
+        AccountRealm(files).requestAvatar(b"gone@company.com", None, IIMAPAccount)

@@ -565,6 +565,14 @@ class LdapDirectory(FileDirectory):
         self._changed()
         return f"{name}@{domain}"
 
+    def ensure_account_folder(self, domain: str, name: str) -> Path:
+        """The account's folder, made when missing: the directory holds the
+        account, and an account created by another LDAP tool has no folder
+        in the base directory until it first logs in."""
+        folder = self.account_path(domain, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def _require_account(self, domain: str, name: str) -> str:
         dn = self.layout.object(EntryKind.ACCOUNT, domain, name)
         if self.entries.read(dn) is None:
