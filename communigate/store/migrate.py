@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from communigate.store import settingsformat
 from communigate.store.atomic import write_atomic
@@ -21,6 +22,8 @@ from communigate.store.settingsformat import Value
 
 #: Seconds between two progress lines.
 PROGRESS_EVERY = 2.0
+#: Accounts added to an LDAP directory at once.
+IMPORT_THREADS = 4
 
 
 class _Progress:
@@ -52,6 +55,31 @@ def _create_account(
         write_atomic(folder / "account.settings", text.encode("utf-8"))
         return
     target.create_account(domain, name, settings)
+
+
+def _import_accounts(
+    source: FileDirectory,
+    importer: Callable[[str, str, dict[str, Value]], None],
+    domain: str,
+    names: list[str],
+    progress: _Progress,
+) -> None:
+    """Add a domain's accounts to an LDAP directory, :data:`IMPORT_THREADS`
+    at once (each add waits for the server's write; a few in flight keep it
+    busy), at most a window of them read ahead from the source."""
+    with ThreadPoolExecutor(IMPORT_THREADS, thread_name_prefix="import") as workers:
+        pending: set[Future[None]] = set()
+        for name in names:
+            settings = source.raw_account_settings(domain, name)
+            pending.add(workers.submit(importer, domain, name, settings))
+            if len(pending) >= 4 * IMPORT_THREADS:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for finished in done:
+                    finished.result()
+                    progress.step()
+        for finished in pending:
+            finished.result()
+            progress.step()
 
 
 def _replacing(rights: Value) -> Callable[[list[str]], list[str]]:
@@ -94,11 +122,16 @@ def copy_directory(
     progress = _Progress(report, total)
     if hold_refresh is not None:
         hold_refresh(True)
+    importer = getattr(target, "import_account", None)
     try:
         for domain in domains:
-            for name in source.account_names(domain):
-                _create_account(target, domain, name, source.raw_account_settings(domain, name))
-                progress.step()
+            names = source.account_names(domain)
+            if importer is None:
+                for name in names:
+                    _create_account(target, domain, name, source.raw_account_settings(domain, name))
+                    progress.step()
+            else:
+                _import_accounts(source, importer, domain, names, progress)
             for kind in (ObjectKind.ALIAS, ObjectKind.GROUP, ObjectKind.FORWARDER):
                 for name, value in source.objects(domain, kind).items():
                     target.add_object(kind, domain, name, value)

@@ -1,6 +1,6 @@
 """Keeping an LDAP directory's snapshot fresh in a running server.
 
-Every second (and at once after a change made by this process, from
+Twice a second (and at once after a change made by this process, from
 whichever thread made it) one
 :meth:`~.directory.LdapDirectory.fetch` runs in the thread pool — never
 more than one at a time — and its result is merged on the reactor thread,
@@ -25,7 +25,7 @@ from communigate.store.ldap.directory import LdapDirectory
 from communigate.store.ldap.snapshot import Fetched
 
 #: Seconds between two looks at the LDAP server.
-INTERVAL = 1.0
+INTERVAL = 0.5
 
 
 class DirectoryRefresher(Service):
