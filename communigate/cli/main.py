@@ -37,6 +37,7 @@ from communigate.cli.arguments import (
 )
 from communigate.control import admin as control
 from communigate.cred import derived, passwords
+from communigate.cred.errors import TemporaryFailure
 from communigate.portal import rights
 from communigate.portal.delivery import DeliveryError, deliver
 from communigate.portal.router import (
@@ -529,6 +530,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except (
         CommandFailed,
         DirectoryError,
+        TemporaryFailure,
         values.ValueSyntaxError,
         schema.SettingError,
     ) as error:

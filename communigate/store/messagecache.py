@@ -88,26 +88,40 @@ def encode_records(records: Iterable[tuple[int, str, bytes]]) -> bytes:
     return b"".join(out)
 
 
-def append_records(folder: Path, validity: int, records: Iterable[tuple[int, str, bytes]]) -> None:
-    """Append records to a mailbox's cache file, creating it when missing.
+def append_records(
+    folder: Path,
+    validity: int,
+    records: Iterable[tuple[int, str, bytes]],
+    first: bytes = b"",
+) -> bool:
+    """Append records to a mailbox's cache file, creating it when missing;
+    whether they were written.
 
-    Safe from any thread and process: one ``write`` with ``O_APPEND``
-    (records added to a file made for another UIDVALIDITY are dropped
-    with it by the next reader).
+    Safe from any thread and process: one ``write`` with ``O_APPEND``.
+    Records are dropped, not written, when the file there was made for
+    another UIDVALIDITY, or is not the file whose first line is ``first``
+    (when given): the mailbox was deleted and made again meanwhile, and the
+    values belong to messages it no longer has.
     """
     data = encode_records(records)
     if not data:
-        return
+        return True
     path = os.path.join(folder, CACHE_FILE)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
     except FileNotFoundError:
+        if first:
+            return False
         _create(path, validity)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
+        line = os.pread(fd, 128, 0).split(b"\n", 1)[0] + b"\n"
+        if not line.startswith(b"%s %d " % (_MAGIC, validity)) or (first and line != first):
+            return False
         os.write(fd, data)
     finally:
         os.close(fd)
+    return True
 
 
 def _first_line(validity: int) -> bytes:
@@ -154,8 +168,8 @@ class MessageCache:
 
     def refresh(self) -> None:
         """Read what was appended since the last look (everything when the
-        file was replaced)."""
-        self.flush()
+        file was replaced).  Values added here and not yet flushed are in
+        :attr:`entries` already."""
         try:
             status = os.stat(self.path)
         except FileNotFoundError:
@@ -274,7 +288,7 @@ class MessageCache:
             return
         pending, self._pending = self._pending, []
         try:
-            append_records(self.folder, self.validity, pending)
+            append_records(self.folder, self.validity, pending, self._first)
         except OSError:
             # A cache that cannot be written costs time, not data.
             pass

@@ -146,6 +146,7 @@ def test_bad_entry_keeps_the_rest(ldap: LdapDirectory) -> None:
 def test_old_copy_fails_temporarily(ldap: LdapDirectory, clock: ManualClock) -> None:
     """Past max_age account settings fail temporarily; names still resolve;
     a fresh merge brings service back."""
+    ldap.refreshed = True  # as in a server
     clock.advance(ldap.max_age + 1)
     with pytest.raises(DirectoryUnavailable) as caught:
         ldap.account_settings("b.com", "jane")
@@ -172,6 +173,7 @@ def test_login_on_an_old_copy_is_a_temporary_failure(
     wrong password, even with a wrong password; an alias logs in."""
     assert _login(ldap, "jq@b.com", "secret") == b"jane@b.com"
     assert isinstance(_login(ldap, "jane@b.com", "nope"), WrongPassword)
+    ldap.refreshed = True  # as in a server
     clock.advance(ldap.max_age + 1)
     for password in ("secret", "nope"):
         failure = _login(ldap, "jane@b.com", password)
@@ -537,3 +539,25 @@ def test_long_looks_are_spaced_and_keep_the_copy_fresh() -> None:
     assert directory.age() == 29
     directory._reached()
     assert directory.age() == 0
+
+
+def test_command_line_copy_never_goes_stale(ldap: LdapDirectory, clock: ManualClock) -> None:
+    """Without a refresher (the command line) a long command keeps reading
+    what it loaded; a failed look forgets that pages had arrived."""
+    clock.advance(ldap.max_age + 100)
+    assert ldap.account_settings("b.com", "jane")["Password"] == "secret"
+    ldap.refreshed = True
+    ldap._reached()
+    assert ldap.account_settings("b.com", "jane")["Password"] == "secret"
+    ldap.connections = _FailingPool()  # type: ignore[assignment]
+    with pytest.raises(DirectoryUnreachable):
+        ldap.fetch()
+    with pytest.raises(DirectoryUnavailable):
+        ldap.account_settings("b.com", "jane")
+
+
+class _FailingPool:
+    """A pool whose server cannot be reached."""
+
+    def call(self, operation: Any) -> Any:
+        raise DirectoryUnreachable("LDAP server 127.0.0.1:1: refused")

@@ -154,3 +154,37 @@ def test_mailbox_made_again_starts_afresh(tmp_path: Path) -> None:
     (folder / "uids.settings").write_text(f"{{ UIDValidity = #{validity}; UIDNext = #1; }}")
     assert again.deliver(b"Subject: other\r\n\r\nx\r\n") == uid
     assert again.cache.header(uid, "/nonexistent").startswith(b"Subject: other")
+
+
+def test_cold_values_wait_for_the_flush(mailbox: Mailbox) -> None:
+    """Values worked out on misses (each miss reads the file again) still
+    reach it in one append at the flush."""
+    uids = [mailbox.deliver(MESSAGE) for _ in range(5)]
+    os.unlink(mailbox.path / CACHE_FILE)
+    cache = fresh(mailbox)
+    for uid in uids:
+        assert cache.value(uid, "imap.envelope", lambda: b"E") == b"E"
+    assert not (mailbox.path / CACHE_FILE).exists()
+    cache.flush()
+    assert [fresh(mailbox).get(uid)["imap.envelope"] for uid in uids] == [b"E"] * 5
+
+
+def test_pending_values_never_reach_a_mailbox_made_again(tmp_path: Path) -> None:
+    """Values pending for a mailbox that was deleted and made again (a new
+    cache file, maybe the same UIDVALIDITY) are dropped, not appended to the
+    new file where they would describe other messages."""
+    box = Mailbox(tmp_path / "INBOX.mdir")
+    box.create()
+    uid = box.deliver(MESSAGE)
+    old = fresh(box)
+    old.get(uid)
+    old.add(uid, {"imap.envelope": b"OLD secret"})
+    validity = box.uidvalidity
+    shutil.rmtree(box.path)
+    again = Mailbox(tmp_path / "INBOX.mdir")
+    again.create()
+    (again.path / "uids.settings").write_text(f"{{ UIDValidity = #{validity}; UIDNext = #1; }}")
+    new_uid = again.deliver(b"Subject: new\r\n\r\nbody\r\n")
+    assert new_uid == uid
+    old.flush()
+    assert "imap.envelope" not in MessageCache(again.path, validity).get(uid)

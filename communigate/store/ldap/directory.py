@@ -142,6 +142,9 @@ class LdapDirectory(FileDirectory):
         #: When a look last had an answer from the LDAP server (a long
         #: search counts as it brings pages): what staleness is measured from.
         self.reached_at = float("-inf")
+        #: Whether a refresher keeps the copy fresh (a server): only then
+        #: is an old copy refused.
+        self.refreshed = False
         #: When the newest ``modifyTimestamp`` last moved (see ``settled``).
         self._newest_moved_at = float("-inf")
         #: Seconds between complete reloads and between listings of names:
@@ -166,7 +169,24 @@ class LdapDirectory(FileDirectory):
         # name more often (deletions made by other tools leave no trace).
         now = self._clock()
         incremental = snapshot.loaded and now - self.complete_at < self._reload_every
-        fetched = fetch(
+        try:
+            fetched = self._fetch(snapshot, now, incremental)
+        except BaseException:
+            # Pages that came before the failure prove nothing any more:
+            # staleness counts from the last look that worked.
+            self.reached_at = float("-inf")
+            raise
+        if fetched.complete:
+            fetched.prepared = snapshot.rebuilt(fetched)
+            self._reload_every = max(FULL_RELOAD, 20 * fetched.searched_in)
+        else:
+            fetched.entries = snapshot.unseen(fetched.entries)
+        if fetched.listed_in is not None:
+            self._sweep_every = max(SWEEP, 10 * fetched.listed_in)
+        return fetched
+
+    def _fetch(self, snapshot: Snapshot, now: float, incremental: bool) -> Fetched:
+        return fetch(
             self.connections,
             self.layout,
             snapshot.newest if incremental else "",
@@ -177,14 +197,6 @@ class LdapDirectory(FileDirectory):
             settled=incremental and now - self._newest_moved_at > OVERLAP + 1,
             reached=self._reached,
         )
-        if fetched.complete:
-            fetched.prepared = snapshot.rebuilt(fetched)
-            self._reload_every = max(FULL_RELOAD, 20 * fetched.searched_in)
-        else:
-            fetched.entries = snapshot.unseen(fetched.entries)
-        if fetched.listed_in is not None:
-            self._sweep_every = max(SWEEP, 10 * fetched.listed_in)
-        return fetched
 
     def _reached(self) -> None:
         """The LDAP server answered (called from the searching thread)."""
@@ -215,6 +227,10 @@ class LdapDirectory(FileDirectory):
         return self._clock() - max(self.fresh_at, self.reached_at)
 
     def _require_fresh(self) -> None:
+        if not self.refreshed:
+            # The command line: it reads what it loaded (or asks LDAP), and
+            # nothing keeps the copy fresh, however long the command runs.
+            return
         age = self.age()
         if age > self.max_age:
             raise DirectoryUnavailable(
@@ -581,7 +597,8 @@ class LdapDirectory(FileDirectory):
         account, and an account created by another LDAP tool has no folder
         in the base directory until it first logs in."""
         folder = self.account_path(domain, name)
-        folder.mkdir(parents=True, exist_ok=True)
+        # Not its parents: a domain whose folder is gone was deleted.
+        folder.mkdir(exist_ok=True)
         return folder
 
     def _require_account(self, domain: str, name: str) -> str:

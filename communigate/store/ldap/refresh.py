@@ -58,6 +58,7 @@ class DirectoryRefresher(Service):
         # Reads answer from memory; an LDAP call on the reactor thread
         # would stall every session while it waits: refused.
         self.directory.entries.may_block = _off_reactor_thread
+        self.directory.refreshed = True
 
     def stopService(self) -> None:
         """Stop looking."""
@@ -65,6 +66,7 @@ class DirectoryRefresher(Service):
         # Not None (refresh at once, in the writer's thread): the copy may
         # only change on the reactor thread, which still reads it.
         self.directory.on_change = _later
+        self.directory.refreshed = False
         if self._loop is not None and self._loop.running:
             self._loop.stop()
 
