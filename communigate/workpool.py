@@ -22,7 +22,7 @@ from typing import Any
 from twisted.python.threadpool import ThreadPool
 
 #: How much lower (in nice steps) pool threads run than the reactor.
-BACKGROUND_NICENESS = 10
+BACKGROUND_NICENESS = 5
 
 
 def lower_this_thread(steps: int = BACKGROUND_NICENESS) -> bool:
