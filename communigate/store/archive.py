@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import os
 import secrets
 import time
@@ -56,6 +57,12 @@ def format_record(record: Record) -> bytes:
     data = base64.b64encode(record.stanza).decode("ascii")
     fields = (record.id, f"{record.stamp:.6f}", record.with_jid, str(len(record.stanza)), data)
     return ("\t".join(fields) + "\n").encode()
+
+
+def _line_length(record: Record) -> int:
+    """``len(format_record(record))`` without encoding the stanza."""
+    fixed = len(record.id) + len(f"{record.stamp:.6f}") + len(record.with_jid.encode()) + 5
+    return fixed + len(str(len(record.stanza))) + 4 * ((len(record.stanza) + 2) // 3)
 
 
 def parse_record(line: bytes) -> Record | None:
@@ -92,7 +99,7 @@ def read_records(path: Path) -> list[Record]:
     return records
 
 
-def _append(path: Path, records: tuple[Record, ...]) -> None:
+def _append(path: Path, records: list[Record]) -> None:
     """Append ``records`` durably (in the writer's thread); an unfinished
     last line is ended first."""
     created = not path.exists()
@@ -112,6 +119,25 @@ def _append(path: Path, records: tuple[Record, ...]) -> None:
         fsync_directory(path.parent)
 
 
+#: Archive ids: a random prefix per process and a counter, unique without
+#: asking the system for randomness per message.
+_ID_PREFIX = secrets.token_urlsafe(9)
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_id() -> str:
+    """A fresh archive id (unique, opaque: XEP-0313 §4.2)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+
+
+class _Batch(list[Record]):
+    """Records appended together, the length of their lines, and the size
+    of the file when the batch began."""
+
+    size = 0
+    on_disk = 0
+
+
 class Archive:
     """The archive of one account."""
 
@@ -120,33 +146,41 @@ class Archive:
         folder: Path,
         writes: FileWrites = INLINE,
         clock: Callable[[], float] = time.time,
-        new_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+        new_id: Callable[[], str] | None = None,
         max_bytes: int = MAX_BYTES,
     ) -> None:
         self.path = Path(folder) / FILE_NAME
         self._writes = writes
         self._clock = clock
-        self._new_id = new_id
+        self._new_id = new_id or _new_id
         self.max_bytes = max_bytes
 
     def add(self, with_jid: str, stanza: bytes) -> Record | None:
         """Archive a message exchanged with ``with_jid``; None when it is
-        not archived (the archive is full, or the JID cannot be stored)."""
+        not archived (the archive is full, or the JID cannot be stored).
+        Constant work per message however many wait to be appended: the
+        waiting batch grows in place and knows the length of its lines."""
         if any(char in with_jid for char in "\t\n\r") or not with_jid:
-            return None
-        try:
-            size = os.stat(self.path).st_size
-        except FileNotFoundError:
-            size = 0
-        waiting = self.pending()
-        size += sum(len(format_record(record)) for record in waiting)
-        record = Record(self._new_id(), self._clock(), with_jid, bytes(stanza))
-        if size + len(format_record(record)) > self.max_bytes:
             return None
         queue = self._writes.queue(self.path)
         # The waiting append (never the running one) takes the new record.
-        queued: tuple[Record, ...] = queue[1] if len(queue) > 1 else ()
-        self._writes.replace(self.path, (*queued, record), _append)
+        batch = queue[1] if len(queue) > 1 else None
+        if not isinstance(batch, _Batch):
+            # The file's size is looked at once per append, not per message
+            # (what the running append has written by now counts twice).
+            batch = _Batch()
+            try:
+                batch.on_disk = os.stat(self.path).st_size
+            except FileNotFoundError:
+                pass
+        size = batch.on_disk + sum(getattr(state, "size", 0) for state in queue)
+        record = Record(self._new_id(), self._clock(), with_jid, bytes(stanza))
+        line = _line_length(record)
+        if size + line > self.max_bytes:
+            return None
+        batch.append(record)
+        batch.size += line
+        self._writes.replace(self.path, batch, _append)
         return record
 
     def pending(self) -> list[Record]:

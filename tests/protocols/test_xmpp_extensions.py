@@ -8,7 +8,7 @@ import re
 import pytest
 from twisted.internet.task import Clock
 
-from communigate.protocols.xmpp.modules.smacks import RESUME_TIMEOUT
+from communigate.protocols.xmpp.modules.smacks import MAX_ASLEEP, RESUME_TIMEOUT
 from communigate.protocols.xmpp.server import XMPPFactory
 from communigate.store.files import FileDirectory
 from tests.protocols.xmpp_client import Stream, make_factory
@@ -75,6 +75,29 @@ def test_sm_expiry_ends_session_and_keeps_messages(factory: XMPPFactory, reactor
     later.bind("pc")
     later.take()
     assert b"kept" in later.send(b"<presence/>")
+
+
+def test_sm_sleeping_sessions_per_account_are_bounded(factory: XMPPFactory, reactor: Clock) -> None:
+    """Past MAX_ASLEEP dropped resumable sessions of one account, the oldest
+    ends at once (unbound, not resumable); the newer ones still sleep."""
+    dropped = []
+    for number in range(MAX_ASLEEP + 1):
+        john = Stream(factory).online(f"pc{number}", *J1)
+        enabled = john.send(b"<enable " + SM + b" resume='true'/>")
+        previd = re.search(rb"id='([^']+)'", enabled)
+        assert previd is not None
+        john.server.connectionLost(None)
+        dropped.append((john, previd.group(1)))
+    first, newest = dropped[0], dropped[-1]
+    assert factory.hub.session(first[0].server.jid) is None
+    assert factory.hub.session(newest[0].server.jid) is newest[0].server
+    again = Stream(factory)
+    again.login(*J1)
+    assert b"item-not-found" in again.send(
+        b"<resume " + SM + b" previd='" + first[1] + b"' h='0'/>"
+    )
+    assert b"<resumed" in again.send(b"<resume " + SM + b" previd='" + newest[1] + b"' h='0'/>")
+    reactor.advance(RESUME_TIMEOUT + 1)
 
 
 def test_sm_resume_unknown_id_fails(factory: XMPPFactory) -> None:

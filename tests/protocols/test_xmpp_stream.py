@@ -102,6 +102,22 @@ def test_login_restart_and_bind(directory: FileDirectory) -> None:
     assert client.server.jid.resource
 
 
+def test_bound_session_drops_its_parser_between_stanzas(directory: FileDirectory) -> None:
+    """A bound session idle between stanzas holds no expat parser; the next
+    stanza (split across reads) is parsed in the stream's namespaces."""
+    client = stream(directory)
+    client.login()
+    client.bind("r1")
+    parser = client.server.parser
+    assert parser is not None and parser.released
+    ping = b"<iq type='get' id='p1' to='company.com'><ping xmlns='urn:xmpp:ping'/></iq>"
+    client.send(ping[:20])
+    assert not parser.released
+    reply = client.send(ping[20:])
+    assert b"id='p1'" in reply and b"type='result'" in reply
+    assert parser.released
+
+
 def test_bare_name_takes_the_stream_domain(directory: FileDirectory) -> None:
     """A bare name logs into the domain the header named."""
     client = stream(directory)

@@ -106,3 +106,55 @@ def test_whitespace_pings_and_stanzas_are_not_counted_together() -> None:
         events = parser.feed(b"<message><body>" + b"y" * 900 + b"</body></message>")
         received += sum(isinstance(event, StanzaReceived) for event in events)
     assert received == 30
+
+
+def _released_after_each_chunk(
+    chunks: list[bytes], parser: XMLStreamParser
+) -> tuple[list[object], list[bool]]:
+    events: list[object] = []
+    released = []
+    for chunk in chunks:
+        events += parser.feed(chunk)
+        released.append(parser.release())
+    return events, released
+
+
+def test_release_between_stanzas_keeps_the_stream() -> None:
+    """A parser released between stanzas (with a prefixed stream element
+    and a pipelined stanza) parses what follows in the same namespaces,
+    without a second header event, and the stream's end still matches."""
+    head = (
+        b"<?xml version='1.0'?><s:stream xmlns='jabber:client' "
+        b"xmlns:s='http://etherx.jabber.org/streams' to='company.com' version='1.0'>"
+    )
+    parser = XMLStreamParser()
+    chunks = [head + b"<presence/>", b" ", MESSAGE, MESSAGE[:10], MESSAGE[10:], b"</s:stream>"]
+    events, released = _released_after_each_chunk(chunks, parser)
+    assert released == [True, True, True, False, True, False]
+    kinds = [type(event).__name__ for event in events]
+    assert kinds == ["StreamOpened"] + ["StanzaReceived"] * 3 + ["StreamClosed"]
+    element = events[2].element  # type: ignore[attr-defined]
+    assert (element.uri, element.name, str(element.body)) == ("jabber:client", "message", "x & y")
+
+
+def test_release_only_at_a_boundary() -> None:
+    """Nothing is dropped while a stanza or a tag is unfinished."""
+    parser = XMLStreamParser()
+    parser.feed(header())
+    parser.feed(b"<message to='a@b'><body>x")
+    assert not parser.release()
+    parser.feed(b"</body></message><presence to='>")
+    assert not parser.release()
+    assert [type(event) for event in parser.feed(b"'/>")] == [StanzaReceived]
+    assert parser.release()
+
+
+def test_release_keeps_the_stanza_limit() -> None:
+    """After a release the size limit still counts from the stanza's start."""
+    parser = XMLStreamParser(Limits(max_stanza=1000))
+    parser.feed(header())
+    assert parser.release()
+    parser.feed(b"<message><body>" + b"x" * 600)
+    with pytest.raises(StreamViolation) as raised:
+        parser.feed(b"x" * 600)
+    assert raised.value.condition == "policy-violation"

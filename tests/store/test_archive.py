@@ -7,7 +7,15 @@ import os
 from itertools import count
 from pathlib import Path
 
-from communigate.store.archive import FILE_NAME, MAX_BYTES, Archive, read_records
+from communigate.store.archive import (
+    FILE_NAME,
+    MAX_BYTES,
+    Archive,
+    Record,
+    _line_length,
+    format_record,
+    read_records,
+)
 from communigate.store.writes import INLINE, FileWrites
 from tests.store.test_writes import writer
 
@@ -70,3 +78,26 @@ def test_bound_and_unusable_jid(tmp_path: Path) -> None:
 def test_missing_file_reads_empty(tmp_path: Path) -> None:
     """An account that never chatted has an empty archive."""
     assert read_records(tmp_path / FILE_NAME) == []
+
+
+def test_line_length_is_that_of_the_formatted_line() -> None:
+    """The size an append adds is counted without formatting the line."""
+    for size in range(0, 7):
+        record = Record("id1", 1700000000.5, "bob@example.com/é", b"x" * size)
+        assert _line_length(record) == len(format_record(record))
+
+
+def test_waiting_append_grows_in_place(tmp_path: Path) -> None:
+    """Messages arriving while an append runs join one waiting batch (no
+    copy of what waits per message) whose size the limit counts."""
+    writes, pool = writer()
+    archive = archive_in(tmp_path, writes=writes, max_bytes=400)
+    archive.add("a@x", b"<m>0</m>")
+    archive.add("a@x", b"<m>1</m>")
+    waiting = writes.queue(tmp_path / FILE_NAME)[1]
+    added = [archive.add("a@x", b"<m>%d</m>" % n) for n in range(2, 20)]
+    assert writes.queue(tmp_path / FILE_NAME)[1] is waiting
+    stored = [record for record in added if record is not None]
+    assert 0 < len(stored) < len(added)
+    pool.run_all()
+    assert os.path.getsize(tmp_path / FILE_NAME) <= 400

@@ -122,6 +122,37 @@ class XMPPServer(Protocol):
 
     log = Logger()
     factory: XMPPFactory
+    # Thousands of idle sessions: their state in slots, not in a dict each
+    # (Twisted's own attributes still go to the instance dictionary).
+    __slots__ = (
+        "authenticated",
+        "available",
+        "avatar",
+        "bound",
+        "busy",
+        "connection",
+        "directed",
+        "domain",
+        "exchange",
+        "failures",
+        "features",
+        "header_sent",
+        "holds",
+        "jid",
+        "logout",
+        "mechanisms",
+        "parser",
+        "pending",
+        "presence",
+        "priority",
+        "running",
+        "secure",
+        "state",
+        "stream_id",
+        "timers",
+        "tls_settled",
+        "uncounted",
+    )
 
     def __init__(self) -> None:
         self.state = State.HEADER
@@ -196,6 +227,9 @@ class XMPPServer(Protocol):
             self.fail(violation.condition, violation.text)
             return
         self.run()
+        if self.state is State.SESSION and self.parser is not None:
+            # A bound session spends most of its life idle between stanzas.
+            self.parser.release()
 
     def run(self) -> None:
         """Handle pending events until one has to wait.  Called again from

@@ -17,6 +17,12 @@ module adds what RFC 6120 §11 restricts and what a server must bound:
 A violation is raised as :class:`StreamViolation` carrying the stream
 error condition; the parser is unusable afterwards.  A stream restart
 (after STARTTLS and SASL, §5.4.3.3 and §6.4.6) is :meth:`reset`.
+
+Between stanzas an idle stream needs nothing of expat but the namespace
+context its header opened, so :meth:`XMLStreamParser.release` drops the
+expat parser (its buffers and name tables are most of a bound session's
+memory) when it holds no unparsed byte; the next :meth:`~XMLStreamParser.feed`
+builds a new one and replays the client's header into it first.
 """
 
 from __future__ import annotations
@@ -78,6 +84,15 @@ class StreamClosed:
 Event = StreamOpened | StanzaReceived | StreamClosed
 
 _XML_NS = "http://www.w3.org/XML/1998/namespace"
+#: Expat handlers for what RFC 6120 §11.1 forbids.
+_RESTRICTED = (
+    "StartDoctypeDeclHandler",
+    "EntityDeclHandler",
+    "CommentHandler",
+    "ProcessingInstructionHandler",
+    "NotationDeclHandler",
+    "ExternalEntityRefHandler",
+)
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -98,10 +113,24 @@ class XMLStreamParser:
         self._fed = 0
         self._stanza_start = 0
         self._broken = False
+        #: What was fed until the header was known to be complete, then the
+        #: header itself (replayed into a rebuilt parser, see :meth:`release`).
+        self._prefix = bytearray()
+        self._header: bytes | None = None
+        self._replaying = False
         self.reset()
 
     def reset(self) -> None:
         """A new stream begins (RFC 6120 §4.3.3): a fresh parser."""
+        self._parser = self._new_parser()
+        self._stack = []
+        self._depth = 0
+        self._fed = 0
+        self._stanza_start = 0
+        self._prefix = bytearray()
+        self._header = None
+
+    def _new_parser(self) -> expat.XMLParserType:
         parser = expat.ParserCreate(namespace_separator=" ")
         parser.buffer_text = False
         parser.ordered_attributes = False
@@ -109,28 +138,56 @@ class XMLStreamParser:
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end
         parser.CharacterDataHandler = self._text
-        for handler in (
-            "StartDoctypeDeclHandler",
-            "EntityDeclHandler",
-            "CommentHandler",
-            "ProcessingInstructionHandler",
-            "NotationDeclHandler",
-            "ExternalEntityRefHandler",
-        ):
+        for handler in _RESTRICTED:
             setattr(parser, handler, self._restricted)
+        return parser
+
+    def release(self) -> bool:
+        """Drop the expat parser if the stream stands between stanzas with
+        every byte fed parsed; True if it was dropped.  Nothing is lost: the
+        next :meth:`feed` rebuilds it from the client's header."""
+        parser = self._parser
+        if parser is None or self._broken or self._depth != 1 or self._stack:
+            return False
+        if parser.CurrentByteIndex != self._fed:
+            return False  # expat holds part of a token
+        if self._header is None:
+            self._header = bytes(self._prefix)
+            self._prefix = bytearray()
+        self._parser = None
+        return True
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` dropped the expat parser (until the next
+        :meth:`feed`)."""
+        return self._parser is None and not self._broken
+
+    def _rebuild(self) -> expat.XMLParserType:
+        """A new expat parser inside the stream again: the header replayed
+        (its events dropped), the byte counts restarted after it."""
+        assert self._header is not None
+        parser = self._new_parser()
         self._parser = parser
-        self._stack = []
         self._depth = 0
-        self._fed = 0
-        self._stanza_start = 0
+        self._replaying = True
+        try:
+            parser.Parse(self._header, False)
+        finally:
+            self._replaying = False
+        self._events = []
+        self._fed = self._stanza_start = len(self._header)
+        return parser
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data``; the events it completed, in order.  Raises
         :class:`StreamViolation`."""
-        if self._broken or self._parser is None:
+        if self._broken:
             raise StreamViolation("not-well-formed", "the stream is broken")
+        parser = self._parser if self._parser is not None else self._rebuild()
         self._events = []
-        parser = self._parser
+        if self._header is None:
+            self._prefix += data
         try:
             parser.Parse(data, False)
         except expat.ExpatError as error:
@@ -156,6 +213,9 @@ class XMLStreamParser:
             raise StreamViolation("policy-violation", "too many attributes")
         uri, local = _split(name)
         if self._depth == 0:
+            if self._replaying:
+                self._depth = 1
+                return
             plain = {}
             for key, value in attributes.items():
                 key_uri, key_local = _split(key)
@@ -169,6 +229,7 @@ class XMLStreamParser:
         if self._depth == 1:
             assert self._parser is not None
             self._stanza_start = self._parser.CurrentByteIndex
+            self._header_ends(self._stanza_start)
         element = domish.Element((uri, local))
         for key, value in attributes.items():
             key_uri, key_local = _split(key)
@@ -199,9 +260,18 @@ class XMLStreamParser:
             raise StreamViolation("not-well-formed", "text between stanzas")
         else:
             self._mark()
+            if self._depth == 1:
+                self._header_ends(self._stanza_start)
 
     def _mark(self) -> None:
         """Between stanzas: what is parsed so far is done with (the
         size limit counts what comes after)."""
         assert self._parser is not None
         self._stanza_start = self._parser.CurrentByteIndex
+
+    def _header_ends(self, index: int) -> None:
+        """The first thing after the stream header starts at ``index``:
+        the header is what was fed before it."""
+        if self._header is None and index >= 0:
+            self._header = bytes(self._prefix[:index])
+            self._prefix = bytearray()

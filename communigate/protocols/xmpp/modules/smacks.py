@@ -17,7 +17,11 @@ of the same account that sends ``<resume previd=... h=...>`` instead of
 binding takes the session over, is told ``<resumed/>`` and gets what the
 client had not acknowledged.  A session not resumed in time ends then:
 unavailable presence goes out, and the unacknowledged messages go to the
-offline store (§5 recommends not losing them).
+offline store (§5 recommends not losing them).  An account keeps at most
+:data:`MAX_ASLEEP` sleeping sessions (Prosody's
+``smacks_max_hibernated_sessions``): a client that keeps dropping its
+connection cannot make the server hold sessions without bound; past it
+the account's oldest sleeping session ends at once, as if it expired.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ RESUME_TIMEOUT = 300
 REQUEST_EVERY = 10
 #: Most unacknowledged stanzas kept; past it the session is not resumable.
 MAX_QUEUE = 500
+#: Sleeping (resumable) sessions one account may have at once.
+MAX_ASLEEP = 10
 _MOD = 2**32
 
 
@@ -84,8 +90,10 @@ class SMModule:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        #: Sleeping resumable sessions by stream management id.
+        #: Sleeping resumable sessions by stream management id, and the
+        #: ids of each account's, oldest first.
         self.asleep: dict[str, Any] = {}
+        self.accounts: dict[str, list[str]] = {}
 
     def element(self, session: Any, element: domish.Element) -> bool:
         """``<enable/>``, ``<r/>``, ``<a/>``, ``<resume/>``; one that comes
@@ -139,13 +147,32 @@ class SMModule:
             return False
         self.asleep[state.id] = session
         state.timer = session.factory.reactor.callLater(RESUME_TIMEOUT, self.expire, session)
+        sleeping = self.accounts.setdefault(session.avatar.account, [])
+        sleeping.append(state.id)
+        if len(sleeping) > MAX_ASLEEP:
+            oldest = self.asleep.get(sleeping[0])
+            if oldest is not None:
+                self.expire(oldest)
         return True
 
-    def expire(self, session: Any) -> None:
-        """Nobody resumed in time: the session ends for good."""
-        state: SMState = session.features["sm"]
-        state.timer = None
+    def _awake(self, session: Any, state: SMState) -> None:
+        """``session`` sleeps no more (expired or resumed)."""
         self.asleep.pop(state.id, None)
+        if state.timer is not None and state.timer.active():
+            state.timer.cancel()
+        state.timer = None
+        account = session.avatar.account
+        sleeping = self.accounts.get(account, [])
+        if state.id in sleeping:
+            sleeping.remove(state.id)
+        if not sleeping:
+            self.accounts.pop(account, None)
+
+    def expire(self, session: Any) -> None:
+        """Nobody resumed in time (or the account has too many sleeping
+        sessions): the session ends for good."""
+        state: SMState = session.features["sm"]
+        self._awake(session, state)
         if not self.bound_now(session):  # replaced meanwhile
             session.end_asleep()
             return
@@ -176,10 +203,7 @@ class SMModule:
             session.write(_failed("item-not-found"))
             return
         state: SMState = old.features["sm"]
-        del self.asleep[state.id]
-        if state.timer is not None and state.timer.active():
-            state.timer.cancel()
-        state.timer = None
+        self._awake(old, state)
         state.acknowledged(h)
         session.take_over(old)
         state.session = session
