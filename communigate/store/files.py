@@ -118,6 +118,25 @@ def canonical_ip(text: str) -> str:
     return str(mapped or address)
 
 
+def domain_record(name: str, settings: Mapping[str, Value]) -> DomainRecord:
+    """A domain's record from its settings: its addresses in one spelling
+    (one that is no address is left out: ``communigate check`` reports it)
+    and its aliases in lower case."""
+    addresses = []
+    for item in settingsformat.as_string_list(settings.get("IPAddresses")):
+        try:
+            addresses.append(canonical_ip(item))
+        except ValueError:
+            continue
+    aliases = settingsformat.as_string_list(settings.get("DomainAliases"))
+    return DomainRecord(
+        name=name,
+        settings=settings,
+        addresses=tuple(addresses),
+        aliases=tuple(item.lower() for item in aliases),
+    )
+
+
 class DomainTable:
     """Domains by name and alias, and the address → domain map."""
 
@@ -218,21 +237,7 @@ class FileDirectory:
         domains_dir = self.base / "Domains"
         if domains_dir.is_dir():
             names += sorted(entry.name for entry in os.scandir(domains_dir) if entry.is_dir())
-        records = {}
-        for name in names:
-            settings = self._domain_settings(name)
-            records[name] = DomainRecord(
-                name=name,
-                settings=settings,
-                addresses=tuple(
-                    canonical_ip(item)
-                    for item in settingsformat.as_string_list(settings.get("IPAddresses"))
-                ),
-                aliases=tuple(
-                    item.lower()
-                    for item in settingsformat.as_string_list(settings.get("DomainAliases"))
-                ),
-            )
+        records = {name: domain_record(name, self._domain_settings(name)) for name in names}
         self._table = DomainTable(records, main)
         return self._table
 

@@ -44,7 +44,6 @@ from communigate.store.directory import (
     SERVER_DEFAULTS,
     DirectoryError,
     DirectoryObject,
-    DomainRecord,
     IDirectory,
     IDirectoryAdmin,
     ObjectKind,
@@ -52,7 +51,7 @@ from communigate.store.directory import (
     check_object_name,
     without_stale,
 )
-from communigate.store.files import DomainNotEmpty, DomainTable, FileDirectory, canonical_ip
+from communigate.store.files import DomainNotEmpty, DomainTable, FileDirectory, domain_record
 from communigate.store.ldap import lookups
 from communigate.store.ldap.connection import ConnectionPool, Location
 from communigate.store.ldap.entries import Entries
@@ -265,22 +264,7 @@ class LdapDirectory(FileDirectory):
         records = {}
         for name in names:
             data = snapshot.domains.get(name)
-            settings = data.settings if data else {}
-            addresses = []
-            for item in settingsformat.as_string_list(settings.get("IPAddresses")):
-                try:
-                    addresses.append(canonical_ip(item))
-                except ValueError:
-                    continue
-            records[name] = DomainRecord(
-                name=name,
-                settings=settings,
-                addresses=tuple(addresses),
-                aliases=tuple(
-                    item.lower()
-                    for item in settingsformat.as_string_list(settings.get("DomainAliases"))
-                ),
-            )
+            records[name] = domain_record(name, data.settings if data else {})
         self._table = DomainTable(records, main)
         self._table_version = version
         return self._table
