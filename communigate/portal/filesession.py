@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -81,6 +82,13 @@ _ERRNO = {
 def from_os_error(error: OSError) -> FileError:
     """The problem an OSError means (anything unexpected: DENIED)."""
     return FileError(_ERRNO.get(error.errno or 0, Problem.DENIED))
+
+
+def _open_without_waiting(path: str, flags: int) -> int:
+    """Open for ``open()`` without waiting for a writer: a FIFO placed in
+    a File Storage would otherwise hold the caller (the reactor) until one
+    came; it is then found not to be a regular file."""
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def _kind(local: Path) -> str | None:
@@ -253,14 +261,16 @@ class FileSession(LiveSession):
         """RETR: ``r`` on the file's directory; a regular file."""
         place = self._place(path, "r")
         try:
-            handle = open(place.local, "rb")
+            handle = open(place.local, "rb", opener=_open_without_waiting)
         except OSError as error:
             raise from_os_error(error) from None
-        size = os.fstat(handle.fileno()).st_size
-        if not os.path.isfile(place.local):
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
             handle.close()
-            raise FileError(Problem.IS_DIRECTORY)
-        return handle, size
+            # A FIFO, a device, a socket: nothing to download.
+            directory = stat.S_ISDIR(status.st_mode)
+            raise FileError(Problem.IS_DIRECTORY if directory else Problem.DENIED)
+        return handle, status.st_size
 
     # -- changing ----------------------------------------------------------------------
 

@@ -61,32 +61,35 @@ class Recent:
 class SiteStorage(FileStorage):
     """A File Storage as a web site's visitors read it.
 
-    The real path of its root is found once (the object lives
-    :data:`RECENT` seconds); a path inside is then looked up from that
-    real root, each of its components checked not to be a symbolic link
-    (one ``lstat`` each, where a full real-path search costs one per
-    component from ``/``).  Where one is a link, or the real root is no
-    longer a folder (moved, replaced by a link), the full check of
-    :meth:`FileStorage.local` decides.  The path returned is the real one
-    that was checked.
+    The object lives :data:`RECENT` seconds (see :class:`AnonymousFiles`).
+    The real path of its root is found once; a path inside is then looked
+    up from that real root, each of its components checked not to be a
+    symbolic link (one ``lstat`` each, where a full real-path search costs
+    one per component from ``/``).  The folders found to be real ones are
+    remembered for the object's life, so a burst of requests for the files
+    of one folder checks just each file.  Where a component is a link, or
+    the real root is no longer a folder (moved, replaced by a link), the
+    full check of :meth:`FileStorage.local` decides.  The path returned is
+    the real one that was checked.
     """
 
     def __init__(self, account_path: Path, owner: Identity) -> None:
         super().__init__(account_path, owner)
         self._real_root = os.path.realpath(self.root)
+        #: Real folders below the root (relative paths; "" is the root).
+        self._folders: set[str] = set()
 
     def local(self, path: str) -> Path:
         """The file system path of a storage path, never outside the root."""
         relative = normalise(path).lstrip("/")
-        parts = relative.split("/") if relative else []
-        target = self._real_root
-        try:
-            moved = not stat.S_ISDIR(os.lstat(target).st_mode)
-        except OSError:
-            moved = True
-        if moved:
+        folder = relative.rpartition("/")[0]
+        if folder in self._folders:
+            return Path(self._checked(os.path.join(self._real_root, relative), path))
+        if not self._root_is_folder():
             # The root is gone or was replaced by a link: look afresh.
             return super().local(path)
+        parts = relative.split("/") if relative else []
+        target = self._real_root
         for index, part in enumerate(parts):
             target = os.path.join(target, part)
             try:
@@ -96,7 +99,28 @@ class SiteStorage(FileStorage):
                 return Path(os.path.join(target, *parts[index + 1 :]))
             if stat.S_ISLNK(mode):
                 return super().local(path)
+            if stat.S_ISDIR(mode) and index < len(parts) - 1 and len(self._folders) < _MAX_ENTRIES:
+                self._folders.add("/".join(parts[: index + 1]))
         return Path(target)
+
+    def _root_is_folder(self) -> bool:
+        """Whether the root is (still) a real folder; remembered if so."""
+        try:
+            real = stat.S_ISDIR(os.lstat(self._real_root).st_mode)
+        except OSError:
+            return False
+        if real:
+            self._folders.add("")
+        return real
+
+    def _checked(self, target: str, path: str) -> str:
+        """``target`` in a known real folder, unless it is itself a link."""
+        try:
+            if stat.S_ISLNK(os.lstat(target).st_mode):
+                return str(super().local(path))
+        except OSError:
+            pass
+        return target
 
 
 class AnonymousFiles(FileSession):
@@ -144,3 +168,20 @@ class AnonymousFiles(FileSession):
         key = ("rights", storage.root, folder)
         rights: str = self._remembered(key, lambda: storage.rights(folder, None))
         return rights
+
+    def readable_folder(self, path: Segments) -> str | None:
+        """The file system path of the folder ``path`` if a visitor may
+        read the files in it (``r`` there, and it is a folder), else None.
+        A file in it is the visitor's to read when it is a regular file
+        and not a link (the check :meth:`SiteStorage.local` makes)."""
+        try:
+            place = self._place(path, "r", itself=True)
+        except FileError:
+            return None
+        local = str(place.local)
+        try:
+            if not stat.S_ISDIR(os.stat(local).st_mode):
+                return None
+        except OSError:
+            return None
+        return local

@@ -339,6 +339,43 @@ def test_put_get_range_and_webdav_methods(web: Web, tmp_path: Path) -> None:
     assert not list((web.storage("company.com", "john").parent / "uploads.tmp").iterdir())
 
 
+def test_small_files_over_one_connection(web: Web, tmp_path: Path) -> None:
+    """curl fetching many small files over one kept-alive connection (the
+    short way for plain GETs) gets every file whole, in order; a file
+    replaced or removed meanwhile is seen at once; a link out of the
+    storage is not followed."""
+    storage = web.storage("company.com", "john") / "site"
+    storage.mkdir(parents=True, exist_ok=True)
+    files = {f"f{number}.txt": os.urandom(number * 97 + 1) for number in range(40)}
+    for name, data in files.items():
+        (storage / name).write_bytes(data)
+    out = tmp_path / "got"
+    out.mkdir()
+    args = []
+    for name in files:
+        args += [f"{web.url}/~john/site/{name}", "-o", str(out / name)]
+    done = curl("-w", "%{num_connects} ", *args)
+    # One connection for all forty (the later transfers reuse it).
+    assert done.stdout.decode().split() == ["1"] + ["0"] * (len(files) - 1)
+    for name, data in files.items():
+        assert hashlib.sha256((out / name).read_bytes()).digest() == hashlib.sha256(data).digest()
+    (storage / "f1.txt").write_bytes(b"replaced")
+    (storage / "f2.txt").unlink()
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not in the storage")
+    (storage / "link.txt").symlink_to(outside)
+    answers = curl(
+        "-w",
+        " %{http_code}\n",
+        f"{web.url}/~john/site/f1.txt",
+        f"{web.url}/~john/site/f2.txt",
+        f"{web.url}/~john/site/link.txt",
+    ).stdout
+    assert answers.startswith(b"replaced 200\n")
+    assert b"not in the storage" not in answers
+    assert answers.endswith(b" 401\n")
+
+
 def test_large_upload_needs_a_proven_login(web: Web, tmp_path: Path) -> None:
     """A large PUT with a wrong password, a forged session cookie or no
     credentials is answered before its body is taken (curl sends only what

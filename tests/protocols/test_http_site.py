@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock, Cooperator
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
@@ -19,12 +19,9 @@ from communigate.cred.credentials import ConnectionInfo, VerifiedIdentity
 from communigate.cred.errors import WrongPassword
 from communigate.portal.filesession import IFileSession
 from communigate.portal.websession import IWebUser, WebUser
-from communigate.protocols.http.context import WebContext
-from communigate.protocols.http.csrf import FormTokens
-from communigate.protocols.http.sessions import WebSessions
 from communigate.protocols.http.site import make_site
 from communigate.store.files import FileDirectory
-from tests.conftest import SyncClockReactor, login_service
+from tests.protocols.conftest import raw_connection
 
 TOKEN = re.compile(rb'name="csrf" value="([^"]+)"')
 
@@ -87,27 +84,6 @@ def _unchunk(data: bytes) -> bytes:
         out += data[:count]
         data = data[count + 2 :]
     return out
-
-
-@pytest.fixture
-def web(
-    directory: FileDirectory, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Any, WebSessions, Any, SyncClockReactor]:
-    """A site over the template directory with SESSIONID on for company.com."""
-    directory.update_domain_settings("company.com", {"LoginMethods": ["PLAIN", "SESSIONID"]})
-    service = login_service(directory)
-    reactor = SyncClockReactor()
-    reactor.advance(10_000)
-    # Files are sent by a pull producer that twisted.web drives with the
-    # global cooperator: make it run on this clock.
-    cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
-    monkeypatch.setattr("twisted.internet._producer_helpers.cooperate", cooperator.cooperate)
-    sessions = WebSessions(
-        reactor.seconds, lambda login, c: service.resolver.resolve(login, c).full_name
-    )
-    service.web_sessions = sessions
-    context = WebContext(service, sessions, FormTokens(b"k" * 32, reactor.seconds), reactor)
-    return make_site(context), sessions, service, reactor
 
 
 def log_in(
@@ -292,16 +268,6 @@ def test_access_modes_apply(web: Any, directory: FileDirectory) -> None:
     assert status == 401
 
 
-def _raw(site: Any) -> tuple[Any, StringTransport]:
-    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport(
-        hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
-        peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
-    )
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
 @pytest.mark.parametrize(
     "credentials",
     [
@@ -314,7 +280,7 @@ def test_large_body_needs_proven_credentials(web: Any, credentials: str) -> None
     """A forged cookie, a wrong Basic password or another scheme does not
     let a large body in: the client is answered and the connection closed
     before the body is read."""
-    protocol, transport = _raw(web[0])
+    protocol, transport = raw_connection(web[0])
     protocol.dataReceived(
         f"PUT /~info/big HTTP/1.1\r\nHost: company.com\r\n{credentials}\r\n"
         f"Content-Length: {1024**3}\r\n\r\n".encode()
@@ -330,7 +296,7 @@ def test_large_body_needs_proven_credentials(web: Any, credentials: str) -> None
 def test_large_body_after_a_basic_login(web: Any) -> None:
     """The right Basic password is checked once, before the body is read;
     the upload is then stored (a chunked body as well)."""
-    protocol, transport = _raw(web[0])
+    protocol, transport = raw_connection(web[0])
     auth = base64.b64encode(b"info:pw-company.com").decode()
     protocol.dataReceived(
         f"PUT /~info/big HTTP/1.1\r\nHost: company.com\r\nAuthorization: Basic {auth}\r\n"
@@ -390,7 +356,7 @@ def test_request_head_has_a_deadline(web: Any, directory: FileDirectory) -> None
     directory.update_server_settings(
         {"Limits": {"http": {"LoginTimeout": "5s", "IdleTimeout": "1m"}}}
     )
-    protocol, transport = _raw(site)
+    protocol, transport = raw_connection(site)
     assert (protocol.head_timeout, protocol.timeOut) == (5, 60)
     protocol.dataReceived(b"G")
     for _ in range(4):
@@ -399,7 +365,7 @@ def test_request_head_has_a_deadline(web: Any, directory: FileDirectory) -> None
     assert not transport.disconnecting
     clock.advance(1.5)
     assert transport.disconnecting
-    quick, quick_transport = _raw(site)
+    quick, quick_transport = raw_connection(site)
     quick.dataReceived(b"GET /~info/ HTTP/1.1\r\nHost: company.com\r\n\r\n")
     clock.advance(10)
     assert not quick_transport.disconnecting

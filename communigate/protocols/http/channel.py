@@ -22,7 +22,12 @@ request at its head is answered.  What it lacks is added here:
   would fill the transport's buffer without bound when the client does not
   read its answers; :attr:`WebChannel.backed_up` tells an answer to wait.
 
-Both are read when a connection starts (``Limits = { http = {
+And one thing is taken off its hands: a plain anonymous ``GET``/``HEAD``
+of a small file is answered by :mod:`.quick` before twisted.web sees it,
+while twisted.web holds nothing of the connection (:meth:`WebChannel.
+dataReceived`).
+
+The limits are read when a connection starts (``Limits = { http = {
 LoginTimeout = 10s; IdleTimeout = 5m; }; }``).  Only HTTP/1.x is spoken
 (no HTTP/2 negotiation), so the channel serves the connection directly.
 """
@@ -36,6 +41,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
+from communigate.protocols.http.quick import Answerer, parse, plain_tcp_below, send_now
 from communigate.protocols.limits import Limits
 
 #: The HTTP module's limits unless the ``Limits`` setting says otherwise
@@ -53,6 +59,12 @@ class WebChannel(HTTPChannel):
     #: answer must wait for it to drain (:func:`.download.send`).
     backed_up = False
     _head_call: Any = None
+    #: Answers plain small-file requests (:mod:`.quick`); None: every
+    #: request goes to twisted.web.
+    quick: Answerer | None = None
+    #: The plain TCP connection below, found at the first short answer
+    #: (False: not looked for yet).
+    _below: Any = False
 
     def pauseProducing(self) -> None:
         """The transport has enough to send for now."""
@@ -65,8 +77,15 @@ class WebChannel(HTTPChannel):
         super().resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
-        """Bytes that leave a request's head incomplete start its deadline
-        (a head that arrives whole in one read needs no timer)."""
+        """Plain requests at the start of ``data`` are answered the short
+        way; the rest goes to twisted.web.  Bytes that leave a request's
+        head incomplete start its deadline (a head that arrives whole in
+        one read needs no timer)."""
+        if self.quick is not None and self._between_requests():
+            data = self._answer_quickly(data)
+            if not data:
+                self.resetTimeout()
+                return
         super().dataReceived(data)
         if (
             self._head_call is None
@@ -78,6 +97,43 @@ class WebChannel(HTTPChannel):
             and not getattr(self.transport, "disconnecting", False)
         ):
             self._head_call = self.callLater(self.head_timeout, self._head_expired)
+
+    def _between_requests(self) -> bool:
+        """twisted.web holds no request, no part of one and no answer
+        waiting to be sent: a request now is answered before any other."""
+        return bool(
+            self.line_mode
+            and not self._buffer
+            and not self.requests
+            and not self._handlingRequest
+            and not self._receivedHeaderSize
+            and getattr(self, "_HTTPChannel__first_line", 0) == 1
+            and self.persistent
+            and not self.backed_up
+            and self.transport is not None
+            and not getattr(self.transport, "disconnecting", False)
+        )
+
+    def _answer_quickly(self, data: bytes) -> bytes:
+        """Answer the plain requests at the start of ``data``, in order;
+        what is left from the first other one (or a partial head)."""
+        answer = self.quick
+        transport: Any = self.transport
+        if self._below is False:
+            self._below = plain_tcp_below(transport)
+        start = 0
+        while start < len(data) and answer is not None and not self.backed_up:
+            get = parse(data, start)
+            if get is None:
+                break
+            reply = answer(get, self)
+            if reply is None:
+                break
+            send_now(transport, self._below, reply)
+            start = get.end
+            if transport.disconnecting:
+                return b""
+        return data[start:] if start else data
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         """The response head as one piece of bytes: twisted.web writes

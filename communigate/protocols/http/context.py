@@ -83,7 +83,10 @@ class WebContext:
 
     def host_domain(self, request: Request) -> str | None:
         """The local domain the Host header names, if any."""
-        host = request.getRequestHostname()
+        return self.named_domain(request.getRequestHostname())
+
+    def named_domain(self, host: bytes) -> str | None:
+        """The local domain of a host name, if any."""
         try:
             name = host.decode("ascii").rstrip(".").lower()
         except UnicodeDecodeError:
@@ -96,16 +99,18 @@ class WebContext:
         return found
 
     def _base(self, request: Request) -> ConnectionInfo:
+        return self.channel_info(request.channel, bool(request.isSecure()))
+
+    def channel_info(self, channel: Any, secure: bool) -> ConnectionInfo:
         """The connection's facts (addresses, TLS, SNI, session id): the
         same for every request a connection carries, so found once."""
-        channel = request.channel
         try:
             found: ConnectionInfo | None = self._connections.get(channel)
         except TypeError:  # not weakly referenceable
             found = None
         if found is None:
             transport = getattr(channel, "transport", None)
-            found = self.service.connection(transport, PROTOCOL, bool(request.isSecure()))
+            found = self.service.connection(transport, PROTOCOL, secure)
             try:
                 self._connections[channel] = found
             except TypeError:
@@ -122,9 +127,18 @@ class WebContext:
         one the Host header names, else the connection's."""
         return self.host_domain(request) or self.service.domain(self._base(request))
 
+    def domain_of(self, host: bytes, channel: Any) -> str:
+        """:meth:`domain` of a request naming ``host`` on ``channel``."""
+        return self.named_domain(host) or self.service.domain(
+            self.channel_info(channel, bool(channel.isSecure()))
+        )
+
     def visitor(self, request: Request) -> AnonymousFiles:
         """The File Storage view of a request without credentials."""
-        domain = self.domain(request)
+        return self.visitor_in(self.domain(request))
+
+    def visitor_in(self, domain: str) -> AnonymousFiles:
+        """The File Storage view of a visitor of ``domain``."""
         found: AnonymousFiles = self.recent.get(
             ("visitor", domain), lambda: AnonymousFiles(self.directory, domain, self.recent)
         )

@@ -33,6 +33,7 @@ from communigate.protocols.http.context import PROTOCOL, WebContext
 from communigate.protocols.http.csrf import FormTokens
 from communigate.protocols.http.files import ErrorPage, StorageNode
 from communigate.protocols.http.paths import BadPath, segment
+from communigate.protocols.http.quick import Answerer, QuickFiles
 from communigate.protocols.http.request import WebRequest
 from communigate.protocols.http.sessions import WebSessions
 from communigate.protocols.http.webuser import Login, LoginPage, Logout
@@ -80,6 +81,9 @@ class WebSite(Site):
     context: WebContext | None = None
     #: The limits of a new connection.
     limits: LimitsReader = LimitsReader(PROTOCOL, DEFAULTS)
+    #: The short way for plain small-file requests (none while every
+    #: request is written to the access log).
+    quick: Answerer | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
         """A channel with the idle time-out and head deadline of now."""
@@ -87,6 +91,7 @@ class WebSite(Site):
         limits = self.limits()
         channel.timeOut = limits.idle_timeout
         channel.head_timeout = limits.login_timeout
+        channel.quick = self.quick
         return channel
 
     def log(self, request: http.Request) -> None:
@@ -107,6 +112,8 @@ def make_site(context: WebContext, access_log: str | None = None) -> WebSite:
     site.limits = LimitsReader(PROTOCOL, DEFAULTS, context.directory.server_settings)
     site.requestFactory = WebRequest
     site.context = context
+    if access_log is None:
+        site.quick = QuickFiles(context).answer
     site.noisy = False
     site.displayTracebacks = False
     return site
