@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -310,6 +311,45 @@ def test_large_body_after_a_basic_login(web: Any) -> None:
     browser = Browser(web[0], web[3])
     status, _, body = browser.request("GET", "/~info/big", Authorization=f"Basic {auth}")
     assert status == 200 and body == chunk * 8
+
+
+def test_continue_only_after_the_credentials_are_proven(
+    web: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Expect: 100-continue`` with a large body: no ``100 Continue``
+    while the Basic login is checked; sent once it succeeds, never when it
+    is refused (the client would send its body for nothing)."""
+    site, _, _, clock = web
+    context = site.context
+    real = context.basic_login
+    gates: list[Deferred[None]] = []
+
+    def held(request: Any) -> Any:
+        """The real login, started when the test opens the gate."""
+        gate: Deferred[None] = Deferred()
+        gates.append(gate)
+        return gate.addCallback(lambda _: real(request))
+
+    monkeypatch.setattr(context, "basic_login", held)
+    head = (
+        "PUT /~info/c.bin HTTP/1.1\r\nHost: company.com\r\nAuthorization: Basic {}\r\n"
+        "Expect: 100-continue\r\nContent-Length: {}\r\n\r\n"
+    )
+    body = b"c" * (200 * 1024)
+    for password, proven in (("pw-company.com", True), ("wrong", False)):
+        protocol, transport = raw_connection(site)
+        auth = base64.b64encode(f"info:{password}".encode()).decode()
+        protocol.dataReceived(head.format(auth, len(body)).encode())
+        assert gates and transport.value() == b""
+        gates.pop().callback(None)
+        clock.advance(10)
+        if proven:
+            assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+            protocol.dataReceived(body)
+            assert transport.value().split(b"\r\n\r\n")[1].startswith(b"HTTP/1.1 201")
+        else:
+            assert transport.value().startswith(b"HTTP/1.1 401")
+            assert b"100 Continue" not in transport.value()
 
 
 def test_large_body_with_a_live_session(web: Any) -> None:

@@ -150,6 +150,16 @@ class WebChannel(HTTPChannel):
         transport: Any = self.transport
         transport.write(b"".join(head))
 
+    def _send100Continue(self) -> None:
+        """``100 Continue`` only for a body that will be taken: while the
+        request's credentials are checked it waits for them to be proven,
+        and a refused request never gets it (its client would send the
+        body for nothing)."""
+        request = self.requests[-1] if self.requests else None
+        if request is not None and not getattr(request, "may_continue", lambda: True)():
+            return
+        super()._send100Continue()
+
     def allHeadersReceived(self) -> None:
         """The head is complete in time."""
         self._stop_head()

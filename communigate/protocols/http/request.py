@@ -17,6 +17,8 @@ it is stored) is read only from a client that has proved who it is:
 
 Anything else gets ``413`` (no credentials) or ``401`` (refused
 credentials) and the connection is closed; nothing of the body is kept.
+A client that asked to be told (``Expect: 100-continue``) gets ``100
+Continue`` only once its credentials are proven, never before a refusal.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class WebRequest(Request):
     _realm = ""
     #: ``(avatar, logout)`` of a Basic login made while the body arrived.
     early_login: tuple[Any, Any] | None = None
+    #: The client asked for ``100 Continue`` while its login was checked.
+    _continue_asked = False
 
     def gotLength(self, length: int | None) -> None:
         """A declared length over the small bound asks for credentials now."""
@@ -80,6 +84,17 @@ class WebRequest(Request):
         super().handleContentChunk(data)
 
     # -- credentials for a large body -------------------------------------------
+
+    def may_continue(self) -> bool:
+        """Whether ``100 Continue`` may be sent now: not while the
+        credentials are checked (it is sent once they are proven), never
+        for a refused request."""
+        if self._refused:
+            return False
+        if self._checking:
+            self._continue_asked = True
+            return False
+        return True
 
     def _admit(self) -> None:
         """Let a large body in only from a live session or a Basic login."""
@@ -112,6 +127,8 @@ class WebRequest(Request):
         self.notifyFinish().addBoth(lambda _: logout())
         self.early_login = (avatar, logout)
         self._admitted = True
+        if self._continue_asked:
+            self.channel._send100Continue()
         transport: Any = self.channel.transport
         transport.resumeProducing()
 
