@@ -352,6 +352,39 @@ def test_continue_only_after_the_credentials_are_proven(
             assert b"100 Continue" not in transport.value()
 
 
+def test_a_proven_login_does_not_read_past_an_unread_answer(
+    web: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is not read while the Basic login of a large body
+    is checked; once proven it is read again, unless the client is not
+    reading its answers (then when they drain)."""
+    site, _, _, clock = web
+    real = site.context.basic_login
+    gates: list[Deferred[None]] = []
+
+    def held(request: Any) -> Any:
+        gate: Deferred[None] = Deferred()
+        gates.append(gate)
+        return gate.addCallback(lambda _: real(request))
+
+    monkeypatch.setattr(site.context, "basic_login", held)
+    protocol, transport = raw_connection(site)
+    auth = base64.b64encode(b"info:pw-company.com").decode()
+    protocol.dataReceived(
+        f"PUT /~info/d.bin HTTP/1.1\r\nHost: company.com\r\nAuthorization: Basic {auth}\r\n"
+        f"Content-Length: {200 * 1024}\r\n\r\n".encode()
+    )
+    assert transport.producerState == "paused"
+    protocol.pauseProducing()  # the transport's buffer is full meanwhile
+    gates.pop().callback(None)
+    clock.advance(10)
+    assert transport.producerState == "paused"
+    protocol.resumeProducing()  # drained
+    assert transport.producerState == "producing"
+    protocol.dataReceived(b"d" * (200 * 1024))
+    assert transport.value().startswith(b"HTTP/1.1 201")
+
+
 def test_large_body_with_a_live_session(web: Any) -> None:
     """A live session's cookie lets a large body in."""
     browser = Browser(web[0], web[3])

@@ -129,8 +129,11 @@ class WebRequest(Request):
         self._admitted = True
         if self._continue_asked:
             self.channel._send100Continue()
-        transport: Any = self.channel.transport
-        transport.resumeProducing()
+        if not getattr(self.channel, "backed_up", False):
+            # (A channel whose client does not read its answers reads
+            # again when they drain, not before.)
+            transport: Any = self.channel.transport
+            transport.resumeProducing()
 
     def _login_refused(self, failure: Failure) -> None:
         self._checking = False
