@@ -125,8 +125,14 @@ _TYPES: dict[str, tuple[str | None, str | None]] = {}
 def type_of(name: str) -> tuple[str | None, str | None]:
     """The content type and encoding static.File gives a file ``name``,
     remembered by its last two extensions (all the answer depends on)."""
-    root, last = os.path.splitext(name)
-    key = "x" + os.path.splitext(root)[1] + last
+    dots = name.count(".")
+    if dots == 0:
+        key = "x"
+    elif dots == 1 and not name.startswith("."):
+        key = "x" + name[name.index(".") :]
+    else:
+        root, last = os.path.splitext(name)
+        key = "x" + os.path.splitext(root)[1] + last
     found = _TYPES.get(key)
     if found is None:
         found = static.getTypeAndEncoding(

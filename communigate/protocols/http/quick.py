@@ -75,10 +75,15 @@ HARMLESS = frozenset(
         b"user-agent",
     }
 )
-_METHODS = (b"GET", b"HEAD")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-#: Characters a request target may hold (printable ASCII, no space).
-_TARGET = re.compile(rb"/~[!-~]*\Z")
+#: ``GET`` or ``HEAD``, an origin-form target under ``/~`` (printable
+#: ASCII, no space), HTTP/1.1.
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/~[!-~]*) HTTP/1\.1\r\n")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+#: Header lines: a token, a colon, a value without NUL, CR or LF (no
+#: folding, no space before the colon), each ending in CRLF.
+_FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[^\r\n\x00]*\r\n)*")
+#: One header line's name and value (without surrounding blanks).
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n\x00]*?)[ \t]*\r\n")
 #: The host part of a Host header, as twisted.web takes it.
 _HOST = re.compile(rb"^\[?(?P<host>.*?)\]?(:\d+)?$")
 
@@ -102,24 +107,16 @@ def parse(data: bytes, start: int = 0) -> SimpleGet | None:
     end = data.find(b"\r\n\r\n", start, start + MAX_HEAD)
     if end < 0:
         return None
-    lines = data[start:end].split(b"\r\n")
-    if len(lines) > MAX_HEADERS + 1:
+    line = _REQUEST_LINE.match(data, start, end + 2)
+    if line is None:
         return None
-    request_line = lines[0]
-    parts = request_line.split(b" ")
-    if len(parts) != 3 or parts[0] not in _METHODS or parts[2] != b"HTTP/1.1":
-        return None
-    target = parts[1]
-    if not _TARGET.match(target):
+    fields = data[line.end() : end + 2]
+    if not _FIELDS.fullmatch(fields):
         return None
     host: bytes | None = None
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name):
-            return None
-        value = value.strip(b" \t")
-        if b"\r" in value or b"\n" in value or b"\x00" in value:
-            return None
+    count = 0
+    for name, value in _FIELD.findall(fields):
+        count += 1
         name = name.lower()
         if name == b"host":
             if host is not None:
@@ -130,13 +127,13 @@ def parse(data: bytes, start: int = 0) -> SimpleGet | None:
                 return None
         elif name not in HARMLESS:
             return None
-    if not host:
+    if not host or count > MAX_HEADERS:
         return None
     found = _HOST.match(host)
     if found is None:
         return None
-    path = target.split(b"?", 1)[0]
-    return SimpleGet(parts[0], path, found.group("host"), end + 4)
+    path = line.group(2).split(b"?", 1)[0]
+    return SimpleGet(line.group(1), path, found.group("host"), end + 4)
 
 
 class _Dates:
