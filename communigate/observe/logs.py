@@ -32,7 +32,8 @@ from twisted.logger import (
     ILogObserver,
     LogEvent,
     formatEvent,
-    textFileLogObserver,
+    formatEventAsClassicLogText,
+    formatTime,
 )
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
@@ -106,8 +107,21 @@ def json_file_observer(out: IO[Any]) -> FileLogObserver:
 
 
 def text_file_observer(out: IO[Any]) -> FileLogObserver:
-    """An observer writing twistd's usual text lines to ``out``."""
-    return textFileLogObserver(out)
+    """An observer writing twistd's usual text lines to ``out``, the time
+    text made once a second (it has no finer part; Twisted finds the
+    local time zone anew for each line)."""
+    last: list[Any] = [None, ""]
+
+    def stamp(when: float | None) -> str:
+        if when is None:
+            return formatTime(when)
+        second = int(when)
+        if last[0] != second:
+            last[:] = [second, formatTime(second)]
+        text: str = last[1]
+        return text
+
+    return FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, stamp))
 
 
 class KeptDailyLogFile(DailyLogFile):

@@ -27,41 +27,16 @@ from typing import Any, cast
 
 from communigate.portal.accounts import access_modes
 from communigate.portal.filesession import FileError, FileSession, Problem, Segments
+from communigate.recent import MAX_ENTRIES, Recent
 from communigate.store.acl import Identity
 from communigate.store.directory import DirectoryError, IDirectory
 from communigate.store.filestorage import FileStorage, normalise
-
-#: Seconds an answer is remembered (the settings files' own recheck time).
-RECENT = 0.5
-_MAX_ENTRIES = 4096
-
-
-class Recent:
-    """Answers remembered for :data:`RECENT` seconds of ``clock``."""
-
-    def __init__(self, clock: Callable[[], float], seconds: float = RECENT) -> None:
-        self._clock = clock
-        self._seconds = seconds
-        self._entries: dict[Hashable, tuple[float, Any]] = {}
-
-    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """The remembered answer for ``key``, else ``compute()`` (an
-        exception is not remembered)."""
-        now = self._clock()
-        found = self._entries.get(key)
-        if found is not None and now < found[0]:
-            return found[1]
-        value = compute()
-        if len(self._entries) >= _MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[key] = (now + self._seconds, value)
-        return value
 
 
 class SiteStorage(FileStorage):
     """A File Storage as a web site's visitors read it.
 
-    The object lives :data:`RECENT` seconds (see :class:`AnonymousFiles`).
+    The object lives :data:`~communigate.recent.RECENT` seconds (see :class:`AnonymousFiles`).
     The real path of its root is found once; a path inside is then looked
     up from that real root, each of its components checked not to be a
     symbolic link (one ``lstat`` each, where a full real-path search costs
@@ -99,7 +74,7 @@ class SiteStorage(FileStorage):
                 return Path(os.path.join(target, *parts[index + 1 :]))
             if stat.S_ISLNK(mode):
                 return super().local(path)
-            if stat.S_ISDIR(mode) and index < len(parts) - 1 and len(self._folders) < _MAX_ENTRIES:
+            if stat.S_ISDIR(mode) and index < len(parts) - 1 and len(self._folders) < MAX_ENTRIES:
                 self._folders.add("/".join(parts[: index + 1]))
         return Path(target)
 

@@ -3,9 +3,10 @@
 Each domain may have ``Settings/certificate.pem`` and ``Settings/key.pem``
 in its folder; the Main Domain's pair (created self-signed by ``communigate
 init``) is the default for clients that send no SNI name or one with no
-certificate of its own.  Files are re-read when they change, so a
-certificate installed with ``communigate domain certificate`` is served to
-the next handshake.  Only TLS 1.2 and newer are offered.
+certificate of its own.  Files are re-read when they change (looked at
+again after half a second, not for every connection), so a certificate
+installed with ``communigate domain certificate`` is served within half a
+second.  Only TLS 1.2 and newer are offered.
 
 A domain with a trusted CA (:mod:`communigate.store.trustedca`) asks for
 an optional client certificate and verifies it with that CA (and its
@@ -22,6 +23,7 @@ becomes the connection's ``client_certificate`` (SASL EXTERNAL).
 from __future__ import annotations
 
 import hashlib
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from communigate.cred.clientcert import VerifiedCertificate, verified
+from communigate.recent import Recent
 from communigate.store import trustedca
 from communigate.store.certificates import CERTIFICATE, KEY, CertificateError
 from communigate.store.directory import IDirectory
@@ -70,9 +73,13 @@ class DomainContexts:
 
     log = Logger()
 
-    def __init__(self, directory: Any) -> None:
+    def __init__(self, directory: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.directory: IDirectory = directory
         self._cache: dict[tuple[str, bool], _Entry] = {}
+        #: The files of a domain are looked at again after a moment (a
+        #: renewed certificate is served from then on), not for every
+        #: connection.
+        self._recent = Recent(clock)
         # The verify callbacks' verdicts, per TLS connection.
         self._verdicts: weakref.WeakKeyDictionary[SSL.Connection, _Verdict] = (
             weakref.WeakKeyDictionary()
@@ -103,6 +110,11 @@ class DomainContexts:
     def _entry(self, domain: str, own: bool = True) -> _Entry | None:
         """The context of ``domain`` served with its own certificate if it
         has one and ``own`` is true, else with the Main Domain's."""
+        found: _Entry | None = self._recent.get((domain, own), lambda: self._look(domain, own))
+        return found
+
+    def _look(self, domain: str, own: bool) -> _Entry | None:
+        """:meth:`_entry` as the files say now."""
         files = self._files(domain, own)
         if files is None:
             return None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from communigate.cred.credentials import ConnectionInfo, VerifiedIdentity
@@ -263,12 +264,19 @@ def test_rekey_keeps_old_tickets(realm: Realm, keys: DomainKeys, tmp_path: Path)
         assert isinstance(step, Success), step
 
 
-def test_serves_follows_the_file(realm: Realm, keys: DomainKeys) -> None:
-    """serves() sees a keytab appear and disappear."""
+def test_serves_follows_the_file(realm: Realm, tmp_path: Path) -> None:
+    """serves() sees a keytab appear and disappear, half a second later
+    (the file is not looked at for every login)."""
+    clock = Clock()
+    keys = DomainKeys(Directory(tmp_path, {}), clock=clock.seconds)
+    install(keys, "client1.com", realm.root / "imap_client1.com.keytab")
     assert keys.serves("client1.com") and not keys.serves("client2.com")
     install(keys, "client2.com", realm.root / "imap_client2.com.keytab")
+    assert not keys.serves("client2.com")
+    clock.advance(0.5)
     assert keys.serves("client2.com")
     keys.path("client2.com").unlink()
+    clock.advance(0.5)
     assert not keys.serves("client2.com")
     assert keytab_path(Path("/x")) == Path("/x/Settings/kerberos.keytab")
 

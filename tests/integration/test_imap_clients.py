@@ -465,6 +465,8 @@ def test_certificate_chosen_by_sni(server: Server, tmp_path: Path) -> None:
         "--key",
         str(tmp_path / "k.pem"),
     )
+    # A running server looks at a domain's files again within half a second.
+    time.sleep(0.6)
     for name, ca in (("client1.com", tmp_path / "c.pem"), ("company.com", server.ca)):
         context = ssl.create_default_context(cafile=str(ca))
         with socket.create_connection(("127.0.0.1", server.imaps_port), timeout=10) as raw:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import Application
-from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel, textFileLogObserver
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -22,6 +22,7 @@ from communigate.observe.logs import (
     log_observer,
     open_log_file,
     parse_rotate,
+    text_file_observer,
 )
 from communigate.tap import Options, ServerTree
 
@@ -154,3 +155,22 @@ def test_server_tree_gives_twistd_the_observer(tmp_path: Path) -> None:
     plain.parseOptions([])
     plain.parent = {"logfile": "x.log", "nodaemon": True}  # type: ignore[assignment]
     assert plain.log_observer() is None
+
+
+def test_text_lines_are_twisteds() -> None:
+    """The text observer writes what twistd's own text observer writes
+    (its time text, made once a second, included)."""
+    ours, theirs = io.StringIO(), io.StringIO()
+    mine, twisteds = text_file_observer(ours), textFileLogObserver(theirs)
+    for when in (1_700_000_000.25, 1_700_000_000.75, 1_700_000_001.5, 1_800_000_000.0, None):
+        event = {
+            "log_format": "login {name}",
+            "name": "x",
+            "log_time": when,
+            "log_level": LogLevel.info,
+            "log_namespace": "communigate.session",
+        }
+        mine(dict(event))
+        twisteds(dict(event))
+    assert ours.getvalue() == theirs.getvalue()
+    assert ours.getvalue().count("\n") == 5

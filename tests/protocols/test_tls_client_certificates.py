@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 
 from communigate.cred.clientcert import VerifiedCertificate
 from communigate.protocols.tls import DomainContexts, PreferredDomain
@@ -186,19 +187,26 @@ def test_ca_change_is_seen(directory: FileDirectory) -> None:
     first, second = make_ca("First"), make_ca("Second")
     client = make_client(second, "info@client1.com")
     install(directory, "client1.com", first)
-    contexts = DomainContexts(directory)
+    clock = Clock()
+    contexts = DomainContexts(directory, clock.seconds)
     transport, _ = handshake(contexts, client, "client1.com")
     assert contexts.client_certificate(transport) is None
     install(directory, "client1.com", second)
     folder = directory.domain_folder("client1.com") / "Settings"
     stamp = os.stat(folder / trustedca.TRUSTED_CA).st_mtime_ns + 10**9
     os.utime(folder / trustedca.TRUSTED_CA, ns=(stamp, stamp))
+    # The files are looked at again half a second later, not at once.
+    transport, _ = handshake(contexts, client, "client1.com")
+    assert contexts.client_certificate(transport) is None
+    clock.advance(0.5)
     transport, _ = handshake(contexts, client, "client1.com")
     assert contexts.client_certificate(transport) is not None
     install(directory, "client1.com", second, make_crl(second, client))
+    clock.advance(0.5)
     transport, _ = handshake(contexts, client, "client1.com")
     assert contexts.client_certificate(transport) is None
     trustedca.clear(folder)
+    clock.advance(0.5)
     transport, _ = handshake(contexts, client, "client1.com")
     assert contexts.client_certificate(transport) is None
     assert transport.handle is not None and transport.handle.get_peer_certificate() is None

@@ -30,6 +30,13 @@ def test_header_answers_with_domain_and_features(directory: FileDirectory) -> No
     assert b"starttls" not in reply  # no TLS contexts given
 
 
+def test_answers_are_not_held_back(directory: FileDirectory) -> None:
+    """TCP_NODELAY: an answer written in two turns (the stream header,
+    then its features after a login check) never waits for the client's
+    delayed ACK of the first part."""
+    assert stream(directory).transport.no_delay
+
+
 def test_domain_alias_becomes_its_domain(directory: FileDirectory) -> None:
     """``to`` naming a domain alias logs bare names into the real domain."""
     client = stream(directory)

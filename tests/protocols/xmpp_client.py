@@ -35,12 +35,16 @@ def plain(name: str, password: str) -> bytes:
 
 
 class TLSTransport(StringTransport):
-    """A StringTransport that records a STARTTLS switch."""
+    """A StringTransport that records a STARTTLS switch and TCP_NODELAY."""
 
     tls: Any = None
+    no_delay = False
 
     def startTLS(self, contexts: Any) -> None:
         self.tls = contexts
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
 
 
 def make_factory(directory: FileDirectory, clock: Clock, tls: Any = None) -> XMPPFactory:

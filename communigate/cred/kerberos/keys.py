@@ -7,12 +7,13 @@ import``.  :class:`DomainKeys` tells the login service which domains have
 keys (GSSAPI is offered only there) and gives the GSSAPI mechanism
 acceptor credentials made from one domain's keytab only, so a key a domain
 imported can never accept a ticket meant for another domain.  A keytab is
-read again when its file changes (inode, mtime or size), as the TLS
-certificates are.
+read again when its file changes (inode, mtime or size; looked at again
+after half a second, not for each login), as the TLS certificates are.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from zope.interface import Interface, implementer
 
 from communigate.cred.kerberos import keytab
+from communigate.recent import Recent
 from communigate.store.atomic import write_atomic
 
 #: The keytab's name inside a domain's Settings folder.
@@ -75,19 +77,30 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 class DomainKeys:
     """The keytabs of a directory's domains, re-read when they change."""
 
-    def __init__(self, directory: Any, locate: Callable[[str], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Any,
+        locate: Callable[[str], str | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.directory = directory
         #: The real domain of a service's host name (the server routes
         #: ``LoginPage@name``: :meth:`communigate.portal.router.Router.login_page_domain`).
         self._locate = locate
         #: domain -> (file identity, has entries, acceptor credentials or None)
         self._cache: dict[str, tuple[tuple[int, int, int], bool, Any]] = {}
+        #: A keytab is looked at again after a moment, not for every login.
+        self._recent = Recent(clock)
 
     def path(self, domain: str) -> Path:
         """Where ``domain`` keeps its keytab."""
         return keytab_path(self.directory.domain_folder(domain))
 
     def _load(self, domain: str) -> tuple[bool, Any]:
+        found: tuple[bool, Any] = self._recent.get(domain, lambda: self._read(domain))
+        return found
+
+    def _read(self, domain: str) -> tuple[bool, Any]:
         path = self.path(domain)
         identity = _identity(path)
         if identity is None:

@@ -26,10 +26,11 @@ from communigate.cred.credentials import ConnectionInfo, LoginPassword
 from communigate.cred.errors import WrongPassword
 from communigate.portal.filesession import IFileSession
 from communigate.portal.router import Router
-from communigate.portal.webfiles import AnonymousFiles, Recent
+from communigate.portal.webfiles import AnonymousFiles
 from communigate.protocols.access import LoginService
 from communigate.protocols.http.csrf import FormTokens
 from communigate.protocols.http.sessions import WebSession, WebSessions, session_limits
+from communigate.recent import Recent
 
 #: The cookie holding the WebUser session's ID.
 SESSION_COOKIE = b"CGPSessionID"

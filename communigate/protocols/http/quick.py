@@ -45,9 +45,9 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.http import datetimeToString
 from twisted.web.server import version as SERVER
 
-from communigate.portal.webfiles import Recent
 from communigate.protocols.http import paths
 from communigate.protocols.http.download import SMALL, type_of
+from communigate.recent import Recent
 
 #: The largest head taken (twisted.web's own bound; a larger one goes
 #: there to be refused).
@@ -168,7 +168,7 @@ class QuickFiles:
     Which folder a URL's folder part leads to, and whether a visitor may
     read the files there, is asked of the File Storage shell
     (:meth:`~communigate.portal.webfiles.AnonymousFiles.readable_folder`)
-    and remembered for :data:`~communigate.portal.webfiles.RECENT` seconds
+    and remembered for :data:`~communigate.recent.RECENT` seconds
     (as the shell remembers storages, rights and checked folders); the file
     itself is opened on each request, never through a link
     (``O_NOFOLLOW``: a link is left to the shell's full check) and never

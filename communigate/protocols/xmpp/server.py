@@ -204,6 +204,12 @@ class XMPPServer(Protocol):
 
     def connectionMade(self) -> None:
         """Apply the limits and start the timers; wait for the header."""
+        # Answers written in two turns (the stream header, then its
+        # features after a login check) would otherwise wait for the
+        # client's delayed ACK of the first.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.secure = self.factory.implicit_tls
         self.connection = self.service.connection(self.transport, "xmpp", self.secure)
         limits = self.factory.limits()
