@@ -15,7 +15,7 @@ from communigate.cred.sasl.mechanism import Challenge, Failure, ISASLMechanism, 
 from communigate.cred.sasl.sessionid import ISessionOwners, SessionID
 from communigate.protocols.http import davxml, download, paths
 from communigate.protocols.http.csrf import FormTokens
-from communigate.protocols.http.sessions import WebSessions, session_limits
+from communigate.protocols.http.sessions import MAX_PER_ACCOUNT, WebSessions, session_limits
 from communigate.store.settingsformat import Value
 from tests.conftest import ManualClock
 
@@ -61,6 +61,51 @@ def test_idle_and_absolute_timeouts(clock: ManualClock) -> None:
     assert ended == ["idle", "busy"]
     assert not sessions.close(busy.id)
     assert ended == ["idle", "busy"]
+
+
+def test_an_account_holds_a_bounded_number_of_sessions(clock: ManualClock) -> None:
+    """Past MAX_PER_ACCOUNT live sessions a login closes the account's
+    oldest (logged out once); other accounts keep theirs."""
+    sessions, _ = make_sessions(clock)
+    ended: list[int] = []
+    other = sessions.open("b@company.com", object(), lambda: ended.append(-1))
+    names = ("a@company.com", "A@company.com")  # one account, however spelt
+    opened = [
+        sessions.open(names[n % 2], object(), lambda n=n: ended.append(n))
+        for n in range(MAX_PER_ACCOUNT + 3)
+    ]
+    assert ended == [0, 1, 2]
+    assert [sessions.get(s.id) is None for s in opened[:4]] == [True, True, True, False]
+    assert sessions.get(other.id) is other
+    assert len(sessions) == MAX_PER_ACCOUNT + 1
+    sessions.close(opened[3].id)
+    sessions.open("a@company.com", object(), lambda: ended.append(99))
+    assert ended == [0, 1, 2, 3]
+
+
+def test_logins_do_not_walk_every_session(clock: ManualClock) -> None:
+    """Opening a session costs the same however many are live; expired
+    ones still end (the oldest few at each login, the rest when used or
+    by the sweep)."""
+    sessions, _ = make_sessions(clock)
+    for number in range(3000):
+        sessions.open(f"u{number}@company.com", object(), lambda: None)
+    calls = 0
+    expired = sessions._expired
+
+    def counting(session: Any, now: float) -> bool:
+        nonlocal calls
+        calls += 1
+        return expired(session, now)
+
+    sessions._expired = counting  # type: ignore[method-assign]
+    sessions.open("late@company.com", object(), lambda: None)
+    assert calls <= 4
+    clock.advance(61)
+    sessions.open("later@company.com", object(), lambda: None)
+    assert len(sessions) == 3002 - 4
+    assert sessions.sweep() == 3002 - 4 - 1
+    assert len(sessions) == 1
 
 
 def test_owner_only_for_the_same_account(clock: ManualClock) -> None:

@@ -18,12 +18,20 @@ The registry also answers the SESSIONID login method
 session's account, when the name the client typed resolves to it.  Using an
 ID that way does not make its session younger.
 
+An account holds at most :data:`MAX_PER_ACCOUNT` sessions: a new login
+past that closes the account's oldest session, so a script logging in
+again and again (or a password shared too widely) cannot fill the
+server's memory.  Expired sessions are closed when they are next used, a
+few at each login (the oldest first) and all of them by a sweep every
+minute; opening a session never walks through every other.
+
 The clock and the source of random characters are passed in.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import secrets
 import string
 from collections.abc import Callable, Mapping
@@ -44,6 +52,10 @@ LIFETIME = 12 * 60 * 60
 IDLE_SETTING = "WebUserIdleTimeout"
 LIFETIME_SETTING = "WebUserSessionLimit"
 _ALPHABET = string.ascii_letters + string.digits
+#: Live sessions one account may hold (its oldest goes first).
+MAX_PER_ACCOUNT = 100
+#: Oldest sessions looked at for expiry at each login.
+_SWEEP_AT_OPEN = 4
 
 
 def session_limits(
@@ -110,6 +122,8 @@ class WebSessions:
         self._characters = characters
         self._counter = first if first is not None else 1000 + secrets.randbelow(9000)
         self._live: dict[str, WebSession] = {}
+        #: Each account's live session IDs, oldest first.
+        self._by_account: dict[str, dict[str, None]] = {}
 
     def __len__(self) -> int:
         return len(self._live)
@@ -124,7 +138,10 @@ class WebSessions:
     ) -> WebSession:
         """Register a new session for a logged-in ``account``; ``limits``:
         its ``(idle, lifetime)`` seconds, else the registry's."""
-        self.sweep()
+        self._sweep_oldest()
+        owned = self._by_account.setdefault(account.lower(), {})
+        while len(owned) >= MAX_PER_ACCOUNT:
+            self.close(next(iter(owned)))
         self._counter += 1
         now = self._clock()
         idle, lifetime = limits if limits is not None else (self.idle, self.lifetime)
@@ -140,6 +157,7 @@ class WebSessions:
             lifetime=lifetime,
         )
         self._live[session.id] = session
+        owned[session.id] = None
         watch = getattr(avatar, "watch", None)
         if watch is not None:
             watch(lambda _reason: self.close(session.id))
@@ -177,9 +195,22 @@ class WebSessions:
         session = self._live.pop(session_id, None)
         if session is None or session.closed:
             return False
+        owned = self._by_account.get(session.account.lower())
+        if owned is not None:
+            owned.pop(session_id, None)
+            if not owned:
+                del self._by_account[session.account.lower()]
         session.closed = True
         session.logout()
         return True
+
+    def _sweep_oldest(self) -> None:
+        """Close the oldest few sessions if they expired (a login's share
+        of the sweep: constant work, however many sessions there are)."""
+        now = self._clock()
+        for key in list(itertools.islice(self._live, _SWEEP_AT_OPEN)):
+            if self._expired(self._live[key], now):
+                self.close(key)
 
     def sweep(self) -> int:
         """Close the expired sessions; how many."""
