@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from communigate.protocols.xmpp.modules.smacks import MAX_ASLEEP, RESUME_TIMEOUT
-from communigate.protocols.xmpp.server import XMPPFactory
+from communigate.protocols.xmpp.server import MAX_UNREAD, XMPPFactory
 from communigate.store.files import FileDirectory
 from tests.protocols.xmpp_client import Stream, make_factory
 
@@ -155,3 +155,61 @@ def test_sm_without_resume_keeps_unacked_chats(factory: XMPPFactory) -> None:
     later.bind("pc")
     later.take()
     assert b"unacked" in later.send(b"<presence/>")
+
+
+def test_acking_more_than_was_sent_ends_the_stream(factory: XMPPFactory) -> None:
+    """XEP-0198 §4: an <a/> with h above the stanzas sent is a stream error
+    undefined-condition with <handled-count-too-high/>; acks up to what
+    was sent, and repeated ones, are fine."""
+    john = Stream(factory).online("pc", *J1)
+    john.send(b"<enable " + SM + b"/>")
+    alice = Stream(factory).online("a")
+    for text in ("one", "two"):
+        alice.send(chat("j.smith@client1.com/pc", text))
+    assert b"two" in john.take()
+    for h in (b"1", b"2", b"2"):
+        assert john.send(b"<a " + SM + b" h='" + h + b"'/>") == b""
+    assert not john.transport.disconnecting
+    reply = john.send(b"<a " + SM + b" h='3'/>")
+    assert b"<undefined-condition" in reply
+    assert b"<handled-count-too-high xmlns='urn:xmpp:sm:3' h='3' send-count='2'/>" in reply
+    assert john.transport.disconnecting
+
+
+def test_resume_acking_more_than_was_sent_fails(factory: XMPPFactory, reactor: Clock) -> None:
+    """A <resume/> whose h is above what the session sent does not take the
+    session over; the right h then does."""
+    john = Stream(factory).online("pc", *J1)
+    enabled = john.send(b"<enable " + SM + b" resume='true'/>")
+    previd = re.search(rb"id='([^']+)'", enabled)
+    assert previd is not None
+    john.server.connectionLost(None)
+    again = Stream(factory)
+    again.login(*J1)
+    reply = again.send(b"<resume " + SM + b" previd='" + previd.group(1) + b"' h='5'/>")
+    assert b"<failed" in reply and b"undefined-condition" in reply
+    retry = Stream(factory)
+    retry.login(*J1)
+    reply = retry.send(b"<resume " + SM + b" previd='" + previd.group(1) + b"' h='0'/>")
+    assert b"<resumed" in reply
+
+
+def test_a_client_that_does_not_read_is_dropped(factory: XMPPFactory) -> None:
+    """Messages for a client whose send buffer stays full are kept up to
+    MAX_UNREAD bytes; past that its connection is dropped, the sender's
+    stream goes on, and the account logs in again."""
+    john = Stream(factory).online("pc", *J1)
+    alice = Stream(factory).online("a")
+    assert john.server.gate is not None
+    john.server.gate.pauseProducing()  # the client stopped reading
+    body = "x" * 4000
+    for _ in range(MAX_UNREAD // 4000 + 2):
+        alice.send(chat("j.smith@client1.com/pc", body))
+        if john.transport.disconnecting:
+            break
+    assert john.transport.disconnecting
+    assert len(john.transport.value()) < MAX_UNREAD + 64 * 1024
+    john.server.connectionLost(None)
+    assert not alice.transport.disconnecting
+    again = Stream(factory).online("pc", *J1)
+    assert not again.transport.disconnecting

@@ -77,6 +77,11 @@ DEFAULT_LIMITS = Limits(max_line=256 * 1024, idle_timeout=10 * 60)
 #: Refused logins on one stream before it ends (RFC 6120 §6.4.5 allows a
 #: configurable number of retries).
 MAX_FAILURES = 3
+#: Bytes written to a client that does not read, past the transport's own
+#: buffer, before its connection is dropped (a stream management client
+#: gets the unacknowledged stanzas again when it resumes; they go to its
+#: offline store if it does not).
+MAX_UNREAD = 4 * 1024 * 1024
 
 
 class _Clear:
@@ -99,6 +104,8 @@ class OutputGate:
     def __init__(self, server: XMPPServer) -> None:
         self.server = server
         self.waiting: Deferred[None] | None = None
+        #: Bytes written since the send buffer filled.
+        self.unread = 0
 
     def pauseProducing(self) -> None:
         """The send buffer is full: hold the client's input."""
@@ -108,6 +115,7 @@ class OutputGate:
 
     def resumeProducing(self) -> None:
         """The send buffer drained: go on."""
+        self.unread = 0
         waiting, self.waiting = self.waiting, None
         if waiting is not None:
             waiting.callback(None)
@@ -136,6 +144,7 @@ class XMPPServer(Protocol):
         "exchange",
         "failures",
         "features",
+        "gate",
         "header_sent",
         "holds",
         "jid",
@@ -189,6 +198,7 @@ class XMPPServer(Protocol):
         #: handled meanwhile that XEP-0198 counts once they are done.
         self.holds = 0
         self.uncounted = 0
+        self.gate: OutputGate | None = None
 
     @property
     def service(self) -> LoginService:
@@ -216,7 +226,8 @@ class XMPPServer(Protocol):
         self.parser = XMLStreamParser(ParserLimits(max_stanza=limits.max_line))
         self.timers = SessionTimers(self.factory.reactor, limits, self.timed_out)
         self.timers.start()
-        self.transport.registerProducer(OutputGate(self), True)  # type: ignore[union-attr]
+        self.gate = OutputGate(self)
+        self.transport.registerProducer(self.gate, True)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         """Parse, then handle the events in order (some wait for a login)."""
@@ -263,9 +274,25 @@ class XMPPServer(Protocol):
             self.stanza(event.element)
 
     def write(self, data: bytes) -> None:
-        """Bytes to the client."""
-        if self.transport is not None and self.state is not State.CLOSED:
-            self.transport.write(data)
+        """Bytes to the client; one that has left :data:`MAX_UNREAD` bytes
+        unread beyond the send buffer loses its connection (as a broken
+        one: a resumable session sleeps)."""
+        if self.transport is None or self.state is State.CLOSED:
+            return
+        gate = self.gate
+        if gate is not None and gate.waiting is not None:
+            gate.unread += len(data)
+            if gate.unread > MAX_UNREAD:
+                self.log.info(
+                    "XMPP client {peer} leaves {unread} bytes unread: connection dropped",
+                    peer=self.connection.remote_host if self.connection else None,
+                    unread=gate.unread,
+                )
+                self.pending.clear()
+                self.state = State.CLOSED
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+                return
+        self.transport.write(data)
 
     def send(self, element: domish.Element) -> None:
         """A stanza to the client (a hub session's output)."""
@@ -280,12 +307,13 @@ class XMPPServer(Protocol):
             counter(element)
         return False
 
-    def fail(self, condition: str, text: str = "") -> None:
-        """A stream error (RFC 6120 §4.9), then the end of the stream."""
+    def fail(self, condition: str, text: str = "", specific: str = "") -> None:
+        """A stream error (RFC 6120 §4.9; ``specific``: an application
+        condition element), then the end of the stream."""
         if not self.header_sent:
             self.write(stream.error_header(self.stream_id or self.new_id()))
             self.header_sent = True
-        self.write(stream.stream_error(condition, text))
+        self.write(stream.stream_error(condition, text, specific))
         self.close()
 
     def close(self) -> None:

@@ -131,13 +131,14 @@ def error_header(stream_id: str) -> bytes:
     ).encode()
 
 
-def stream_error(condition: str, text: str = "") -> bytes:
-    """A stream error followed by the end of the stream (§4.9)."""
+def stream_error(condition: str, text: str = "", specific: str = "") -> bytes:
+    """A stream error followed by the end of the stream (§4.9), with an
+    application-specific condition element (``specific``, already XML)."""
     described = (
         f"<text xmlns='{NS_STREAM_ERRORS}' xml:lang='en'>{escape(text)}</text>" if text else ""
     )
     return (
-        f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/>{described}"
+        f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/>{described}{specific}"
         "</stream:error></stream:stream>"
     ).encode()
 

@@ -5,7 +5,9 @@ stream going on (§3, §5; the choices of Prosody's ``mod_smacks`` and of
 ejabberd): ``not-authorized`` for anything before authentication,
 ``unexpected-request`` for ``<enable/>`` before resource binding or a
 second time, ``<resume/>`` after binding, and ``<r/>`` or ``<a/>``
-before ``<enable/>``.
+before ``<enable/>``.  An ``<a/>`` acknowledging more stanzas than the
+server sent (or fewer than an earlier one did) ends the stream with
+``undefined-condition`` and ``<handled-count-too-high/>`` (§4).
 
 After binding, ``<enable/>`` starts counting (§4): the stanzas the client
 sent (``h`` in the server's ``<a/>`` answers to ``<r/>``) and the stanzas
@@ -57,6 +59,8 @@ class SMState:
         #: Stanzas sent to the client (mod 2^32) and those not yet acked.
         self.sent = 0
         self.unacked: deque[domish.Element] = deque()
+        #: ``h`` of the client's last acknowledgement.
+        self.acked = 0
         self.timer: Any = None
 
     def incoming(self) -> None:
@@ -73,11 +77,21 @@ class SMState:
         if len(self.unacked) % REQUEST_EVERY == 0 and self.session.connected:
             self.session.write(f"<r xmlns='{NS_SM}'/>".encode())
 
-    def acknowledged(self, h: int) -> None:
-        """The client has handled ``h`` stanzas in all (§4)."""
+    def possible(self, h: int) -> bool:
+        """Whether ``h`` handled stanzas can be true: no more than were
+        sent, no fewer than acknowledged before."""
+        return (h - self.acked) % _MOD <= (self.sent - self.acked) % _MOD
+
+    def acknowledged(self, h: int) -> bool:
+        """The client has handled ``h`` stanzas in all (§4); False (and
+        nothing changes) when that is not :meth:`possible`."""
+        if not self.possible(h):
+            return False
+        self.acked = h
         pending = (self.sent - h) % _MOD
         while len(self.unacked) > pending:
             self.unacked.popleft()
+        return True
 
 
 def _h(element: domish.Element) -> int | None:
@@ -126,8 +140,12 @@ class SMModule:
             session.write(f"<a xmlns='{NS_SM}' h='{state.handled_in}'/>".encode())
         elif element.name == "a" and state is not None:
             h = _h(element)
-            if h is not None:
-                state.acknowledged(h)
+            if h is not None and not state.acknowledged(h):
+                session.fail(
+                    "undefined-condition",
+                    "more stanzas acknowledged than were sent",
+                    f"<handled-count-too-high xmlns='{NS_SM}' h='{h}' send-count='{state.sent}'/>",
+                )
         else:
             # A second <enable/>, or <r/>/<a/> before <enable/>.
             session.write(_failed("unexpected-request"))
@@ -203,6 +221,10 @@ class SMModule:
             session.write(_failed("item-not-found"))
             return
         state: SMState = old.features["sm"]
+        if not state.possible(h):
+            # More acknowledged than was sent: not this session's client.
+            session.write(_failed("undefined-condition"))
+            return
         self._awake(old, state)
         state.acknowledged(h)
         session.take_over(old)
