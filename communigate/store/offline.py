@@ -54,6 +54,27 @@ def _save(path: Path, stanza: bytes) -> None:
     write_atomic(path, stanza)
 
 
+def _read_folder(folder: Path) -> dict[int, tuple[Path, bytes]]:
+    """Sequence number → (path, stanza) of each stanza file in ``folder``
+    (in the writer's thread)."""
+    found: dict[int, tuple[Path, bytes]] = {}
+    try:
+        scan = os.scandir(folder)
+    except FileNotFoundError:
+        return found
+    with scan:
+        for entry in scan:
+            number = _number(entry.name)
+            if number is None:
+                continue
+            try:
+                with open(entry.path, "rb") as handle:
+                    found[number] = (Path(entry.path), handle.read())
+            except FileNotFoundError:
+                continue
+    return found
+
+
 class OfflineStore:
     """The stored stanzas of one account, oldest first."""
 
@@ -152,9 +173,46 @@ class OfflineStore:
     def take(self) -> list[bytes]:
         """Every stored stanza, oldest first, removed from the store."""
         read = self._read()
-        for path, _ in read:
-            self._writes.remove(path)
+        self.forget([path for path, _ in read])
         return [data for _, data in read]
+
+    def any(self) -> bool:
+        """Whether a stanza may be stored (cheap: a pending write, or the
+        first stanza file found in the folder)."""
+        if any(state is not REMOVED for state in self._writes.pending_under(self.folder).values()):
+            return True
+        try:
+            scan = os.scandir(self.folder)
+        except FileNotFoundError:
+            return False
+        with scan:
+            return any(_number(entry.name) is not None for entry in scan)
+
+    def stored(self) -> Deferred[list[tuple[Path, bytes]]]:
+        """``(file, stanza)`` of every stored stanza, oldest first, read
+        where the writes run (the thread pool: never on the reactor), as
+        the pending writes and removals leave them when it fires; nothing
+        is removed (:meth:`forget` them once delivered).  A stanza whose
+        write finishes while the folder is read may be left for the next
+        time; none is lost."""
+        return self._writes.read(_read_folder, self.folder).addCallback(self._with_pending)
+
+    def _with_pending(self, disk: dict[int, tuple[Path, bytes]]) -> list[tuple[Path, bytes]]:
+        entries = dict(disk)
+        for path, state in self._writes.pending_under(self.folder).items():
+            number = _number(path.name)
+            if number is None:
+                continue
+            if state is REMOVED:
+                entries.pop(number, None)
+            else:
+                entries[number] = (path, bytes(state))
+        return [entries[number] for number in sorted(entries)]
+
+    def forget(self, paths: list[Path]) -> None:
+        """Remove delivered stanzas (their files)."""
+        for path in paths:
+            self._writes.remove(path)
 
     def _read(self) -> list[tuple[Path, bytes]]:
         read: list[tuple[Path, bytes]] = []

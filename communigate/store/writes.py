@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from communigate.store.atomic import fsync_directory
+
+T = TypeVar("T")
 
 
 class _Removed:
@@ -111,6 +113,11 @@ class FileWrites(Protocol):
         (the second, when there are two, is the one a newer state
         replaces)."""
 
+    def read(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run a reading ``function(*args)`` where the writes run (the
+        thread pool), its result (or failure) delivered on the caller's
+        thread."""
+
 
 class InlineWrites:
     """Writes at once on the calling thread; ``OSError`` is raised."""
@@ -136,6 +143,13 @@ class InlineWrites:
     def queue(self, path: Path) -> tuple[Any, ...]:
         """Nothing is ever pending."""
         return ()
+
+    def read(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Read now."""
+        try:
+            return succeed(function(*args))
+        except Exception:
+            return fail()
 
 
 #: The writer of stores given none.

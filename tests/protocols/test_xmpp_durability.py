@@ -188,20 +188,56 @@ def test_offline_write_failure_bounces(held: Held) -> None:
     assert b"<message" in out and b"internal-server-error" in out and b"id='m'" in out
 
 
-def test_offline_taken_while_written_is_not_bounced(held: Held) -> None:
-    """A stored message delivered before its write failed is not bounced,
-    and the recipient got it from memory."""
+def test_offline_write_failing_while_read_is_told_once(held: Held) -> None:
+    """Initial presence while a stored message's write runs: the stored
+    messages are read in the pool; the write then fails.  The message is
+    either delivered or bounced to its sender, never both, never neither."""
     alice = Stream(held.factory).online("a")
     alice.send(b"<message to='j.smith@client1.com' id='m' type='chat'><body>x</body></message>")
     john = Stream(held.factory)
     john.login(*J1)
     john.bind("pc")
     john.take()
-    assert b"<body>x</body>" in john.send(b"<presence/>")
+    assert b"<body>" not in john.send(b"<presence/>")  # waits for the read
     held.fail(OSError(5, "Input/output error"), "offline")
     held.pool.run_all()
-    assert b"error" not in alice.take()
-    assert not (held.account("client1.com", "j.smith") / "offline").exists()
+    delivered = b"<body>x</body>" in john.take()
+    bounced = b"type='error'" in alice.take()
+    assert delivered != bounced
+    assert not (held.account("client1.com", "j.smith") / "offline" / "0000000001.xml").exists()
+
+
+def test_offline_messages_are_read_in_the_pool(held: Held) -> None:
+    """Stored messages are read off the reactor thread: the session
+    handles nothing until they are delivered, oldest first, then removed;
+    a session gone before the read ends leaves them stored."""
+    alice = Stream(held.factory).online("a")
+    for text in ("one", "two"):
+        alice.send(
+            f"<message to='j.smith@client1.com' type='chat'><body>{text}</body></message>".encode()
+        )
+    held.pool.run_all()
+    folder = held.account("client1.com", "j.smith") / "offline"
+    assert len(list(folder.glob("*.xml"))) == 2
+    gone = Stream(held.factory)
+    gone.login(*J1)
+    gone.bind("pc")
+    gone.send(b"<presence/>")
+    assert held.pool.jobs  # the read waits in the pool
+    gone.server.connectionLost(None)
+    held.pool.run_all()
+    assert len(list(folder.glob("*.xml"))) == 2
+    john = Stream(held.factory)
+    john.login(*J1)
+    john.bind("pc")
+    john.take()
+    early = john.send(b"<presence/>" + PING)
+    assert b"one" not in early and b"id='p'" not in early
+    held.pool.run_all()
+    out = john.take()
+    assert out.index(b"one") < out.index(b"two") < out.index(b"id='p'")
+    held.pool.run_all()
+    assert list(folder.glob("*.xml")) == []
 
 
 def test_pipelined_writes_finishing_at_once_do_not_recurse(

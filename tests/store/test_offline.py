@@ -115,3 +115,24 @@ def test_deleted_account_is_not_recreated(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         OfflineStore(tmp_path / "gone.macnt").add(b"x")
     assert not (tmp_path / "gone.macnt").exists()
+
+
+def test_stored_then_forgotten(folder: Path) -> None:
+    """``any`` says cheaply whether something may be stored; ``stored``
+    reads every stanza (oldest first) without removing it; ``forget``
+    removes the delivered ones only."""
+    store = OfflineStore(folder)
+    assert not store.any()
+    (folder / "offline").mkdir()
+    (folder / "offline" / "notes.txt").write_bytes(b"not a stanza")
+    assert not store.any()
+    for text in (b"<m>1</m>", b"<m>2</m>", b"<m>3</m>"):
+        store.add(text)
+    assert store.any()
+    found: list[tuple[Path, bytes]] = []
+    store.stored().addCallback(found.extend)
+    assert [data for _, data in found] == [b"<m>1</m>", b"<m>2</m>", b"<m>3</m>"]
+    assert store.count() == 3
+    store.forget([path for path, _ in found[:2]])
+    assert store.take() == [b"<m>3</m>"]
+    assert not store.any()

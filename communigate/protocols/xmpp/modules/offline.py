@@ -6,7 +6,8 @@ is stored in the account's offline store
 stamp; past the store's bound the hub bounces it with
 ``service-unavailable``.  The sender's stream waits until the message is
 on disk.  At the next initial presence of any resource the
-stored messages are delivered to it, oldest first, and removed.
+stored messages are read in the thread pool, delivered to it, oldest
+first, and removed.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class OfflineModule:
     def __init__(self, hub: Hub, clock: Callable[[], float] = time.time) -> None:
         self.hub = hub
         self.clock = clock
+        #: Offline folders being read for a delivery now.
+        self._taking: set[Any] = set()
 
     def store(self, stores: Any, stanza: domish.Element, sender: Any = None) -> bool:
         """Keep a message; False when the store is full or unreadable.
@@ -86,12 +89,38 @@ class OfflineModule:
         return True
 
     def initial(self, session: Any) -> None:
-        """Deliver what was stored to a session sending initial presence."""
-        for data in session.avatar.stores.offline.take():
-            element = parse_stored(data)
-            if element is not None:
-                element["to"] = str(session.jid)
-                session.send(element)
+        """Deliver what was stored to a session sending initial presence:
+        the files are read in the thread pool (the session handles nothing
+        more meanwhile) and removed once sent.  A session gone before the
+        read ends leaves them stored; a second resource's initial presence
+        meanwhile gets none (they go to the first)."""
+        offline = session.avatar.stores.offline
+        key = offline.folder
+        if key in self._taking or not offline.any():
+            return
+        self._taking.add(key)
+        reading = offline.stored()
+
+        def deliver(found: list[tuple[Any, bytes]]) -> None:
+            if not self._still_bound(session):
+                return
+            for _, data in found:
+                element = parse_stored(data)
+                if element is not None:
+                    element["to"] = str(session.jid)
+                    session.send(element)
+            offline.forget([path for path, _ in found])
+
+        def failed(reason: Failure) -> None:
+            self.hub.log.error("could not read {path}: {error}", path=str(key), error=reason.value)
+
+        reading.addCallbacks(deliver, failed)
+        reading.addBoth(lambda _: self._taking.discard(key))
+        session.hold(reading)
+
+    def _still_bound(self, session: Any) -> bool:
+        """Whether ``session`` is connected and still holds its resource."""
+        return bool(session.connected) and self.hub.session(session.jid) is session
 
 
 def register(hub: Hub) -> None:
