@@ -20,6 +20,7 @@ the thread that owns the account's state.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
@@ -54,24 +55,29 @@ def _save(path: Path, stanza: bytes) -> None:
     write_atomic(path, stanza)
 
 
+def _stanza_files(folder: Path) -> Iterator[tuple[int, os.DirEntry[str]]]:
+    """(sequence number, entry) of each stanza file in ``folder``."""
+    try:
+        scan = os.scandir(folder)
+    except FileNotFoundError:
+        return
+    with scan:
+        for entry in scan:
+            number = _number(entry.name)
+            if number is not None:
+                yield number, entry
+
+
 def _read_folder(folder: Path) -> dict[int, tuple[Path, bytes]]:
     """Sequence number → (path, stanza) of each stanza file in ``folder``
     (in the writer's thread)."""
     found: dict[int, tuple[Path, bytes]] = {}
-    try:
-        scan = os.scandir(folder)
-    except FileNotFoundError:
-        return found
-    with scan:
-        for entry in scan:
-            number = _number(entry.name)
-            if number is None:
-                continue
-            try:
-                with open(entry.path, "rb") as handle:
-                    found[number] = (Path(entry.path), handle.read())
-            except FileNotFoundError:
-                continue
+    for number, entry in _stanza_files(folder):
+        try:
+            with open(entry.path, "rb") as handle:
+                found[number] = (Path(entry.path), handle.read())
+        except FileNotFoundError:
+            continue
     return found
 
 
@@ -94,20 +100,11 @@ class OfflineStore:
     def _on_disk(self) -> dict[int, tuple[Path, int]]:
         """Sequence number → (path, size) of each stanza file on disk."""
         found: dict[int, tuple[Path, int]] = {}
-        try:
-            scan = os.scandir(self.folder)
-        except FileNotFoundError:
-            return found
-        with scan:
-            for entry in scan:
-                number = _number(entry.name)
-                if number is None:
-                    continue
-                try:
-                    size = entry.stat().st_size
-                except FileNotFoundError:
-                    continue
-                found[number] = (Path(entry.path), size)
+        for number, entry in _stanza_files(self.folder):
+            try:
+                found[number] = (Path(entry.path), entry.stat().st_size)
+            except FileNotFoundError:
+                continue
         return found
 
     def _entries(self) -> tuple[list[tuple[int, Path, int, bytes | None]], int]:
@@ -181,12 +178,7 @@ class OfflineStore:
         first stanza file found in the folder)."""
         if any(state is not REMOVED for state in self._writes.pending_under(self.folder).values()):
             return True
-        try:
-            scan = os.scandir(self.folder)
-        except FileNotFoundError:
-            return False
-        with scan:
-            return any(_number(entry.name) is not None for entry in scan)
+        return next(_stanza_files(self.folder), None) is not None
 
     def stored(self) -> Deferred[list[tuple[Path, bytes]]]:
         """``(file, stanza)`` of every stored stanza, oldest first, read
