@@ -4,6 +4,7 @@ acks and resumption, carbons (XEP-0280), blocking (XEP-0191)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
@@ -213,3 +214,23 @@ def test_a_client_that_does_not_read_is_dropped(factory: XMPPFactory) -> None:
     assert not alice.transport.disconnecting
     again = Stream(factory).online("pc", *J1)
     assert not again.transport.disconnecting
+
+
+def test_a_stopping_server_tells_no_one_and_keeps_what_was_unacked(
+    factory: XMPPFactory, directory: FileDirectory
+) -> None:
+    """While the server stops, a session's end is not broadcast to the
+    others (they end too) and a resumable session does not sleep: the
+    chats it had not acknowledged go to the offline store at once."""
+    john = Stream(factory).online("pc", *J1)
+    john.send(b"<enable " + SM + b" resume='true'/>")
+    tablet = Stream(factory).online("tab", *J1)
+    alice = Stream(factory).online("a")
+    alice.send(chat("j.smith@client1.com/pc", "kept"))
+    assert b"kept" in john.take()
+    tablet.take()
+    factory.hub.stopping = True
+    john.server.connectionLost(None)
+    assert b"unavailable" not in tablet.take()
+    stored = list((Path(directory.account_path("client1.com", "j.smith")) / "offline").iterdir())
+    assert len(stored) == 1 and b"kept" in stored[0].read_bytes()

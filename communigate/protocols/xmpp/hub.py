@@ -100,6 +100,9 @@ class Hub:
         #: server, and for an account's bare JID.
         self.features: set[str] = set()
         self.account_features: set[str] = set()
+        #: The server is stopping: every session is about to end, so none
+        #: is told of the others' going, and none sleeps to be resumed.
+        self.stopping = False
 
     # -- the bus -----------------------------------------------------------
 

@@ -7,7 +7,10 @@ every other listener
 session ids and byte counts).  Both share one :class:`~.hub.Hub`, so
 sessions on either reach each other, and one
 :class:`~communigate.portal.durablefiles.DurableFiles` that writes the
-accounts' XMPP files in the server's thread pool.
+accounts' XMPP files in the server's thread pool.  When the server
+stops, the hub is told first (:class:`HubService`): the sessions then end
+without telling each other, and the messages a resumable session had not
+acknowledged go to the offline store before the writer drains.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import IServiceCollection
+from twisted.application.service import IServiceCollection, Service
 
 from communigate.portal.durablefiles import DurableFiles, DurableFilesService
 from communigate.portal.xmppsession import XMPPDirectory
@@ -24,6 +27,18 @@ from communigate.protocols.listeners import add_listeners
 from communigate.protocols.xmpp.hub import Hub
 from communigate.protocols.xmpp.modules import load_all
 from communigate.protocols.xmpp.server import XMPPFactory
+
+
+class HubService(Service):
+    """Tells the hub that the server stops, before its connections close."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def stopService(self) -> None:
+        """Every session is about to end."""
+        self.hub.stopping = True
+        super().stopService()
 
 
 def add_xmpp(
@@ -43,6 +58,7 @@ def add_xmpp(
     DurableFilesService(writes).setServiceParent(top)
     hub = Hub(XMPPDirectory(directory, writes))
     load_all(hub)
+    HubService(hub).setServiceParent(top)
     factories: dict[str, Any] = {}
     for name, implicit in (("xmpp", False), ("xmpps", True)):
         factory = XMPPFactory(service, reactor, hub, tls, implicit_tls=implicit)

@@ -165,8 +165,9 @@ class PresenceModule:
                 session.directed.add(other.jid)
 
     def unbound(self, session: Any) -> None:
-        """A session ended: unavailable for it, if it was available."""
-        if session.available:
+        """A session ended: unavailable for it, if it was available (not
+        while the server stops: every other session ends with it)."""
+        if session.available and not self.hub.stopping:
             gone = domish.Element((NS_CLIENT, "presence"))
             gone["type"] = "unavailable"
             self.broadcast(session, gone)

@@ -156,11 +156,13 @@ class SMModule:
         return self.hub.session(session.jid) is session
 
     def lost(self, session: Any) -> bool:
-        """The connection broke: keep a resumable session asleep."""
+        """The connection broke: keep a resumable session asleep (not
+        while the server stops: it could not be resumed, so what it had not
+        acknowledged goes to the offline store now)."""
         state: SMState | None = session.features.get("sm")
         if state is None:
             return False
-        if not state.resumable:
+        if not state.resumable or self.hub.stopping:
             self.rescue(session, state)
             return False
         self.asleep[state.id] = session
