@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 
 from communigate.store.atomic import fsync_directory, write_atomic
 from communigate.store.writes import INLINE, REMOVED, FileWrites, done_ticket
@@ -96,6 +96,10 @@ class OfflineStore:
         self.max_bytes = max_bytes
         self._writes = writes
         self._ticket = done_ticket()
+        #: The next sequence number this object gives at least: a number
+        #: is never used twice while it lives, even once every file was
+        #: removed (a read still in flight names the old files).
+        self._next = 1
 
     def _on_disk(self) -> dict[int, tuple[Path, int]]:
         """Sequence number → (path, size) of each stanza file on disk."""
@@ -148,7 +152,9 @@ class OfflineStore:
         total = sum(size for _, _, size, _ in entries)
         if len(entries) >= self.max_messages or total + len(stanza) > self.max_bytes:
             return None
-        path = self.folder / f"{highest + 1:010d}{SUFFIX}"
+        number = max(highest + 1, self._next)
+        self._next = number + 1
+        path = self.folder / f"{number:010d}{SUFFIX}"
         self._ticket = self._writes.replace(path, bytes(stanza), _save)
         return path
 
@@ -201,10 +207,15 @@ class OfflineStore:
                 entries[number] = (path, bytes(state))
         return [entries[number] for number in sorted(entries)]
 
-    def forget(self, paths: list[Path]) -> None:
-        """Remove delivered stanzas (their files)."""
+    def forget(self, paths: list[Path]) -> Deferred[None]:
+        """Remove delivered stanzas (their files); fires once they are
+        gone from the disk (a failed removal is the writer's to log)."""
         for path in paths:
-            self._writes.remove(path)
+            # Their numbers are not given again while this object lives.
+            self._next = max(self._next, (_number(path.name) or 0) + 1)
+        removals = [self._writes.remove(path).watch() for path in paths]
+        done: Deferred[None] = gatherResults(removals, consumeErrors=True).addBoth(lambda _: None)
+        return done
 
     def _read(self) -> list[tuple[Path, bytes]]:
         read: list[tuple[Path, bytes]] = []

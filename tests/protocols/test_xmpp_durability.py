@@ -266,3 +266,42 @@ def test_client_that_does_not_read_is_not_read(held: Held) -> None:
     gate.resumeProducing()
     assert b"id='p'" in alice.take()
     assert alice.transport.producerState == "producing"
+
+
+def test_offline_messages_are_delivered_once(held: Held) -> None:
+    """A second resource's initial presence while the first delivery's
+    removals are still pending reads nothing: each stored message reaches
+    one resource once; a message stored afterwards never takes the file
+    name of a delivered one."""
+    alice = Stream(held.factory).online("a")
+    alice.send(b"<message to='j.smith@client1.com' type='chat'><body>first</body></message>")
+    held.pool.run_all()
+    folder = held.account("client1.com", "j.smith") / "offline"
+    (old,) = [path.name for path in folder.glob("*.xml")]
+    phone, tablet = Stream(held.factory), Stream(held.factory)
+    for stream, resource in ((phone, "phone"), (tablet, "tablet")):
+        stream.login(*J1)
+        stream.bind(resource)
+        stream.take()
+    phone.send(b"<presence/>")
+    read = held.pool.jobs[0]
+    held.pool.run(0)  # the read; the removal now waits in the pool
+    assert held.pool.jobs and held.pool.jobs[0] is not read
+    assert b"first" in phone.take()
+    waiting = len(held.pool.jobs)  # the removal
+    tablet.send(b"<presence/>")
+    assert len(held.pool.jobs) == waiting  # no second read of the same files
+    for index in reversed(range(len(held.pool.jobs))):
+        held.pool.run(index)  # newest first: a read would beat the removal
+    held.pool.run_all()
+    assert b"first" not in tablet.take()
+    assert list(folder.glob("*.xml")) == []
+    alice.send(b"<message to='j.smith@client1.com' type='chat'><body>second</body></message>")
+    held.pool.run_all()
+    assert b"second" in phone.take() + tablet.take()
+    for stream in (phone, tablet):  # still connected, no longer available
+        stream.send(b"<presence type='unavailable'/>")
+    alice.send(b"<message to='j.smith@client1.com' type='chat'><body>third</body></message>")
+    held.pool.run_all()
+    (new,) = [path.name for path in folder.glob("*.xml")]
+    assert new != old

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from communigate.protocols.xmpp.modules.smacks import MAX_ASLEEP, RESUME_TIMEOUT
-from communigate.protocols.xmpp.server import MAX_UNREAD, XMPPFactory
+from communigate.protocols.xmpp.server import MAX_UNREAD, UNREAD_GRACE, XMPPFactory
 from communigate.store.files import FileDirectory
 from tests.protocols.xmpp_client import Stream, make_factory
 
@@ -168,7 +168,7 @@ def test_acking_more_than_was_sent_ends_the_stream(factory: XMPPFactory) -> None
     for text in ("one", "two"):
         alice.send(chat("j.smith@client1.com/pc", text))
     assert b"two" in john.take()
-    for h in (b"1", b"2", b"2"):
+    for h in (b"1", b"2", b"2", b"1", b"\xc2\xb2"):  # a stale one, a non-ASCII digit
         assert john.send(b"<a " + SM + b" h='" + h + b"'/>") == b""
     assert not john.transport.disconnecting
     reply = john.send(b"<a " + SM + b" h='3'/>")
@@ -195,10 +195,11 @@ def test_resume_acking_more_than_was_sent_fails(factory: XMPPFactory, reactor: C
     assert b"<resumed" in reply
 
 
-def test_a_client_that_does_not_read_is_dropped(factory: XMPPFactory) -> None:
-    """Messages for a client whose send buffer stays full are kept up to
-    MAX_UNREAD bytes; past that its connection is dropped, the sender's
-    stream goes on, and the account logs in again."""
+def test_a_client_that_does_not_read_is_dropped(factory: XMPPFactory, reactor: Clock) -> None:
+    """A burst past MAX_UNREAD bytes into a full send buffer is kept (a
+    client that reads drains it); once the buffer has stayed full for
+    UNREAD_GRACE seconds, the next write past the bound drops the
+    connection; the sender's stream goes on, the account logs in again."""
     john = Stream(factory).online("pc", *J1)
     alice = Stream(factory).online("a")
     assert john.server.gate is not None
@@ -206,14 +207,32 @@ def test_a_client_that_does_not_read_is_dropped(factory: XMPPFactory) -> None:
     body = "x" * 4000
     for _ in range(MAX_UNREAD // 4000 + 2):
         alice.send(chat("j.smith@client1.com/pc", body))
-        if john.transport.disconnecting:
-            break
+    assert not john.transport.disconnecting
+    reactor.advance(UNREAD_GRACE + 1)
+    alice.send(chat("j.smith@client1.com/pc", body))
     assert john.transport.disconnecting
-    assert len(john.transport.value()) < MAX_UNREAD + 64 * 1024
     john.server.connectionLost(None)
     assert not alice.transport.disconnecting
     again = Stream(factory).online("pc", *J1)
     assert not again.transport.disconnecting
+
+
+def test_a_reading_client_is_never_dropped(factory: XMPPFactory, reactor: Clock) -> None:
+    """A client whose buffer drains between bursts keeps its connection,
+    however much it is sent in all."""
+    john = Stream(factory).online("pc", *J1)
+    alice = Stream(factory).online("a")
+    assert john.server.gate is not None
+    body = "x" * 4000
+    for _ in range(3):
+        john.server.gate.pauseProducing()
+        for _ in range(MAX_UNREAD // 4000 + 2):
+            alice.send(chat("j.smith@client1.com/pc", body))
+        reactor.advance(UNREAD_GRACE / 2)
+        john.server.gate.resumeProducing()  # it read
+        john.take()
+        reactor.advance(UNREAD_GRACE)
+    assert not john.transport.disconnecting
 
 
 def test_a_stopping_server_tells_no_one_and_keeps_what_was_unacked(

@@ -82,8 +82,9 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 #: Header lines: a token, a colon, a value without NUL, CR or LF (no
 #: folding, no space before the colon), each ending in CRLF.
 _FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[^\r\n\x00]*\r\n)*")
-#: One header line's name and value (without surrounding blanks).
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n\x00]*?)[ \t]*\r\n")
+#: One header line's name and value (its blanks stripped after: a lazy
+#: value before optional blanks would backtrack over a long run of them).
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):([^\r\n\x00]*)\r\n")
 #: The host part of a Host header, as twisted.web takes it.
 _HOST = re.compile(rb"^\[?(?P<host>.*?)\]?(:\d+)?$")
 
@@ -115,8 +116,9 @@ def parse(data: bytes, start: int = 0) -> SimpleGet | None:
         return None
     host: bytes | None = None
     count = 0
-    for name, value in _FIELD.findall(fields):
+    for name, raw in _FIELD.findall(fields):
         count += 1
+        value = raw.strip(b" \t")
         name = name.lower()
         if name == b"host":
             if host is not None:
@@ -168,8 +170,9 @@ class QuickFiles:
     Which folder a URL's folder part leads to, and whether a visitor may
     read the files there, is asked of the File Storage shell
     (:meth:`~communigate.portal.webfiles.AnonymousFiles.readable_folder`)
-    and remembered for :data:`~communigate.recent.RECENT` seconds
-    (as the shell remembers storages, rights and checked folders); the file
+    and remembered for :data:`~communigate.recent.RECENT` seconds (over
+    the shell's own memory of storages, rights and checked folders: a
+    change is seen within a second); the file
     itself is opened on each request, never through a link
     (``O_NOFOLLOW``: a link is left to the shell's full check) and never
     waited for (``O_NONBLOCK``: a FIFO is not a regular file and goes the

@@ -78,10 +78,14 @@ DEFAULT_LIMITS = Limits(max_line=256 * 1024, idle_timeout=10 * 60)
 #: configurable number of retries).
 MAX_FAILURES = 3
 #: Bytes written to a client that does not read, past the transport's own
-#: buffer, before its connection is dropped (a stream management client
-#: gets the unacknowledged stanzas again when it resumes; they go to its
-#: offline store if it does not).
+#: buffer and for longer than :data:`UNREAD_GRACE`, before its connection
+#: is dropped (a stream management client gets the unacknowledged stanzas
+#: again when it resumes; they go to its offline store if it does not).
 MAX_UNREAD = 4 * 1024 * 1024
+#: Seconds a full send buffer may stay full before :data:`MAX_UNREAD`
+#: counts: a burst written in one go (offline messages, an archive page)
+#: fills it for a moment even for a client that reads.
+UNREAD_GRACE = 30.0
 
 
 class _Clear:
@@ -104,12 +108,14 @@ class OutputGate:
     def __init__(self, server: XMPPServer) -> None:
         self.server = server
         self.waiting: Deferred[None] | None = None
-        #: Bytes written since the send buffer filled.
+        #: Bytes written since the send buffer filled, and when it filled.
         self.unread = 0
+        self.since = 0.0
 
     def pauseProducing(self) -> None:
         """The send buffer is full: hold the client's input."""
         if self.waiting is None:
+            self.since = self.server.factory.reactor.seconds()
             self.waiting = Deferred()
             self.server.hold(self.waiting)
 
@@ -275,14 +281,18 @@ class XMPPServer(Protocol):
 
     def write(self, data: bytes) -> None:
         """Bytes to the client; one that has left :data:`MAX_UNREAD` bytes
-        unread beyond the send buffer loses its connection (as a broken
-        one: a resumable session sleeps)."""
+        unread beyond a send buffer full for :data:`UNREAD_GRACE` seconds
+        loses its connection (as a broken one: a resumable session
+        sleeps)."""
         if self.transport is None or self.state is State.CLOSED:
             return
         gate = self.gate
         if gate is not None and gate.waiting is not None:
             gate.unread += len(data)
-            if gate.unread > MAX_UNREAD:
+            if (
+                gate.unread > MAX_UNREAD
+                and self.factory.reactor.seconds() - gate.since > UNREAD_GRACE
+            ):
                 self.log.info(
                     "XMPP client {peer} leaves {unread} bytes unread: connection dropped",
                     peer=self.connection.remote_host if self.connection else None,

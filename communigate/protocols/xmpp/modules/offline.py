@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
@@ -92,8 +93,9 @@ class OfflineModule:
         """Deliver what was stored to a session sending initial presence:
         the files are read in the thread pool (the session handles nothing
         more meanwhile) and removed once sent.  A session gone before the
-        read ends leaves them stored; a second resource's initial presence
-        meanwhile gets none (they go to the first)."""
+        read ends leaves them stored.  While one delivery runs — until its
+        files are gone from the disk — another initial presence of the
+        account reads nothing (they go to the first)."""
         offline = session.avatar.stores.offline
         key = offline.folder
         if key in self._taking or not offline.any():
@@ -102,20 +104,28 @@ class OfflineModule:
         reading = offline.stored()
 
         def deliver(found: list[tuple[Any, bytes]]) -> None:
-            if not self._still_bound(session):
-                return
-            for _, data in found:
-                element = parse_stored(data)
-                if element is not None:
-                    element["to"] = str(session.jid)
-                    session.send(element)
-            offline.forget([path for path, _ in found])
+            removed: Deferred[None] | None = None
+            try:
+                if self._still_bound(session):
+                    for _, data in found:
+                        element = parse_stored(data)
+                        if element is not None:
+                            element["to"] = str(session.jid)
+                            session.send(element)
+                    removed = offline.forget([path for path, _ in found])
+            finally:
+                # The session does not wait for the removals; the next
+                # delivery of the account does.
+                if removed is None:
+                    self._taking.discard(key)
+                else:
+                    removed.addBoth(lambda _: self._taking.discard(key))
 
         def failed(reason: Failure) -> None:
+            self._taking.discard(key)
             self.hub.log.error("could not read {path}: {error}", path=str(key), error=reason.value)
 
         reading.addCallbacks(deliver, failed)
-        reading.addBoth(lambda _: self._taking.discard(key))
         session.hold(reading)
 
     def _still_bound(self, session: Any) -> bool:

@@ -6,8 +6,9 @@ ejabberd): ``not-authorized`` for anything before authentication,
 ``unexpected-request`` for ``<enable/>`` before resource binding or a
 second time, ``<resume/>`` after binding, and ``<r/>`` or ``<a/>``
 before ``<enable/>``.  An ``<a/>`` acknowledging more stanzas than the
-server sent (or fewer than an earlier one did) ends the stream with
-``undefined-condition`` and ``<handled-count-too-high/>`` (§4).
+server sent ends the stream with ``undefined-condition`` and
+``<handled-count-too-high/>`` (§4); one behind an earlier acknowledgement
+is stale and changes nothing (as Prosody).
 
 After binding, ``<enable/>`` starts counting (§4): the stanzas the client
 sent (``h`` in the server's ``<a/>`` answers to ``<r/>``) and the stanzas
@@ -79,14 +80,22 @@ class SMState:
 
     def possible(self, h: int) -> bool:
         """Whether ``h`` handled stanzas can be true: no more than were
-        sent, no fewer than acknowledged before."""
-        return (h - self.acked) % _MOD <= (self.sent - self.acked) % _MOD
+        sent (an ``h`` behind an earlier acknowledgement is stale, not
+        impossible)."""
+        if (h - self.acked) % _MOD <= (self.sent - self.acked) % _MOD:
+            return True
+        # Past the last ack but not within what was sent: ahead of ``sent``
+        # (too high) or behind ``acked`` (an old ack), whichever is nearer.
+        return (h - self.sent) % _MOD >= _MOD // 2
 
     def acknowledged(self, h: int) -> bool:
         """The client has handled ``h`` stanzas in all (§4); False (and
-        nothing changes) when that is not :meth:`possible`."""
+        nothing changes) when that is more than were sent.  A stale ``h``
+        (behind an earlier one) changes nothing."""
         if not self.possible(h):
             return False
+        if (h - self.acked) % _MOD > (self.sent - self.acked) % _MOD:
+            return True
         self.acked = h
         pending = (self.sent - h) % _MOD
         while len(self.unacked) > pending:
@@ -96,7 +105,7 @@ class SMState:
 
 def _h(element: domish.Element) -> int | None:
     value = element.getAttribute("h", "")
-    return int(value) % _MOD if value.isdigit() else None
+    return int(value) % _MOD if value.isascii() and value.isdigit() else None
 
 
 class SMModule:
