@@ -57,7 +57,7 @@ class OfflineModule:
     def __init__(self, hub: Hub, clock: Callable[[], float] = time.time) -> None:
         self.hub = hub
         self.clock = clock
-        #: Offline folders being read for a delivery now.
+        #: Offline folders being delivered (until their files are removed).
         self._taking: set[Any] = set()
 
     def store(self, stores: Any, stanza: domish.Element, sender: Any = None) -> bool:
