@@ -178,6 +178,22 @@ def having(*properties: str) -> list[Listener]:
     return [item for item in LISTENERS if all(getattr(item, name) for name in properties)]
 
 
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock``'s connection within ``seconds``
+    (whatever it still sends is read and dropped)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except (ConnectionError, ssl.SSLError):
+            return True
+    return False
+
+
 class Client:
     """A client connection that writes exactly what it is given and reads
     replies line by line."""
@@ -239,19 +255,8 @@ class Client:
             self.command(line, prefix)
 
     def closed_within(self, seconds: float) -> bool:
-        """Whether the server closes the connection within ``seconds``
-        (whatever it still sends is read and dropped)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                if not self.sock.recv(65536):
-                    return True
-            except TimeoutError:
-                return False
-            except (ConnectionError, ssl.SSLError):
-                return True
-        return False
+        """Whether the server closes the connection within ``seconds``."""
+        return closed_within(self.sock, seconds)
 
     def close(self) -> None:
         """Close the socket."""

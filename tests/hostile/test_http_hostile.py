@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hostile.listeners import closed_within
 from tests.integration.conftest import TWISTD, admin, free_port, stop_server, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -122,19 +123,8 @@ class Raw:
         return status, body
 
     def closed_within(self, seconds: float) -> bool:
-        """Whether the server closes within ``seconds`` (what it still sends
-        is read and dropped)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                if not self.sock.recv(65536):
-                    return True
-            except TimeoutError:
-                return False
-            except ConnectionError:
-                return True
-        return False
+        """Whether the server closes within ``seconds``."""
+        return closed_within(self.sock, seconds)
 
     def close(self) -> None:
         """Close the socket."""

@@ -4,36 +4,13 @@ once on disk, nothing visible before."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from communigate.portal.durable import DurableWriter
 from communigate.store.mailbox import Mailbox
 from tests.conftest import SyncReactor
-
-
-class HeldPool:
-    """A thread pool whose jobs run when the test says so."""
-
-    def __init__(self) -> None:
-        self.jobs: list[
-            tuple[Callable[[bool, Any], None], Callable[..., Any], tuple[Any, ...]]
-        ] = []
-
-    def callInThreadWithCallback(
-        self, onResult: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any
-    ) -> None:
-        self.jobs.append((onResult, f, a))
-
-    def run_one(self) -> None:
-        onResult, f, a = self.jobs.pop(0)
-        try:
-            result = f(*a)
-        except BaseException as error:  # pragma: no cover - passed on
-            onResult(False, error)
-        else:
-            onResult(True, result)
+from tests.portal.test_durablefiles import HeldPool
 
 
 def results(deferreds: list[Any]) -> list[Any]:
@@ -55,10 +32,10 @@ def test_commit_waits_for_the_pool_and_groups(tmp_path: Path) -> None:
     assert mailbox.messages() == []
     assert done == []
     assert len(pool.jobs) == 1
-    pool.run_one()
+    pool.run()
     assert done == [1]
     assert len(pool.jobs) == 1
-    pool.run_one()
+    pool.run()
     assert done == [1, 2, 3]
     assert (writer.commits, writer.committed) == (2, 3)
     assert [info.uid for info in mailbox.messages()] == [1, 2, 3]
@@ -83,7 +60,7 @@ def test_failed_commit_reports_and_leaves_nothing(tmp_path: Path) -> None:
     staged = mailbox.stage(b"Subject: x\r\n\r\nx\r\n")
     done = results([writer.commit(mailbox, staged)])
     shutil.rmtree(mailbox.path / "tmp")
-    pool.run_one()
+    pool.run()
     assert len(done) == 1 and done[0].check(FileNotFoundError)
     assert mailbox.messages() == []
 

@@ -11,7 +11,7 @@ from communigate.portal.durable import DurableWriter
 from communigate.store.files import FileDirectory
 from communigate.store.mailbox import Mailbox
 from tests.conftest import SyncReactor
-from tests.portal.test_durable import HeldPool
+from tests.portal.test_durablefiles import HeldPool
 from tests.protocols.imap4.test_server import Session, login
 
 MULTIPART = (
@@ -41,7 +41,7 @@ def test_append_answers_after_the_commit(directory: FileDirectory) -> None:
     assert b"a OK" not in out and b"b OK" not in out
     inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
     assert inbox.messages() == []
-    pool.run_one()
+    pool.run()
     out = session.take()
     assert re.search(rb"a OK \[APPENDUID \d+ 1\] APPEND completed\r\nb OK", out)
     (info,) = inbox.messages()
@@ -64,20 +64,20 @@ def test_expunge_answers_after_the_folder_is_flushed(directory: FileDirectory) -
     [(_, work, folders)] = pool.jobs
     assert work.__name__ == "flush_folders"
     assert folders == ([str(inbox.path / "cur")],)
-    pool.run_one()
+    pool.run()
     assert session.take() == b"* 1 EXPUNGE\r\ne OK EXPUNGE completed\r\nn OK NOOP completed\r\n"
     assert b"c OK" in session.send(b"c CREATE Other\r\n")
     assert session.send(b"m MOVE 1 Other\r\n") == b""
     # The original stays until its copy is durable.
     assert len(inbox.messages()) == 2 and len(pool.jobs) == 1
-    pool.run_one()
+    pool.run()
     assert len(inbox.messages()) == 1 and session.take() == b""
-    pool.run_one()
+    pool.run()
     out = session.take()
     assert b"* OK [COPYUID" in out and b"* 1 EXPUNGE\r\nm OK MOVE completed" in out
     session.send(b"t STORE 1 +FLAGS (\\Deleted)\r\n")
     assert session.send(b"x CLOSE\r\n") == b""
-    pool.run_one()
+    pool.run()
     assert session.take() == b"x OK CLOSE completed\r\n" and inbox.messages() == []
 
 
@@ -94,7 +94,7 @@ def test_copy_answers_after_the_commit(directory: FileDirectory) -> None:
     other = Mailbox.of_account(directory.account_path("company.com", "info"), "Other")
     assert other.messages() == []
     while pool.jobs:
-        pool.run_one()
+        pool.run()
     out = session.take()
     assert re.search(rb"k OK \[COPYUID \d+ 1:2 1:2\] COPY completed\r\nn OK", out)
     copies = other.messages()
@@ -113,7 +113,7 @@ def test_move_finished_after_the_session_left(directory: FileDirectory) -> None:
     assert session.send(b"m MOVE 1 Other\r\n") == b""
     session.server.connectionLost(None)
     while pool.jobs:
-        pool.run_one()
+        pool.run()
     other = Mailbox.of_account(directory.account_path("company.com", "info"), "Other")
     assert inbox.messages() == [] and len(other.messages()) == 1
     assert session.take() == b""
@@ -125,7 +125,7 @@ def test_append_to_a_vanished_account_is_refused(directory: FileDirectory) -> No
     assert session.send(b"a APPEND INBOX {3+}\r\nx\r\n\r\n") == b""
     inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
     shutil.rmtree(inbox.path / "tmp")
-    pool.run_one()
+    pool.run()
     assert session.take().startswith(b"a NO [NONEXISTENT]")
     assert inbox.messages() == []
 

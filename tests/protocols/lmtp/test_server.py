@@ -65,7 +65,7 @@ def test_replies_wait_for_the_flush(directory: FileDirectory) -> None:
     """250 comes once the copy is durable; a pipelined QUIT waits behind it."""
     from communigate.portal.durable import DurableWriter
     from tests.conftest import SyncReactor
-    from tests.portal.test_durable import HeldPool
+    from tests.portal.test_durablefiles import HeldPool
 
     server, transport = session(directory)
     pool = HeldPool()
@@ -75,7 +75,7 @@ def test_replies_wait_for_the_flush(directory: FileDirectory) -> None:
     assert lines == [b"354 end data with <CR><LF>.<CR><LF>"]
     assert inbox(directory, "company.com", "info") == []
     transport.clear()
-    pool.run_one()
+    pool.run()
     assert transport.value().split(b"\r\n")[:-1] == [
         b"250 2.0.0 info@company.com delivered",
         b"221 2.0.0 bye",
