@@ -24,13 +24,20 @@ at once:
   bound and sending initial presence, divided by their number, and the
   CPU the server spends while they idle.
 
+Prosody runs with only the modules a login and a chat need
+(``--prosody-modules few``, its fastest), or with the extensions
+communigate's server always runs as well (``same``: MAM archiving every
+chat, carbons, stream management, blocking; the archive in SQLite, which
+needs Debian's ``lua-dbi-sqlite3``), which is the like-for-like comparison
+of the message path.
+
 Every work is run ``--repeats`` times, interleaved (prosody run 1,
 communigate run 1, ...); the table gives the median of the runs that
 succeeded and every run is listed below it.
 
 Run:  python3 benchmarks/xmpp.py [--clients 10] [--logins 500]
       [--messages 20000] [--idle 1000] [--churn 40000] [--repeats 3] [--host 127.0.0.1]
-      [--port N] [--prosody-port N]
+      [--port N] [--prosody-port N] [--prosody-modules few|same]
 """
 
 from __future__ import annotations
@@ -88,8 +95,10 @@ pidfile = "{root}/prosody.pid"
 data_path = "{root}/data"
 certificates = "{root}/certs"
 log = {{ error = "{root}/prosody.log" }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; }}
-modules_disabled = {{ "s2s"; "http"; "posix"; }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence";{extra} }}
+archive_expires_after = "never"
+default_archive_policy = true
+{storage}modules_disabled = {{ "s2s"; "http"; "posix"; }}
 c2s_ports = {{ {port} }}
 c2s_interfaces = {{ "{host}" }}
 s2s_ports = {{ }}
@@ -120,8 +129,21 @@ def communigate_setup(root: Path, host: str, port: int, idle: int) -> Starter:
     return start
 
 
-def prosody_setup(root: Path, host: str, port: int) -> Starter | None:
-    """A private Prosody with the same users; None unless installed."""
+#: Prosody's MAM archive in SQLite (Debian's ``lua-dbi-sqlite3``).
+SQL_ARCHIVE = """\
+storage = {{ archive = "sql"; }}
+sql = {{ driver = "SQLite3"; database = "{root}/prosody.sqlite"; }}
+"""
+
+#: What ``--prosody-modules same`` adds: the extensions communigate's
+#: server always runs (it archives every chat for MAM, copies it for
+#: carbons, offers stream management and blocking).
+SAME_MODULES = ("mam", "carbons", "smacks", "blocklist")
+
+
+def prosody_setup(root: Path, host: str, port: int, extra: tuple[str, ...] = ()) -> Starter | None:
+    """A private Prosody with the same users and ``extra`` modules beside
+    the few it needs; None unless installed."""
     binary = shutil.which("prosody")
     control = shutil.which("prosodyctl")
     if binary is None or control is None:
@@ -140,7 +162,15 @@ def prosody_setup(root: Path, host: str, port: int) -> Starter | None:
     )  # fmt: skip
     bound = port or free_port(host)
     conf = root / "prosody.cfg.lua"
-    conf.write_text(PROSODY_CONF.format(root=root, port=bound, host=host, domain=DOMAIN))
+    modules = "".join(f' "{name}";' for name in extra)
+    # The archive in SQLite, as Prosody's documentation advises for MAM
+    # (its file storage rewrites an account's archive: 12 ms a message).
+    storage = SQL_ARCHIVE.format(root=root) if "mam" in extra else ""
+    conf.write_text(
+        PROSODY_CONF.format(
+            root=root, port=bound, host=host, domain=DOMAIN, extra=modules, storage=storage
+        )
+    )
     for user in USERS:
         subprocess.run(
             [control, "--config", str(conf), "register", user, DOMAIN, PASSWORD],
@@ -382,6 +412,13 @@ def main() -> None:
         "--churn-seconds", type=float, default=1200, help="longest time for the --churn logins"
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per work and server")
+    parser.add_argument(
+        "--prosody-modules",
+        choices=("few", "same"),
+        default="few",
+        help="few: only what a login and a chat need (Prosody's fastest); "
+        "same: also " + ", ".join(SAME_MODULES) + ", the work communigate always does",
+    )
     add_address_options(parser, "prosody")
     args = parser.parse_args()
     if args.churn < 0:
@@ -430,7 +467,8 @@ def main() -> None:
         root = Path(tmp)
         starters: dict[str, Starter] = {}
         step("setting up prosody")
-        found = prosody_setup(root, args.host, args.prosody_port)
+        extra = SAME_MODULES if args.prosody_modules == "same" else ()
+        found = prosody_setup(root, args.host, args.prosody_port, extra)
         if found is None:
             print("prosody: not installed; skipped", file=sys.stderr)
         else:
@@ -442,7 +480,8 @@ def main() -> None:
         prosody_log = root / "prosody" / "prosody.log"
         errors = prosody_log.read_text(errors="replace")[-2000:] if prosody_log.exists() else ""
     names = list(starters)
-    report(f"XMPP c2s on {args.host}", works, names, "prosody", args.repeats)
+    title = f"XMPP c2s on {args.host}; prosody with {args.prosody_modules} modules"
+    report(title, works, names, "prosody", args.repeats)
     if all(run.value is None for work in works for run in work.runs.get("communigate", [])):
         print("communigate: every run failed; end of its log:")
         print(tail)

@@ -107,6 +107,11 @@ class DurableFiles:
         """The states of ``path`` being written and waiting, oldest first."""
         return tuple(jobs[path].state for jobs in (self._running, self._waiting) if path in jobs)
 
+    def waiting(self, path: Path) -> Any:
+        """The state of ``path`` waiting for the running write, or None."""
+        job = self._waiting.get(path)
+        return None if job is None else job.state
+
     def read(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run a reading ``function(*args)`` in the pool (at once without
         one, or once the pool stopped), so a large file is not read on the

@@ -29,8 +29,8 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from communigate.store.atomic import fsync_directory
 from communigate.store.writes import INLINE, FileWrites
@@ -40,11 +40,11 @@ FILE_NAME = "archive.log"
 MAX_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One archived message: its archive id (XEP-0313 §4.2: unique, opaque),
     when it was archived, the other party's JID as the stanza named it, and
-    the stanza as it was routed."""
+    the stanza as it was routed.  (A named tuple: one is made per message
+    and party on the reactor thread, and a tuple is the cheapest to make.)"""
 
     id: str
     stamp: float
@@ -61,8 +61,12 @@ def format_record(record: Record) -> bytes:
 
 def _line_length(record: Record) -> int:
     """``len(format_record(record))`` without encoding the stanza."""
-    fixed = len(record.id) + len(f"{record.stamp:.6f}") + len(record.with_jid.encode()) + 5
-    return fixed + len(str(len(record.stanza))) + 4 * ((len(record.stanza) + 2) // 3)
+    id_, stamp, with_jid, stanza = record
+    # Every stamp from 2001 to 2286 is ten digits, a point and six.
+    stamp_length = 17 if 1e9 <= stamp < 1e10 else len(f"{stamp:.6f}")
+    jid_length = len(with_jid) if with_jid.isascii() else len(with_jid.encode())
+    size = len(stanza)
+    return len(id_) + stamp_length + jid_length + 5 + len(str(size)) + 4 * ((size + 2) // 3)
 
 
 def parse_record(line: bytes) -> Record | None:
@@ -131,11 +135,11 @@ def _new_id() -> str:
 
 
 class _Batch(list[Record]):
-    """Records appended together, the length of their lines, and the size
-    of the file when the batch began."""
+    """Records appended together, the length of their lines, and what the
+    file held when the batch began: its size and the running append."""
 
     size = 0
-    on_disk = 0
+    before = 0
 
 
 class Archive:
@@ -159,28 +163,34 @@ class Archive:
         """Archive a message exchanged with ``with_jid``; None when it is
         not archived (the archive is full, or the JID cannot be stored).
         Constant work per message however many wait to be appended: the
-        waiting batch grows in place and knows the length of its lines."""
-        if any(char in with_jid for char in "\t\n\r") or not with_jid:
+        waiting batch grows in place (the writer holds it already) and
+        knows the length of its lines."""
+        if not with_jid or "\t" in with_jid or "\n" in with_jid or "\r" in with_jid:
             return None
-        queue = self._writes.queue(self.path)
         # The waiting append (never the running one) takes the new record.
-        batch = queue[1] if len(queue) > 1 else None
-        if not isinstance(batch, _Batch):
+        batch = self._writes.waiting(self.path)
+        fresh = not isinstance(batch, _Batch)
+        if fresh:
             # The file's size is looked at once per append, not per message
             # (what the running append has written by now counts twice).
             batch = _Batch()
             try:
-                batch.on_disk = os.stat(self.path).st_size
+                batch.before = os.stat(self.path).st_size
             except FileNotFoundError:
                 pass
-        size = batch.on_disk + sum(getattr(state, "size", 0) for state in queue)
+            batch.before += sum(
+                getattr(state, "size", 0) for state in self._writes.queue(self.path)
+            )
+        assert isinstance(batch, _Batch)
+        size = batch.before + batch.size
         record = Record(self._new_id(), self._clock(), with_jid, bytes(stanza))
         line = _line_length(record)
         if size + line > self.max_bytes:
             return None
         batch.append(record)
         batch.size += line
-        self._writes.replace(self.path, batch, _append)
+        if fresh:
+            self._writes.replace(self.path, batch, _append)
         return record
 
     def pending(self) -> list[Record]:

@@ -113,6 +113,10 @@ class FileWrites(Protocol):
         (the second, when there are two, is the one a newer state
         replaces)."""
 
+    def waiting(self, path: Path) -> Any:
+        """The state of ``path`` waiting for the running write to end (the
+        one a newer state replaces), None when none waits."""
+
     def read(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run a reading ``function(*args)`` where the writes run (the
         thread pool), its result (or failure) delivered on the caller's
@@ -143,6 +147,10 @@ class InlineWrites:
     def queue(self, path: Path) -> tuple[Any, ...]:
         """Nothing is ever pending."""
         return ()
+
+    def waiting(self, path: Path) -> Any:
+        """Nothing ever waits."""
+        return None
 
     def read(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         """Read now."""

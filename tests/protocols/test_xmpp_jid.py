@@ -164,6 +164,11 @@ def test_bare_is_bare_with_resource() -> None:
     assert full.bare().is_bare
     bare = full.bare()
     assert bare.bare() is bare
+    # Made once, and no part of the JID's value: equal and hashed alike.
+    assert full.bare() is bare
+    assert full == JID("juliet", "example.com", "balcony")
+    assert hash(full) == hash(JID("juliet", "example.com", "balcony"))
+    assert repr(full) == "JID(local='juliet', domain='example.com', resource='balcony')"
     assert full.bare().with_resource("chamber") == JID("juliet", "example.com", "chamber")
     assert full.with_resource("x\u00a0y").resource == "x y"
     with pytest.raises(InvalidJID):

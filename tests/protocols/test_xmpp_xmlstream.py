@@ -3,8 +3,13 @@ in any chunking, restarts, and the limits."""
 
 from __future__ import annotations
 
-import pytest
+import gc
+import weakref
 
+import pytest
+from twisted.words.xish import domish
+
+from communigate.protocols.xmpp.stream import serialize
 from communigate.protocols.xmpp.xmlstream import (
     Limits,
     StanzaReceived,
@@ -158,3 +163,47 @@ def test_release_keeps_the_stanza_limit() -> None:
     with pytest.raises(StreamViolation) as raised:
         parser.feed(b"x" * 600)
     assert raised.value.condition == "policy-violation"
+
+
+def test_serialized_stanza_escapes_and_parses_back() -> None:
+    """What the server writes escapes every special character of attribute
+    values and text, names a child's other namespace, and parses back to
+    the same values."""
+    tricky = "a&b <c> 'd' \"e\" &amp;"
+    stanza = domish.Element(("jabber:client", "message"))
+    stanza["to"] = "a@b"
+    stanza["id"] = tricky
+    stanza.addElement("body", content=tricky)
+    stanza.addElement(("urn:x", "extra"))["v"] = "'"
+    data = serialize(stanza)
+    assert data == (
+        b"<message to='a@b' id='a&amp;b &lt;c&gt; &apos;d&apos; \"e\" &amp;amp;'>"
+        b"<body>a&amp;b &lt;c&gt; 'd' \"e\" &amp;amp;</body>"
+        b"<extra xmlns='urn:x' v='&apos;'/></message>"
+    )
+    parser = XMLStreamParser()
+    parser.feed(header())
+    (event,) = parser.feed(data)
+    assert isinstance(event, StanzaReceived)
+    assert event.element["id"] == tricky
+    assert str(event.element.body) == tricky
+    assert next(event.element.elements("urn:x", "extra"))["v"] == "'"
+
+
+def test_parsed_stanza_is_freed_without_the_cyclic_collector() -> None:
+    """A parsed stanza holds no reference cycle: dropping it frees it at
+    once, with nothing left for the cyclic garbage collector."""
+    parser = XMLStreamParser()
+    parser.feed(header())
+    (event,) = parser.feed(b"<message to='a@b'><body>x</body><x xmlns='urn:y'><z/></x></message>")
+    assert isinstance(event, StanzaReceived)
+    stanza = weakref.ref(event.element)
+    child = weakref.ref(next(event.element.elements("urn:y", "x")))
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del event
+        assert stanza() is None and child() is None
+    finally:
+        if enabled:
+            gc.enable()

@@ -83,8 +83,10 @@ def test_missing_file_reads_empty(tmp_path: Path) -> None:
 def test_line_length_is_that_of_the_formatted_line() -> None:
     """The size an append adds is counted without formatting the line."""
     for size in range(0, 7):
-        record = Record("id1", 1700000000.5, "bob@example.com/é", b"x" * size)
-        assert _line_length(record) == len(format_record(record))
+        for stamp in (1700000000.5, 999999999.25, 12345678901.0):
+            for jid in ("bob@example.com/é", "bob@example.com"):
+                record = Record("id1", stamp, jid, b"x" * size)
+                assert _line_length(record) == len(format_record(record))
 
 
 def test_waiting_append_grows_in_place(tmp_path: Path) -> None:

@@ -166,6 +166,10 @@ class Hub:
         """Every bound session of an account."""
         return list(self._sessions.get(bare.bare(), {}).values())
 
+    def count(self, bare: JID) -> int:
+        """How many sessions of an account are bound."""
+        return len(self._sessions.get(bare.bare(), ()))
+
     def available(self, bare: JID) -> list[Session]:
         """The sessions of an account that sent available presence."""
         return [session for session in self.resources(bare) if session.available]

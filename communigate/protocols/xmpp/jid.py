@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import precis_i18n
 
@@ -60,6 +60,9 @@ class JID:
     local: str | None
     domain: str
     resource: str | None = None
+    #: The bare JID of a full one, made once (a session's JID is asked for
+    #: its bare part several times per stanza it routes).
+    _bare: JID | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_bare(self) -> bool:
@@ -70,7 +73,11 @@ class JID:
         """The same JID without its resourcepart."""
         if self.resource is None:
             return self
-        return JID(self.local, self.domain, None)
+        found = self._bare
+        if found is None:
+            found = JID(self.local, self.domain, None)
+            object.__setattr__(self, "_bare", found)
+        return found
 
     def with_resource(self, resource: str) -> JID:
         """The full JID of this bare JID with ``resource`` (prepared with
@@ -229,6 +236,7 @@ def is_valid(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=8192)
 def block_candidates(jid: str) -> tuple[str, ...]:
     """The items that would block ``jid`` (XEP-0016 §2.1), most specific
     first; empty for a text that is no JID."""

@@ -225,8 +225,27 @@ def stanza_error(
 
 
 _XML_NS = "http://www.w3.org/XML/1998/namespace"
-_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
-_ATTRIBUTE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;"})
+
+
+def _text(text: str) -> str:
+    """Character data escaped (a search per special character is much
+    cheaper than ``str.translate`` with a mapping, which looks up every
+    character)."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _attribute(value: str) -> str:
+    """An attribute value escaped for single quotes."""
+    value = _text(value)
+    if "'" in value:
+        value = value.replace("'", "&apos;")
+    return value
 
 
 class _Prefixed(Exception):
@@ -238,13 +257,13 @@ def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> N
     out.append("<" + element.name)
     uri = element.uri
     if uri != parent_uri:
-        out.append(f" xmlns='{(uri or '').translate(_ATTRIBUTE)}'")
+        out.append(f" xmlns='{_attribute(uri or '')}'")
     for key, value in element.attributes.items():
         if isinstance(key, tuple):
             if key[0] != _XML_NS:
                 raise _Prefixed()
             key = "xml:" + key[1]
-        out.append(f" {key}='{str(value).translate(_ATTRIBUTE)}'")
+        out.append(f" {key}='{_attribute(str(value))}'")
     if not element.children:
         out.append("/>")
         return
@@ -253,7 +272,7 @@ def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> N
         if isinstance(child, domish.Element):
             _write(child, uri, out)
         else:
-            out.append(str(child).translate(_TEXT))
+            out.append(_text(str(child)))
     out.append(f"</{element.name}>")
 
 

@@ -230,15 +230,23 @@ class XMLStreamParser:
             assert self._parser is not None
             self._stanza_start = self._parser.CurrentByteIndex
             self._header_ends(self._stanza_start)
-        element = domish.Element((uri, local))
-        for key, value in attributes.items():
-            key_uri, key_local = _split(key)
-            if key_uri == "":
-                element.attributes[key_local] = value
-            else:
-                element.attributes[(key_uri, key_local)] = value
+        if " " not in "".join(attributes):
+            # No attribute in a namespace (nearly every stanza): expat's
+            # fresh dictionary is the element's as it is.
+            element = domish.Element((uri, local), uri, attributes)
+        else:
+            element = domish.Element((uri, local), uri)
+            for key, value in attributes.items():
+                key_uri, key_local = _split(key)
+                if key_uri == "":
+                    element.attributes[key_local] = value
+                else:
+                    element.attributes[(key_uri, key_local)] = value
         if self._stack:
-            self._stack[-1].addChild(element)
+            # Without domish's parent link: a parsed stanza holds no cycle,
+            # so it is freed as soon as it is routed, not by the cyclic
+            # collector (nothing here walks up from a child).
+            self._stack[-1].children.append(element)
         self._stack.append(element)
         self._depth += 1
 

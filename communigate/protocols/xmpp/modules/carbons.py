@@ -71,6 +71,8 @@ class CarbonsModule:
 
     def others(self, session: Any) -> bool:
         """Whether another resource of the account has carbons enabled."""
+        if self.hub.count(session.jid) < 2:
+            return False
         return any(
             other is not session and other.features.get("carbons")
             for other in self.hub.resources(session.jid)
