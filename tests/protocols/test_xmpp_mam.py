@@ -4,11 +4,15 @@ archived for both accounts, queries filter and page with RSM."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.words.xish import domish
 
+from communigate.protocols.xmpp import hub as hub_module
 from communigate.protocols.xmpp.server import XMPPFactory
+from communigate.protocols.xmpp.stream import serialize
 from communigate.store.archive import read_records
 from communigate.store.files import FileDirectory
 from tests.protocols.test_xmpp_durability import Held
@@ -202,3 +206,29 @@ def test_extreme_dates_are_bad_requests_or_work(factory: XMPPFactory, moment: st
     assert b"id='p'" in alice.send(
         b"<iq type='get' id='p' to='company.com'><ping xmlns='urn:xmpp:ping'/></iq>"
     )
+
+
+def test_a_chat_is_serialized_once_for_archive_and_delivery(
+    factory: XMPPFactory, directory: FileDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes archived are the bytes delivered, made once; the next
+    message is serialized afresh."""
+    made: list[bytes] = []
+
+    def counting(element: domish.Element) -> bytes:
+        made.append(serialize(element))
+        return made[-1]
+
+    monkeypatch.setattr(hub_module, "serialize", counting)
+    alice = Stream(factory).online("a")
+    john = Stream(factory).online("pc", *J1)
+    alice.take(), john.take()
+    made.clear()
+    alice.send(chat("j.smith@client1.com/pc", "once"))
+    delivered = john.take()
+    assert len(made) == 1 and made[0] in delivered
+    archive = Path(directory.account_path("client1.com", "j.smith")) / "archive.log"
+    assert made[0] in [record.stanza for record in read_records(archive)]
+    made.clear()
+    alice.send(chat("j.smith@client1.com/pc", "twice"))
+    assert len(made) == 1 and b">twice<" in made[0] and made[0] in john.take()

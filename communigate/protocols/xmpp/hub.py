@@ -47,7 +47,7 @@ from twisted.words.xish import domish
 
 from communigate.portal.xmppsession import XMPPDirectory
 from communigate.protocols.xmpp.jid import JID, InvalidJID, parse
-from communigate.protocols.xmpp.stream import stanza_error
+from communigate.protocols.xmpp.stream import serialize, stanza_error
 
 #: Handler of an iq payload: (hub, session, iq, target bare JID) → None.
 IQHandler = Callable[[Any, Any, domish.Element, JID], None]
@@ -103,6 +103,10 @@ class Hub:
         #: The server is stopping: every session is about to end, so none
         #: is told of the others' going, and none sleeps to be resumed.
         self.stopping = False
+        #: The message being routed, and its bytes once serialized
+        #: (:meth:`serialized`).
+        self._routing: domish.Element | None = None
+        self._wire: bytes | None = None
 
     # -- the bus -----------------------------------------------------------
 
@@ -234,11 +238,27 @@ class Hub:
         if stanza.name == "presence":
             self.fire("presence", session, stanza)
         elif stanza.name == "message":
-            if self.fire("message-out", session, stanza):
-                return
-            self.deliver_message(stanza, target or session.jid.bare(), session)
+            outer = self._routing, self._wire
+            self._routing, self._wire = stanza, None
+            try:
+                if self.fire("message-out", session, stanza):
+                    return
+                self.deliver_message(stanza, target or session.jid.bare(), session)
+            finally:
+                self._routing, self._wire = outer
         elif stanza.name == "iq":
             self.route_iq(session, stanza, target)
+
+    def serialized(self, stanza: domish.Element) -> bytes:
+        """:func:`~communigate.protocols.xmpp.stream.serialize`; the message
+        being routed is serialized once for its archive and its delivery
+        alike (no module changes a message between the two: one that adds
+        to it for a purpose, such as offline storage, serializes itself)."""
+        if stanza is not self._routing:
+            return serialize(stanza)
+        if self._wire is None:
+            self._wire = serialize(stanza)
+        return self._wire
 
     def bounce(
         self, session: Session, stanza: domish.Element, error_type: str, condition: str

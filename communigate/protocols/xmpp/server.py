@@ -308,7 +308,7 @@ class XMPPServer(Protocol):
         """A stanza to the client (a hub session's output)."""
         if self.fire_out(element):
             return
-        self.write(stream.serialize(element))
+        self.write(self.hub.serialized(element))
 
     def fire_out(self, element: domish.Element) -> bool:
         """Let stream management count an outgoing stanza."""

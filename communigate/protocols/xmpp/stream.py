@@ -253,27 +253,32 @@ class _Prefixed(Exception):
 
 
 def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> None:
-    """Append ``element`` (default namespaces only) to ``out``."""
-    out.append("<" + element.name)
+    """Append ``element`` (default namespaces only) to ``out``: its start
+    tag as one string, each text child, each child element, its end tag."""
+    name = element.name
     uri = element.uri
-    if uri != parent_uri:
-        out.append(f" xmlns='{_attribute(uri or '')}'")
-    for key, value in element.attributes.items():
-        if isinstance(key, tuple):
-            if key[0] != _XML_NS:
-                raise _Prefixed()
-            key = "xml:" + key[1]
-        out.append(f" {key}='{_attribute(str(value))}'")
-    if not element.children:
-        out.append("/>")
+    tag = "<" + name if uri == parent_uri else f"<{name} xmlns='{_attribute(uri or '')}'"
+    attributes = element.attributes
+    if attributes:
+        parts = [tag]
+        for key, value in attributes.items():
+            if key.__class__ is tuple:
+                if key[0] != _XML_NS:
+                    raise _Prefixed()
+                key = "xml:" + key[1]
+            parts.append(f" {key}='{_attribute(value if value.__class__ is str else str(value))}'")
+        tag = "".join(parts)
+    children = element.children
+    if not children:
+        out.append(tag + "/>")
         return
-    out.append(">")
-    for child in element.children:
+    out.append(tag + ">")
+    for child in children:
         if isinstance(child, domish.Element):
             _write(child, uri, out)
         else:
             out.append(_text(str(child)))
-    out.append(f"</{element.name}>")
+    out.append(f"</{name}>")
 
 
 def serialize(element: domish.Element) -> bytes:

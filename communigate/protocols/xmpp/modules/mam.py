@@ -38,7 +38,6 @@ from communigate.protocols.xmpp.hub import Hub
 from communigate.protocols.xmpp.jid import JID, InvalidJID, parse
 from communigate.protocols.xmpp.modules.offline import parse_stored
 from communigate.protocols.xmpp.modules.replies import error, result
-from communigate.protocols.xmpp.stream import serialize
 from communigate.protocols.xmpp.xmlstream import NS_CLIENT
 from communigate.store.archive import Record, read_records
 
@@ -183,7 +182,7 @@ class MAMModule:
             return False
         if target.local is None:
             return False
-        data = serialize(stanza)
+        data = self.hub.serialized(stanza)
         session.avatar.stores.archive.add(str(target), data)
         if target.bare() == session.jid.bare():
             return False
