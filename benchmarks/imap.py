@@ -393,7 +393,7 @@ async def noop_latency(target: Target, clients: int, seconds: float) -> Run:
     latencies: list[float] = []
     pinger = ping(reader, writer, latencies, time.monotonic() + seconds, 10_000)
     try:
-        await asyncio.wait_for(
+        _, rate = await asyncio.wait_for(
             asyncio.gather(pinger, logins_per_second(target, clients, 10**6, seconds, "b")),
             seconds + 60,
         )
@@ -403,7 +403,8 @@ async def noop_latency(target: Target, clients: int, seconds: float) -> Run:
         raise Failed("no NOOP answered")
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
-    return Run(p99, f"median {statistics.median(latencies) * 1000:.1f}, {len(latencies)} NOOPs")
+    median = statistics.median(latencies) * 1000
+    return Run(p99, f"median {median:.1f}, {len(latencies)} NOOPs, {rate:.1f} bcrypt logins/s")
 
 
 def main() -> None:

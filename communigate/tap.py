@@ -76,7 +76,7 @@ from communigate.store.open import DIRECTORY_VARIABLE, directory_service
 from communigate.store.open import open_directory as open_store
 from communigate.store.spool import remove_stale, spool_folder
 from communigate.store.uploads import remove_stale_everywhere
-from communigate.workpool import BackgroundPool
+from communigate.workpool import BackgroundPool, HashingLane
 
 #: Seconds between checks that logged-in accounts still exist.
 SESSION_SWEEP = 2
@@ -114,6 +114,14 @@ class Options(usage.Options):
             "(default: this host's name).",
         ],
         ["threads", None, 4, "Threads for password hashing and other blocking work.", int],
+        [
+            "hashing-threads",
+            None,
+            0,
+            "Password hashes checked at once (0: one fewer than the cores, at least one), "
+            "so that a burst of logins leaves a core to the sessions.",
+            int,
+        ],
         [
             "pop3-timeout",
             None,
@@ -522,6 +530,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     observer: IActivityObserver = Fanout([EventLog(), metrics]) if metrics else EventLog()
     pool = BackgroundPool(minthreads=1, maxthreads=options["threads"], name="communigate-auth")
     ThreadPoolService(pool).setServiceParent(top)
+    hashing = HashingLane(pool, options["hashing-threads"] or None)
     refresher = directory_service(directory, reactor, pool)
     if refresher is not None:
         refresher.setServiceParent(top)
@@ -532,11 +541,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if metrics is not None:
         metrics.watch_helper(helper)
     sources = [
-        InternalPassword(reactor, pool),
-        SystemPassword(reactor, pool, directory),
+        InternalPassword(reactor, hashing),
+        SystemPassword(reactor, hashing, directory),
         ExternalPassword(helper, directory),
     ]
-    checker = AccountChecker(resolver, sources, reactor, pool, observer)
+    checker = AccountChecker(resolver, sources, reactor, hashing, observer)
     realm = AccountRealm(directory, reactor, pool)
     portal = Portal(realm, [checker])
     # Sessions of deleted accounts end within this many seconds.

@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from typing import Any
 
 import pytest
 
-from communigate.workpool import BACKGROUND_NICENESS, BackgroundPool, lower_this_thread
+from communigate.workpool import (
+    BACKGROUND_NICENESS,
+    BackgroundPool,
+    HashingLane,
+    hashing_width,
+    lower_this_thread,
+)
+from tests.portal.test_durablefiles import HeldPool
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
@@ -46,3 +54,37 @@ def test_lowering_never_raises() -> None:
     thread.start()
     thread.join(10)
     assert result == [True]
+
+
+def test_hashing_lane_runs_at_most_width_jobs_in_order() -> None:
+    """Past ``width`` running jobs the others wait, holding no pool thread,
+    and start oldest first as jobs end; results and failures reach their
+    callers; a job without a callback (callInThread) runs as well."""
+    pool = HeldPool()
+    lane = HashingLane(pool, width=2)  # type: ignore[arg-type]
+    results: list[tuple[str, bool, object]] = []
+
+    def record(name: str) -> Any:
+        return lambda success, result: results.append((name, success, result))
+
+    def fail() -> None:
+        raise ValueError("bad hash")
+
+    lane.callInThreadWithCallback(record("a"), lambda: 1)
+    lane.callInThreadWithCallback(record("b"), fail)
+    lane.callInThreadWithCallback(record("c"), lambda: 3)
+    lane.callInThread(lambda: results.append(("d", True, 4)))
+    assert (len(pool.jobs), len(lane), lane.running) == (2, 2, 2)
+    pool.run(1)  # b fails: c starts
+    assert results[0][:2] == ("b", False) and isinstance(results[0][2], ValueError)
+    assert (len(pool.jobs), len(lane)) == (2, 1)
+    pool.run_all()
+    assert [name for name, _, _ in results] == ["b", "a", "c", "d"]
+    assert (len(pool.jobs), len(lane), lane.running) == (0, 0, 0)
+
+
+def test_hashing_lane_leaves_a_core_to_the_sessions() -> None:
+    """By default one fewer hash at once than the cores, at least one."""
+    assert hashing_width() == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert HashingLane(BackgroundPool(0, 1), 0).width == 1
+    assert HashingLane(BackgroundPool(0, 1)).width == hashing_width()
