@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import ports
+
 ADDRESSES = ("127.0.0.1", "127.0.0.2")
 #: ``twistd`` run by the interpreter running the tests.
 TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
@@ -30,24 +32,12 @@ FAILED_LOGIN_DELAY = "0.2s"
 
 def free_port() -> int:
     """A TCP port free on both loopback addresses the server uses."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        try:
-            with socket.socket() as other:
-                other.bind(("127.0.0.2", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
+    return ports.free_port(("127.0.0.1", "127.0.0.2"))
 
 
 def free_udp_port() -> int:
     """A UDP port free on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return ports.free_port(udp=True)
 
 
 def communigate(base: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:

@@ -20,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.integration import ports
+
 KRB5KDC = "/usr/sbin/krb5kdc"
 KDB5_UTIL = "/usr/sbin/kdb5_util"
 KADMIN_LOCAL = "/usr/sbin/kadmin.local"
@@ -33,28 +35,13 @@ def available() -> bool:
     return all(os.access(tool, os.X_OK) for tool in (KRB5KDC, KDB5_UTIL, KADMIN_LOCAL, KINIT))
 
 
-def _free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
-                other.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
-
-
 class KDC:
     """One realm's KDC under ``root``; :meth:`start`, then :meth:`stop`."""
 
     def __init__(self, root: Path, realm: str | None = None) -> None:
         self.root = root
         self.realm = realm or f"TEST{secrets.token_hex(3).upper()}.EXAMPLE"
-        self.port = _free_port()
+        self.port = ports.free_port(udp=True)
         self.process: subprocess.Popen[bytes] | None = None
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "rcache").mkdir(exist_ok=True)

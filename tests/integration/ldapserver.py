@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.integration import ports
+
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 SYSTEM_SCHEMAS = Path("/etc/ldap/schema")
@@ -76,13 +78,6 @@ olcDbIndex: uid,cgpAlias,cgpDomainName,cn eq
 olcDbIndex: modifyTimestamp eq
 olcAccess: {{0}}to * by * none
 """
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -178,4 +173,4 @@ def make_server(folder: Path) -> LdapServer:
         capture_output=True,
         timeout=60,
     )
-    return LdapServer(folder, free_port())
+    return LdapServer(folder, ports.free_port())

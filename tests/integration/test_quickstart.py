@@ -10,12 +10,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.integration.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -24,12 +25,6 @@ pytestmark = pytest.mark.skipif(
     not SYSTEM_PYTHON.exists() or shutil.which("git") is None,
     reason="needs the distribution's /usr/bin/python3 and git",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_quickstart_with_the_system_python(tmp_path: Path) -> None:
