@@ -542,10 +542,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         metrics.watch_helper(helper)
     sources = [
         InternalPassword(reactor, hashing),
-        SystemPassword(reactor, hashing, directory),
+        SystemPassword(reactor, pool, directory),
         ExternalPassword(helper, directory),
     ]
-    checker = AccountChecker(resolver, sources, reactor, hashing, observer)
+    checker = AccountChecker(resolver, sources, reactor, hashing, observer, writes=pool)
     realm = AccountRealm(directory, reactor, pool)
     portal = Portal(realm, [checker])
     # Sessions of deleted accounts end within this many seconds.

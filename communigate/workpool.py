@@ -18,9 +18,9 @@ of its time slice.  So the password checks go through a
 :class:`HashingLane` of the pool, which runs at most one fewer of them at
 once than the process has cores (at least one): a core always stays free
 for the sessions, as in Dovecot, whose one auth process hashes while the
-mail processes answer.  PAM checks and the re-hashing of a password take
-the same lane; the pool's other work (fsync of mail and files, the LDAP
-refresh) does not wait behind them.
+mail processes answer.  The lane keeps at least one pool thread for the
+pool's other work (fsync of mail and files, directory writes, the LDAP
+refresh, PAM, whose checks mostly wait), which never waits behind hashes.
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+
+log = Logger()
 
 #: How much lower (in nice steps) pool threads run than the reactor.
 BACKGROUND_NICENESS = 5
@@ -65,14 +70,26 @@ class BackgroundPool(ThreadPool):
     threadFactory: Any = _BackgroundThread
 
 
-def hashing_width() -> int:
-    """How many password hashes may run at once: one fewer than the cores
-    this process may use, at least one."""
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, bounded by a
+    cgroup (v2) CPU quota when one is set (a container's ``--cpus``)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def hashing_width() -> int:
+    """How many password hashes may run at once: one fewer than the cores
+    this process may use, at least one."""
+    return max(1, usable_cores() - 1)
 
 
 class HashingLane(ThreadPool):
@@ -85,8 +102,14 @@ class HashingLane(ThreadPool):
         super().__init__(0, 1, f"{getattr(pool, 'name', None)}-hashing")
         self.pool = pool
         self.width = max(1, width if width is not None else hashing_width())
+        # One pool thread always stays for the pool's other work.
+        threads = getattr(pool, "max", None)
+        if isinstance(threads, int):
+            self.width = max(1, min(self.width, threads - 1))
         self.running = 0
-        self._waiting: deque[tuple[Callable[..., Any], Callable[..., Any], Any, Any]] = deque()
+        self._waiting: deque[
+            tuple[Callable[[bool, Any], object] | None, Callable[..., Any], Any, Any]
+        ] = deque()
         self._lock = threading.Lock()
 
     def callInThreadWithCallback(
@@ -98,7 +121,20 @@ class HashingLane(ThreadPool):
     ) -> None:
         """Run ``func`` in the pool once fewer than ``width`` run;
         ``onResult(success, result)`` as the pool would call it."""
+        with self._lock:
+            if self.running >= self.width:
+                self._waiting.append((onResult, func, args, kw))
+                return
+            self.running += 1
+        self._start(onResult, func, args, kw)
 
+    def _start(
+        self,
+        onResult: Callable[[bool, Any], object] | None,
+        func: Callable[..., Any],
+        args: Any,
+        kw: Any,
+    ) -> None:
         def finished(success: bool, result: Any) -> None:
             try:
                 if onResult is not None:
@@ -106,21 +142,31 @@ class HashingLane(ThreadPool):
             finally:
                 self._next()
 
-        with self._lock:
-            if self.running >= self.width:
-                self._waiting.append((finished, func, args, kw))
-                return
-            self.running += 1
         self.pool.callInThreadWithCallback(finished, func, *args, **kw)
 
     def _next(self) -> None:
-        """A job ended (in its pool thread): start the oldest waiting one."""
-        with self._lock:
-            if not self._waiting:
-                self.running -= 1
+        """A job ended (in its pool thread): start the oldest waiting one.
+        Once the pool is stopping it would drop a new job, so the waiting
+        ones run here, in the thread finishing its last job, as the pool
+        finishes the work it already holds."""
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self.running -= 1
+                    return
+                onResult, func, args, kw = self._waiting.popleft()
+            if not getattr(self.pool, "joined", False):
+                self._start(onResult, func, args, kw)
                 return
-            finished, function, args, kwargs = self._waiting.popleft()
-        self.pool.callInThreadWithCallback(finished, function, *args, **kwargs)
+            try:
+                success, result = True, func(*args, **kw)
+            except BaseException:
+                success, result = False, Failure()
+            if onResult is not None:
+                try:
+                    onResult(success, result)
+                except Exception:
+                    log.failure("a hashing job's result could not be delivered")
 
     def __len__(self) -> int:
         """How many jobs wait for their turn."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from communigate.workpool import (
     HashingLane,
     hashing_width,
     lower_this_thread,
+    usable_cores,
 )
 from tests.portal.test_durablefiles import HeldPool
 
@@ -83,8 +85,30 @@ def test_hashing_lane_runs_at_most_width_jobs_in_order() -> None:
     assert (len(pool.jobs), len(lane), lane.running) == (0, 0, 0)
 
 
-def test_hashing_lane_leaves_a_core_to_the_sessions() -> None:
-    """By default one fewer hash at once than the cores, at least one."""
-    assert hashing_width() == max(1, len(os.sched_getaffinity(0)) - 1)
-    assert HashingLane(BackgroundPool(0, 1), 0).width == 1
-    assert HashingLane(BackgroundPool(0, 1)).width == hashing_width()
+def test_hashing_lane_leaves_a_core_to_the_sessions_and_a_thread_to_the_pool() -> None:
+    """By default one fewer hash at once than the cores, at least one; never
+    every thread of the pool."""
+    assert hashing_width() == max(1, usable_cores() - 1)
+    assert usable_cores() <= len(os.sched_getaffinity(0))
+    assert HashingLane(BackgroundPool(0, 64), 0).width == 1
+    assert HashingLane(BackgroundPool(0, 64)).width == hashing_width()
+    assert HashingLane(BackgroundPool(0, 4), 7).width == 3
+    assert HashingLane(BackgroundPool(0, 1), 7).width == 1
+
+
+def test_hashing_lane_finishes_waiting_jobs_when_the_pool_stops() -> None:
+    """Jobs waiting their turn when the pool stops still run and report
+    (the pool itself finishes what it holds), and the lane is left idle."""
+    pool = BackgroundPool(minthreads=1, maxthreads=2, name="test-lane")
+    lane = HashingLane(pool, width=1)
+    results: list[tuple[int, bool]] = []
+    pool.start()
+    for index in range(3):
+        lane.callInThreadWithCallback(
+            lambda success, result: results.append((result, success)),
+            lambda index=index: time.sleep(0.1) or index,
+        )
+    time.sleep(0.02)
+    pool.stop()
+    assert sorted(results) == [(0, True), (1, True), (2, True)]
+    assert (len(lane), lane.running) == (0, 0)

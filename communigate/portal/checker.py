@@ -124,7 +124,11 @@ class AccountChecker:
         reactor: Any = None,
         threadpool: ThreadPool | None = None,
         observer: IActivityObserver | None = None,
+        writes: ThreadPool | None = None,
     ) -> None:
+        """``threadpool`` runs the password work (hashes, key stretching);
+        ``writes`` the directory write of a re-hashed password (by default
+        ``threadpool`` too): a write need not wait behind hashes."""
         self.resolver = resolver
         #: Told of every verdict and lockout (by default: the log).
         self.observer: IActivityObserver = observer if observer is not None else EventLog()
@@ -132,6 +136,7 @@ class AccountChecker:
         self.rights = Rights(resolver.directory)
         self._reactor = reactor
         self._threadpool = threadpool
+        self._writes = writes if writes is not None else threadpool
         clock = getattr(reactor, "seconds", None)
         self.throttle = LoginThrottle(clock) if clock else LoginThrottle()
         #: Passwords verified a moment ago, reused for credentials that ask
@@ -297,10 +302,11 @@ class AccountChecker:
             raise IdentityRefused(f"{account.full_name} does not allow {identity.setting}")
         return account
 
-    def _run(self, function: Any, *args: Any) -> Deferred[Any]:
-        if self._threadpool is None:
+    def _run(self, function: Any, *args: Any, pool: ThreadPool | None = None) -> Deferred[Any]:
+        pool = pool if pool is not None else self._threadpool
+        if pool is None:
             return maybeDeferred(function, *args)
-        return deferToThreadPool(self._reactor, self._threadpool, function, *args)
+        return deferToThreadPool(self._reactor, pool, function, *args)
 
     @inlineCallbacks
     def _check(self, account: Account, credentials: Any, costly: list[bool]) -> Any:
@@ -399,7 +405,7 @@ class AccountChecker:
 
         def store(changes: dict[str, Any]) -> Deferred[Any]:
             # In the pool: a directory write may block (fsync, LDAP).
-            return self._run(update, account.domain, account.name, changes)
+            return self._run(update, account.domain, account.name, changes, pool=self._writes)
 
         def rehashed(_: object) -> None:
             self.log.info(

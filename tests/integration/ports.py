@@ -29,10 +29,19 @@ def _ephemeral() -> tuple[int, int]:
 
 
 def _candidates() -> range:
+    """Ports outside the ephemeral range: below it, else above it, else
+    (a range covering nearly every port) the ports above ``LOWEST``."""
     low, high = _ephemeral()
     if low - LOWEST >= 1000:
         return range(LOWEST, low)
-    return range(high + 1, 65536)
+    if 65535 - high >= 1000:
+        return range(high + 1, 65536)
+    return range(LOWEST, 65536)
+
+
+#: Ports this process handed out already: one server's several listeners
+#: never get the same one.
+_given: set[int] = set()
 
 
 def _bindable(port: int, addresses: tuple[str, ...], udp: bool) -> bool:
@@ -52,6 +61,7 @@ def free_port(addresses: tuple[str, ...] = ("127.0.0.1",), udp: bool = False) ->
     candidates = _candidates()
     for _ in range(200):
         port = random.choice(candidates)
-        if _bindable(port, addresses, udp):
+        if port not in _given and _bindable(port, addresses, udp):
+            _given.add(port)
             return port
     raise RuntimeError("no free port")

@@ -236,7 +236,7 @@ def is_valid(text: str) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1024)
 def block_candidates(jid: str) -> tuple[str, ...]:
     """The items that would block ``jid`` (XEP-0016 §2.1), most specific
     first; empty for a text that is no JID."""
