@@ -62,8 +62,8 @@ def format_record(record: Record) -> bytes:
 def _line_length(record: Record) -> int:
     """``len(format_record(record))`` without encoding the stanza."""
     id_, stamp, with_jid, stanza = record
-    # Every stamp from 2001 to 2286 is ten digits, a point and six.
-    stamp_length = 17 if 1e9 <= stamp < 1e10 else len(f"{stamp:.6f}")
+    # Every stamp from 2001 to 2255 is ten digits, a point and six.
+    stamp_length = 17 if 1e9 <= stamp < 9e9 else len(f"{stamp:.6f}")
     jid_length = len(with_jid) if with_jid.isascii() else len(with_jid.encode())
     size = len(stanza)
     return len(id_) + stamp_length + jid_length + 5 + len(str(size)) + 4 * ((size + 2) // 3)

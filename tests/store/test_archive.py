@@ -83,7 +83,7 @@ def test_missing_file_reads_empty(tmp_path: Path) -> None:
 def test_line_length_is_that_of_the_formatted_line() -> None:
     """The size an append adds is counted without formatting the line."""
     for size in range(0, 7):
-        for stamp in (1700000000.5, 999999999.25, 12345678901.0):
+        for stamp in (1700000000.5, 999999999.25, 12345678901.0, 9999999999.9999996):
             for jid in ("bob@example.com/é", "bob@example.com"):
                 record = Record("id1", stamp, jid, b"x" * size)
                 assert _line_length(record) == len(format_record(record))
