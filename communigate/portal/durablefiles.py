@@ -17,7 +17,9 @@ commits messages:
 - until a state is on disk, :meth:`DurableFiles.latest` gives it back, so
   every reader in the process sees it at once;
 - a failed write is logged (one line: the file and the error) and fails
-  the tickets waiting for it; the store then reads what is on disk again.
+  the tickets waiting for it; the store then reads what is on disk again
+  (a :class:`~communigate.store.writes.WriteRefused`, a bound the write
+  function keeps, fails them without a log line).
 
 Without a pool (the command line, tests), or once the pool has stopped
 (the server shuts down), each write runs at once, but a failure still goes
@@ -38,7 +40,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from communigate.store.writes import REMOVED, Ticket, WriteFunction, remove_file
+from communigate.store.writes import REMOVED, Ticket, WriteFunction, WriteRefused, remove_file
 
 T = TypeVar("T")
 
@@ -156,7 +158,7 @@ class DurableFiles:
         tickets (which may schedule more)."""
         del self._running[job.path]
         failure = result if isinstance(result, Failure) else None
-        if failure is not None:
+        if failure is not None and not failure.check(WriteRefused):
             error = failure.value
             reason = getattr(error, "strerror", None) or repr(error)
             self.log.error("could not write {path}: {reason}", path=str(job.path), reason=reason)

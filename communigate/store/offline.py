@@ -4,10 +4,18 @@ RFC 6121 §8.5.2.2.1 (and §8.5.3.2.1) let a server store a message for a
 user who is offline and deliver it at the next login (Prosody's
 ``mod_offline``).  Each stanza is its own file in
 ``<account folder>/offline/``, written durably with
-:func:`~communigate.store.atomic.write_atomic`, named by a sequence number
-so the oldest comes first.  The store is bounded in messages and bytes;
-past the bound :meth:`OfflineStore.add` refuses and the caller bounces the
-message (``service-unavailable``).
+:func:`~communigate.store.atomic.write_atomic`, named by the time it was
+stored (nanoseconds, rising within a process) and a random tag, so the
+oldest comes first and two front ends storing for one account at the same
+moment never pick the same name (names of the earlier form, a bare
+sequence number, still sort first).  The store is bounded in messages and
+bytes: :meth:`OfflineStore.add` refuses at once when the stanzas still
+waiting to be written reach the bound, and the write itself (in the
+writer's thread, never on the reactor) lists the folder and refuses with
+:class:`StoreFull` when the stored ones do; either way the caller bounces
+the message (``service-unavailable``).  Two writes running at once may
+each see room for one more: the bound is kept to within the writer's
+threads.
 
 Files are written and removed through a
 :class:`~communigate.store.writes.FileWrites` (at once by default; in the
@@ -20,13 +28,16 @@ the thread that owns the account's state.
 from __future__ import annotations
 
 import os
+import secrets
+import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, gatherResults
 
 from communigate.store.atomic import fsync_directory, write_atomic
-from communigate.store.writes import INLINE, REMOVED, FileWrites, done_ticket
+from communigate.store.writes import INLINE, REMOVED, FileWrites, WriteRefused, done_ticket
 
 FOLDER_NAME = "offline"
 SUFFIX = ".xml"
@@ -34,18 +45,44 @@ MAX_MESSAGES = 1000
 MAX_BYTES = 10 * 1024 * 1024
 
 
-def _number(name: str) -> int | None:
-    """The sequence number of a stored stanza's file name, None for any
-    other name (``write_atomic``'s temporaries start with a dot)."""
-    stem = name[: -len(SUFFIX)]
-    if name.endswith(SUFFIX) and stem.isascii() and stem.isdigit():
-        return int(stem)
-    return None
+#: Where a stored stanza's file comes in the order: the time it was
+#: stored (or the sequence number of an earlier name) and its tag.
+Key = tuple[int, str]
+
+_HEX = frozenset("0123456789abcdef")
 
 
-def _save(path: Path, stanza: bytes) -> None:
-    """Write one stanza's file (in the writer's thread); the ``offline``
+class StoreFull(WriteRefused):
+    """The stored stanzas already reach the bound in messages or bytes."""
+
+
+def _key(name: str) -> Key | None:
+    """Where the stanza file ``name`` comes in the order (``<time>-<tag>.xml``
+    or the earlier ``<number>.xml``); None for any other name
+    (``write_atomic``'s temporaries start with a dot)."""
+    if not name.endswith(SUFFIX):
+        return None
+    stamp, _, tag = name[: -len(SUFFIX)].partition("-")
+    if not (stamp.isascii() and stamp.isdigit()) or not _HEX.issuperset(tag):
+        return None
+    if "-" in name and not tag:
+        return None
+    return int(stamp), tag
+
+
+def _save(max_messages: int, max_bytes: int, path: Path, stanza: bytes) -> None:
+    """Write one stanza's file (in the writer's thread) unless the stanzas
+    already stored reach the bound (:class:`StoreFull`); the ``offline``
     folder is made if needed, never the account's folder."""
+    count = size = 0
+    for _, entry in _stanza_files(path.parent):
+        try:
+            size += entry.stat().st_size
+        except FileNotFoundError:
+            continue
+        count += 1
+    if count >= max_messages or size + len(stanza) > max_bytes:
+        raise StoreFull(f"{count} stanzas, {size} bytes stored")
     try:
         path.parent.mkdir(mode=0o700)
     except FileExistsError:
@@ -55,27 +92,27 @@ def _save(path: Path, stanza: bytes) -> None:
     write_atomic(path, stanza)
 
 
-def _stanza_files(folder: Path) -> Iterator[tuple[int, os.DirEntry[str]]]:
-    """(sequence number, entry) of each stanza file in ``folder``."""
+def _stanza_files(folder: Path) -> Iterator[tuple[Key, os.DirEntry[str]]]:
+    """(order key, entry) of each stanza file in ``folder``."""
     try:
         scan = os.scandir(folder)
     except FileNotFoundError:
         return
     with scan:
         for entry in scan:
-            number = _number(entry.name)
-            if number is not None:
-                yield number, entry
+            key = _key(entry.name)
+            if key is not None:
+                yield key, entry
 
 
-def _read_folder(folder: Path) -> dict[int, tuple[Path, bytes]]:
-    """Sequence number → (path, stanza) of each stanza file in ``folder``
-    (in the writer's thread)."""
-    found: dict[int, tuple[Path, bytes]] = {}
-    for number, entry in _stanza_files(folder):
+def _read_folder(folder: Path) -> dict[Key, tuple[Path, bytes]]:
+    """Order key → (path, stanza) of each stanza file in ``folder`` (in
+    the writer's thread)."""
+    found: dict[Key, tuple[Path, bytes]] = {}
+    for key, entry in _stanza_files(folder):
         try:
             with open(entry.path, "rb") as handle:
-                found[number] = (Path(entry.path), handle.read())
+                found[key] = (Path(entry.path), handle.read())
         except FileNotFoundError:
             continue
     return found
@@ -96,71 +133,76 @@ class OfflineStore:
         self.max_bytes = max_bytes
         self._writes = writes
         self._ticket = done_ticket()
-        #: The next sequence number this object gives at least: a number
-        #: is never used twice while it lives, even once every file was
-        #: removed (a read still in flight names the old files).
-        self._next = 1
+        #: The time the last name given by this object carries: names rise
+        #: and are never given twice while it lives, even once every file
+        #: was removed (a read still in flight names the old files).
+        self._stamp = 0
 
-    def _on_disk(self) -> dict[int, tuple[Path, int]]:
-        """Sequence number → (path, size) of each stanza file on disk."""
-        found: dict[int, tuple[Path, int]] = {}
-        for number, entry in _stanza_files(self.folder):
+    def _on_disk(self) -> dict[Key, tuple[Path, int]]:
+        """Order key → (path, size) of each stanza file on disk."""
+        found: dict[Key, tuple[Path, int]] = {}
+        for key, entry in _stanza_files(self.folder):
             try:
-                found[number] = (Path(entry.path), entry.stat().st_size)
+                found[key] = (Path(entry.path), entry.stat().st_size)
             except FileNotFoundError:
                 continue
         return found
 
-    def _entries(self) -> tuple[list[tuple[int, Path, int, bytes | None]], int]:
-        """(sequence number, path, size, the stanza if still in memory) of
-        each stored stanza in order (the files on disk as the pending writes
-        and removals will leave them), and the highest number in use."""
-        disk = self._on_disk()
-        entries: dict[int, tuple[Path, int, bytes | None]] = {
-            number: (path, size, None) for number, (path, size) in disk.items()
+    def _entries(self) -> list[tuple[Path, int, bytes | None]]:
+        """(path, size, the stanza if still in memory) of each stored
+        stanza in order: the files on disk as the pending writes and
+        removals will leave them."""
+        entries: dict[Key, tuple[Path, int, bytes | None]] = {
+            key: (path, size, None) for key, (path, size) in self._on_disk().items()
         }
-        highest = max(disk, default=0)
-        held: dict[int, tuple[Path, int, bytes | None]] = {}
         for path, state in self._writes.pending_under(self.folder).items():
-            number = _number(path.name)
-            if number is None:
+            key = _key(path.name)
+            if key is None:
                 continue
-            highest = max(highest, number)
             if state is REMOVED:
-                entries.pop(number, None)
+                entries.pop(key, None)
             else:
-                held[number] = (path, len(state), bytes(state))
-        entries.update(held)
-        ordered = [(number, *entries[number]) for number in sorted(entries)]
-        return ordered, highest
+                entries[key] = (path, len(state), bytes(state))
+        return [entries[key] for key in sorted(entries)]
 
     def count(self) -> int:
         """How many stanzas are stored."""
-        return len(self._entries()[0])
+        return len(self._entries())
 
     def size(self) -> int:
         """How many bytes the stored stanzas take."""
-        return sum(size for _, _, size, _ in self._entries()[0])
+        return sum(size for _, size, _ in self._entries())
 
     def add(self, stanza: bytes) -> Path | None:
         """Store one stanza (durable once :meth:`written` fires) and return
-        the file it goes to; None (nothing stored) if that would pass the
-        bound in messages or bytes.  ``OSError`` at once from the default
-        writer if it cannot be written (the account's folder is never
-        created here)."""
-        entries, highest = self._entries()
-        total = sum(size for _, _, size, _ in entries)
-        if len(entries) >= self.max_messages or total + len(stanza) > self.max_bytes:
+        the file it goes to; None (nothing stored) if the stanzas waiting
+        to be written, or with the default writer those stored, leave no
+        room for it.  With a writer in a thread pool, :meth:`written` fails
+        with :class:`StoreFull` when the stored ones leave none.  The
+        folder is not listed on the calling thread.  ``OSError`` at once
+        from the default writer if it cannot be written (the account's
+        folder is never created here)."""
+        waiting = [
+            state
+            for path, state in self._writes.pending_under(self.folder).items()
+            if state is not REMOVED and _key(path.name) is not None
+        ]
+        size = sum(len(state) for state in waiting) + len(stanza)
+        if len(waiting) >= self.max_messages or size > self.max_bytes:
             return None
-        number = max(highest + 1, self._next)
-        self._next = number + 1
-        path = self.folder / f"{number:010d}{SUFFIX}"
-        self._ticket = self._writes.replace(path, bytes(stanza), _save)
+        self._stamp = max(time.time_ns(), self._stamp + 1)
+        path = self.folder / f"{self._stamp:020d}-{secrets.token_hex(4)}{SUFFIX}"
+        write = partial(_save, self.max_messages, self.max_bytes)
+        try:
+            self._ticket = self._writes.replace(path, bytes(stanza), write)
+        except StoreFull:
+            return None
         return path
 
     def written(self) -> Deferred[None]:
         """Fires once the last stanza added through this object is on disk;
-        fails with the ``OSError`` that stopped it."""
+        fails with :class:`StoreFull` if there was no room for it, or with
+        the ``OSError`` that stopped it."""
         return self._ticket.watch()
 
     def taken(self, path: Path) -> bool:
@@ -195,31 +237,33 @@ class OfflineStore:
         time; none is lost."""
         return self._writes.read(_read_folder, self.folder).addCallback(self._with_pending)
 
-    def _with_pending(self, disk: dict[int, tuple[Path, bytes]]) -> list[tuple[Path, bytes]]:
+    def _with_pending(self, disk: dict[Key, tuple[Path, bytes]]) -> list[tuple[Path, bytes]]:
         entries = dict(disk)
         for path, state in self._writes.pending_under(self.folder).items():
-            number = _number(path.name)
-            if number is None:
+            key = _key(path.name)
+            if key is None:
                 continue
             if state is REMOVED:
-                entries.pop(number, None)
+                entries.pop(key, None)
             else:
-                entries[number] = (path, bytes(state))
-        return [entries[number] for number in sorted(entries)]
+                entries[key] = (path, bytes(state))
+        return [entries[key] for key in sorted(entries)]
 
     def forget(self, paths: list[Path]) -> Deferred[None]:
         """Remove delivered stanzas (their files); fires once they are
         gone from the disk (a failed removal is the writer's to log)."""
         for path in paths:
-            # Their numbers are not given again while this object lives.
-            self._next = max(self._next, (_number(path.name) or 0) + 1)
+            # Their names are not given again while this object lives.
+            key = _key(path.name)
+            if key is not None:
+                self._stamp = max(self._stamp, key[0])
         removals = [self._writes.remove(path).watch() for path in paths]
         done: Deferred[None] = gatherResults(removals, consumeErrors=True).addBoth(lambda _: None)
         return done
 
     def _read(self) -> list[tuple[Path, bytes]]:
         read: list[tuple[Path, bytes]] = []
-        for _, path, _, held in self._entries()[0]:
+        for path, _, held in self._entries():
             if held is not None:
                 read.append((path, held))
                 continue

@@ -52,6 +52,11 @@ def remove_file(path: Path, state: object = None) -> None:
     fsync_directory(path.parent)
 
 
+class WriteRefused(Exception):
+    """A write function's refusal of a state (a bound it keeps), not a
+    failure of the disk: the tickets fail with it and nothing is logged."""
+
+
 class Ticket:
     """The outcome of one scheduled write: pending, done, or failed."""
 

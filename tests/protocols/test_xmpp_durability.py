@@ -204,7 +204,27 @@ def test_offline_write_failing_while_read_is_told_once(held: Held) -> None:
     delivered = b"<body>x</body>" in john.take()
     bounced = b"type='error'" in alice.take()
     assert delivered != bounced
-    assert not (held.account("client1.com", "j.smith") / "offline" / "0000000001.xml").exists()
+    folder = held.account("client1.com", "j.smith") / "offline"
+    assert not folder.exists() or not list(folder.glob("*.xml"))
+
+
+def test_offline_store_found_full_by_the_write_bounces(held: Held) -> None:
+    """The bound is checked where the write runs: a full store found there
+    sends service-unavailable back (no internal error, no log line) and
+    writes nothing; the sender's stream goes on."""
+    folder = held.account("client1.com", "j.smith") / "offline"
+    folder.mkdir()
+    for number in range(1, 1001):
+        (folder / f"{number:010d}.xml").write_bytes(b"<message/>")
+    alice = Stream(held.factory).online("a")
+    alice.send(b"<message to='j.smith@client1.com' id='m' type='chat'><body>x</body></message>")
+    assert alice.take() == b""
+    held.run("offline")
+    out = alice.take()
+    assert b"id='m'" in out and b"<service-unavailable" in out and b"type='cancel'" in out
+    assert held.events == []
+    assert len(list(folder.iterdir())) == 1000
+    assert b"id='p'" in alice.send(PING)
 
 
 def test_offline_messages_are_read_in_the_pool(held: Held) -> None:

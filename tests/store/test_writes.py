@@ -4,11 +4,15 @@ what every reader sees, however many store objects there are."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
+
+from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 
 from communigate.portal.durablefiles import DurableFiles
-from communigate.store import vcard
+from communigate.store import offline, vcard
 from communigate.store.blocklist import BlockList
-from communigate.store.offline import OfflineStore
+from communigate.store.offline import OfflineStore, StoreFull
 from communigate.store.roster import FILE_NAME, Roster, RosterItem
 from tests.conftest import SyncReactor
 from tests.portal.test_durablefiles import HeldPool, logged
@@ -80,3 +84,47 @@ def test_offline_numbering_and_take_while_pending(tmp_path: Path) -> None:
     assert third is not None
     pool.run_all()
     assert OfflineStore(tmp_path).take() == [b"three"]
+
+
+def test_offline_names_from_two_front_ends_never_meet(tmp_path: Path, monkeypatch: Any) -> None:
+    """Two servers (each its own writer) storing for one account in the
+    same nanosecond, neither write yet on disk: two files, nothing
+    replaced, both read back."""
+    monkeypatch.setattr(offline.time, "time_ns", lambda: 1_764_000_000_000_000_000)
+    first_writes, first_pool = writer()
+    second_writes, second_pool = writer()
+    first = OfflineStore(tmp_path, writes=first_writes).add(b"one")
+    second = OfflineStore(tmp_path, writes=second_writes).add(b"two")
+    assert first is not None and second is not None and first != second
+    first_pool.run_all()
+    second_pool.run_all()
+    assert sorted(OfflineStore(tmp_path).peek()) == [b"one", b"two"]
+
+
+def test_offline_bound_is_checked_by_the_write(tmp_path: Path, monkeypatch: Any) -> None:
+    """add() never lists the folder on the calling thread; the write
+    finds the store full, fails with StoreFull, logs nothing, writes
+    nothing; stanzas still waiting count at once."""
+    writes, pool = writer()
+    events: list[dict[str, Any]] = []
+    writes.log = Logger(observer=cast(ILogObserver, events.append))
+    OfflineStore(tmp_path, max_messages=2).add(b"old")
+    OfflineStore(tmp_path, max_messages=2).add(b"older")
+    store = OfflineStore(tmp_path, max_messages=2, writes=writes)
+
+    def no_listing(path: Any) -> Any:
+        raise AssertionError("listed on the calling thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(offline.os, "scandir", no_listing)
+        path = store.add(b"new")
+    assert path is not None
+    failures: list[Failure] = []
+    store.written().addErrback(failures.append)
+    pool.run_all()
+    assert failures and failures[0].check(StoreFull)
+    assert events == [] and not path.exists()
+    assert OfflineStore(tmp_path).peek() == [b"old", b"older"]
+    waiting = OfflineStore(tmp_path / "other", max_messages=2, writes=writes)
+    assert waiting.add(b"1") and waiting.add(b"2")
+    assert waiting.add(b"3") is None

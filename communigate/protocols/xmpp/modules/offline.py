@@ -31,6 +31,7 @@ from communigate.protocols.xmpp.xmlstream import (
     StreamViolation,
     XMLStreamParser,
 )
+from communigate.store.offline import StoreFull
 
 NS_DELAY = "urn:xmpp:delay"
 #: What stored stanzas are parsed inside (they were written in this stream
@@ -63,9 +64,10 @@ class OfflineModule:
     def store(self, stores: Any, stanza: domish.Element, sender: Any = None) -> bool:
         """Keep a message; False when the store is full or unreadable.
         The sending session handles nothing more until the message is on
-        disk (so XEP-0198 counts it handled only then); if the write fails
-        and the message was not delivered meanwhile, the sender gets
-        ``internal-server-error`` (type ``wait``)."""
+        disk (so XEP-0198 counts it handled only then); if the write finds
+        the store full the sender gets ``service-unavailable``, if it fails
+        and the message was not delivered meanwhile ``internal-server-error``
+        (type ``wait``)."""
         delay = stanza.addElement((NS_DELAY, "delay"))
         delay["from"] = parse(stanza["to"]).domain
         stamp = datetime.fromtimestamp(self.clock(), UTC)
@@ -81,7 +83,11 @@ class OfflineModule:
         written = offline.written()
 
         def failed(reason: Failure) -> None:
-            if sender is not None and not offline.taken(path):
+            if sender is None or offline.taken(path):
+                return
+            if reason.check(StoreFull):
+                self.hub.bounce(sender, stanza, "cancel", "service-unavailable")
+            else:
                 self.hub.bounce(sender, stanza, "wait", "internal-server-error")
 
         written.addErrback(failed)
