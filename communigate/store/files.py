@@ -172,6 +172,10 @@ class FileDirectory:
             clock,
         )
         self._files: dict[Path, CachedFile[dict[str, Value]]] = {}
+        #: (domain, name) → (the account's folder, its settings file), for
+        #: the Main Domain named ``_paths_main`` (every login asks).
+        self._paths: dict[tuple[str, str], tuple[Path, Path]] = {}
+        self._paths_main: str | None = None
         self._table: DomainTable | None = None
         self._table_checked = float("-inf")
 
@@ -200,7 +204,7 @@ class FileDirectory:
         account).  Whether it exists is known under the cached files' rule
         (looked at again at most twice a second), so reading an account's
         settings at every login costs no ``stat`` most of the time."""
-        cached = self._file(self.account_path(domain, name) / "account.settings")
+        cached = self._file(self._account_paths(domain, name)[1])
         return cached if cached.exists() else None
 
     def is_initialised(self) -> bool:
@@ -276,7 +280,7 @@ class FileDirectory:
             return None
         # Looked at now (not under the cached files' rule): the sweep that
         # ends the sessions of deleted accounts relies on it.
-        if (self.account_path(domain, name) / "account.settings").is_file():
+        if self._account_paths(domain, name)[1].is_file():
             return DirectoryObject(ObjectKind.ACCOUNT, domain, name)
         target = self._objects(domain, "Aliases").get(name)
         if isinstance(target, str):
@@ -292,7 +296,23 @@ class FileDirectory:
 
     def account_path(self, domain: str, name: str) -> Path:
         """The account's folder."""
-        return self.domain_folder(domain) / f"{name}{ACCOUNT_SUFFIX}"
+        return self._account_paths(domain, name)[0]
+
+    def _account_paths(self, domain: str, name: str) -> tuple[Path, Path]:
+        """The account's folder and settings file, made once (again when
+        the Main Domain is renamed)."""
+        main = self.main_domain()
+        if main != self._paths_main:
+            self._paths.clear()
+            self._paths_main = main
+        key = (domain, name)
+        paths = self._paths.get(key)
+        if paths is None:
+            if len(self._paths) >= _MAX_CACHED_ACCOUNTS:
+                self._paths.clear()
+            folder = self.domain_folder(domain) / f"{name}{ACCOUNT_SUFFIX}"
+            paths = self._paths[key] = (folder, folder / "account.settings")
+        return paths
 
     def ensure_account_folder(self, domain: str, name: str) -> Path:
         """The account's folder, for a logged-in account.  Here the folder
