@@ -172,10 +172,9 @@ class FileDirectory:
             clock,
         )
         self._files: dict[Path, CachedFile[dict[str, Value]]] = {}
-        #: (domain, name) → (the account's folder, its settings file), for
-        #: the Main Domain named ``_paths_main`` (every login asks).
-        self._paths: dict[tuple[str, str], tuple[Path, Path]] = {}
-        self._paths_main: str | None = None
+        #: (Main Domain, domain, name) → (the account's folder, its
+        #: settings file): every login asks.
+        self._paths: dict[tuple[str, str, str], tuple[Path, Path]] = {}
         self._table: DomainTable | None = None
         self._table_checked = float("-inf")
 
@@ -302,15 +301,13 @@ class FileDirectory:
         """The account's folder and settings file, made once (again when
         the Main Domain is renamed)."""
         main = self.main_domain()
-        if main != self._paths_main:
-            self._paths.clear()
-            self._paths_main = main
-        key = (domain, name)
+        key = (main, domain, name)
         paths = self._paths.get(key)
         if paths is None:
             if len(self._paths) >= _MAX_CACHED_ACCOUNTS:
                 self._paths.clear()
-            folder = self.domain_folder(domain) / f"{name}{ACCOUNT_SUFFIX}"
+            parent = self.base / "Accounts" if domain == main else self.base / "Domains" / domain
+            folder = parent / f"{name}{ACCOUNT_SUFFIX}"
             paths = self._paths[key] = (folder, folder / "account.settings")
         return paths
 

@@ -12,8 +12,9 @@ sequence number, still sort first).  The store is bounded in messages and
 bytes: :meth:`OfflineStore.add` refuses at once when the stanzas still
 waiting to be written reach the bound, and the write itself (in the
 writer's thread, never on the reactor) lists the folder and refuses with
-:class:`StoreFull` when the stored ones do; either way the caller bounces
-the message (``service-unavailable``).  Two writes running at once may
+:class:`StoreFull` when the stored ones do (stanzas whose removal is
+pending do not count); either way the sender, if there is one, gets
+``service-unavailable``.  Two writes running at once may
 each see room for one more: the bound is kept to within the writer's
 threads.
 
@@ -33,6 +34,7 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
 
@@ -70,12 +72,31 @@ def _key(name: str) -> Key | None:
     return int(stamp), tag
 
 
-def _save(max_messages: int, max_bytes: int, path: Path, stanza: bytes) -> None:
+#: The time the last name given in this process carries: names rise and
+#: are never given twice, whichever store object gives them (a store of an
+#: offline account lives only while one of its writes runs).
+_last_stamp = 0
+
+
+def _next_stamp() -> int:
+    """A time for a new name: now in nanoseconds, past every one given."""
+    global _last_stamp
+    _last_stamp = max(time.time_ns(), _last_stamp + 1)
+    return _last_stamp
+
+
+def _save(
+    max_messages: int, max_bytes: int, removing: frozenset[str], path: Path, stanza: bytes
+) -> None:
     """Write one stanza's file (in the writer's thread) unless the stanzas
-    already stored reach the bound (:class:`StoreFull`); the ``offline``
-    folder is made if needed, never the account's folder."""
+    already stored reach the bound (:class:`StoreFull`); files whose
+    removal was pending when the stanza was added (``removing``: their
+    names) do not count.  The ``offline`` folder is made if needed, never
+    the account's folder."""
     count = size = 0
     for _, entry in _stanza_files(path.parent):
+        if entry.name in removing:
+            continue
         try:
             size += entry.stat().st_size
         except FileNotFoundError:
@@ -133,10 +154,6 @@ class OfflineStore:
         self.max_bytes = max_bytes
         self._writes = writes
         self._ticket = done_ticket()
-        #: The time the last name given by this object carries: names rise
-        #: and are never given twice while it lives, even once every file
-        #: was removed (a read still in flight names the old files).
-        self._stamp = 0
 
     def _on_disk(self) -> dict[Key, tuple[Path, int]]:
         """Order key → (path, size) of each stanza file on disk."""
@@ -177,22 +194,26 @@ class OfflineStore:
         """Store one stanza (durable once :meth:`written` fires) and return
         the file it goes to; None (nothing stored) if the stanzas waiting
         to be written, or with the default writer those stored, leave no
-        room for it.  With a writer in a thread pool, :meth:`written` fails
-        with :class:`StoreFull` when the stored ones leave none.  The
-        folder is not listed on the calling thread.  ``OSError`` at once
+        room for it.  With another writer, :meth:`written` fails with
+        :class:`StoreFull` when the stored ones leave none; the folder is
+        listed where that writer writes (the thread pool in the server:
+        never on the reactor while the pool runs).  ``OSError`` at once
         from the default writer if it cannot be written (the account's
         folder is never created here)."""
-        waiting = [
-            state
-            for path, state in self._writes.pending_under(self.folder).items()
-            if state is not REMOVED and _key(path.name) is not None
-        ]
+        waiting: list[Any] = []
+        removing: set[str] = set()
+        for pending, state in self._writes.pending_under(self.folder).items():
+            if _key(pending.name) is None:
+                continue
+            if state is REMOVED:
+                removing.add(pending.name)
+            else:
+                waiting.append(state)
         size = sum(len(state) for state in waiting) + len(stanza)
         if len(waiting) >= self.max_messages or size > self.max_bytes:
             return None
-        self._stamp = max(time.time_ns(), self._stamp + 1)
-        path = self.folder / f"{self._stamp:020d}-{secrets.token_hex(4)}{SUFFIX}"
-        write = partial(_save, self.max_messages, self.max_bytes)
+        path = self.folder / f"{_next_stamp():020d}-{secrets.token_hex(4)}{SUFFIX}"
+        write = partial(_save, self.max_messages, self.max_bytes, frozenset(removing))
         try:
             self._ticket = self._writes.replace(path, bytes(stanza), write)
         except StoreFull:
@@ -252,11 +273,6 @@ class OfflineStore:
     def forget(self, paths: list[Path]) -> Deferred[None]:
         """Remove delivered stanzas (their files); fires once they are
         gone from the disk (a failed removal is the writer's to log)."""
-        for path in paths:
-            # Their names are not given again while this object lives.
-            key = _key(path.name)
-            if key is not None:
-                self._stamp = max(self._stamp, key[0])
         removals = [self._writes.remove(path).watch() for path in paths]
         done: Deferred[None] = gatherResults(removals, consumeErrors=True).addBoth(lambda _: None)
         return done

@@ -82,7 +82,8 @@ class Ticket:
 
     def watch(self) -> Deferred[None]:
         """A new Deferred: fires once the state (or a newer one of the same
-        file) is on disk, fails with the ``OSError`` that stopped it."""
+        file) is on disk, fails with the ``OSError`` that stopped it (or
+        the :class:`WriteRefused` of the write function)."""
         if not self._done:
             watcher: Deferred[None] = Deferred()
             self._watchers.append(watcher)

@@ -128,3 +128,35 @@ def test_offline_bound_is_checked_by_the_write(tmp_path: Path, monkeypatch: Any)
     waiting = OfflineStore(tmp_path / "other", max_messages=2, writes=writes)
     assert waiting.add(b"1") and waiting.add(b"2")
     assert waiting.add(b"3") is None
+
+
+def test_offline_pending_removals_leave_room(tmp_path: Path) -> None:
+    """Delivered stanzas whose removal has not run yet do not fill the
+    store: a new one is written even if its write runs first."""
+    OfflineStore(tmp_path, max_messages=2).add(b"one")
+    OfflineStore(tmp_path, max_messages=2).add(b"two")
+    writes, pool = writer()
+    store = OfflineStore(tmp_path, max_messages=2, writes=writes)
+    found: list[tuple[Path, bytes]] = []
+    store.stored().addCallback(found.extend)
+    pool.run_all()
+    store.forget([path for path, _ in found])
+    path = store.add(b"new")
+    assert path is not None
+    failures: list[Failure] = []
+    store.written().addErrback(failures.append)
+    index = next(i for i, job in enumerate(pool.jobs) if job[2][-2] == path)
+    pool.run(index)
+    assert failures == [] and path.read_bytes() == b"new"
+    pool.run_all()
+    assert OfflineStore(tmp_path).peek() == [b"new"]
+
+
+def test_offline_names_rise_when_the_clock_steps_back(tmp_path: Path, monkeypatch: Any) -> None:
+    """Each message to an offline account may get a store object of its
+    own; the order still follows arrival when the clock steps back."""
+    times = iter([2_000_000_000_000_000_000, 1_000_000_000_000_000_000])
+    monkeypatch.setattr(offline.time, "time_ns", lambda: next(times))
+    OfflineStore(tmp_path).add(b"first")
+    OfflineStore(tmp_path).add(b"second")
+    assert OfflineStore(tmp_path).peek() == [b"first", b"second"]
