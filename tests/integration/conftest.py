@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from communigate.control.location import socket_path
 from tests.integration import ports
 
 ADDRESSES = ("127.0.0.1", "127.0.0.2")
@@ -131,7 +132,8 @@ def plan_server(base: Path, log: Path) -> Server:
 
 def start_server(server: Server) -> subprocess.Popen[bytes]:
     """Start ``twistd communigate`` for ``server`` as an administrator
-    would; returns once every TCP listener accepts (``server.pid`` is set)."""
+    would; returns once every TCP listener accepts and the control socket
+    is there (``server.pid`` is set)."""
     command = [
         *TWISTD,
         "--nodaemon",
@@ -167,6 +169,14 @@ def start_server(server: Server) -> subprocess.Popen[bytes]:
             server.smtps_port,
         ):
             wait_for_port("127.0.0.1", extra, process, server.log)
+        # The control socket is made once the reactor runs, after the TCP
+        # ports were bound (and accepting): the first test may come sooner.
+        control = socket_path(server.base)
+        deadline = time.monotonic() + 20
+        while not control.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no control socket {control}")
+            time.sleep(0.05)
     except BaseException:
         stop_server(process)
         raise
