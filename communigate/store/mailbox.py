@@ -37,6 +37,7 @@ client is told (POP3 LIST, IMAP RFC822.SIZE).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import os
@@ -45,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, TypeVar
 
 from communigate.store import settingsformat
 from communigate.store.atomic import fsync_directory, write_atomic
@@ -80,6 +81,7 @@ _LETTER_OF = {flag.lower(): letter for letter, flag in SYSTEM_FLAGS.items()}
 
 #: Makes temporary names unique within this process.
 _SEQUENCE = itertools.count()
+_T = TypeVar("_T")
 
 
 class MessageInfo(NamedTuple):
@@ -148,13 +150,34 @@ def flush_folders(folders: Iterable[str]) -> None:
         fsync_directory(Path(folder))
 
 
+#: What this process last read of each mailbox's ``uids.settings`` and
+#: ``keywords.settings``: path → (the file's identity, the values).  Shared
+#: by every :class:`Mailbox` of a folder (a session makes one for each
+#: command), so a command that needs them costs one ``stat``.  Every write
+#: renames a new file in, so a file with the same identity holds the same
+#: values.  Read and written from the reactor and pool threads alike: each
+#: entry is replaced whole.
+_UIDS_READ: dict[str, tuple[tuple[int, int, int], tuple[int, int]]] = {}
+_KEYWORDS_READ: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
+#: Folders remembered at most in each; all are forgotten beyond that.
+_READ_LIMIT = 20000
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int]:
+    return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+def _remember(memo: dict[str, _T], path: str, entry: _T) -> None:
+    if len(memo) >= _READ_LIMIT:
+        memo.clear()
+    memo[path] = entry
+
+
 class Mailbox:
     """One mailbox folder; safe to use from several processes at once."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._keywords: tuple[tuple[int, int], list[str]] | None = None
-        self._uids: tuple[tuple[int, int, int], tuple[int, int]] | None = None
         self._cache: MessageCache | None = None
 
     @property
@@ -211,9 +234,9 @@ class Mailbox:
             status = os.stat(path)
         except FileNotFoundError:
             return 0, 1
-        identity = (status.st_ino, status.st_mtime_ns, status.st_size)
-        if self._uids is not None and self._uids[0] == identity:
-            return self._uids[1]
+        known = _UIDS_READ.get(path)
+        if known is not None and known[0] == _identity(status):
+            return known[1]
         try:
             with open(path, encoding="utf-8") as handle:
                 text = handle.read()
@@ -225,12 +248,16 @@ class Mailbox:
             validity if isinstance(validity, int) else 0,
             next_uid if isinstance(next_uid, int) else 1,
         )
-        self._uids = (identity, found)
+        _remember(_UIDS_READ, path, (_identity(status), found))
         return found
 
     def _write_uids(self, validity: int, next_uid: int) -> None:
         text = settingsformat.dumps_dictionary({"UIDValidity": validity, "UIDNext": next_uid})
-        write_atomic(self.path / "uids.settings", text.encode("utf-8"))
+        path = self.path / "uids.settings"
+        write_atomic(path, text.encode("utf-8"))
+        # Known here: readers of this process need not read the file again.
+        with contextlib.suppress(OSError):
+            _remember(_UIDS_READ, str(path), (_identity(os.stat(path)), (validity, next_uid)))
 
     @property
     def uidvalidity(self) -> int:
@@ -246,30 +273,42 @@ class Mailbox:
 
     def keywords(self) -> list[str]:
         """Keyword names by letter index (a = 0)."""
-        path = self.path / "keywords.settings"
+        path = os.path.join(self.path, "keywords.settings")
         try:
             status = os.stat(path)
         except FileNotFoundError:
             return []
-        identity = (status.st_ino, status.st_mtime_ns)
-        if self._keywords is None or self._keywords[0] != identity:
-            values = settingsformat.loads_dictionary(path.read_text("utf-8"))
-            self._keywords = (identity, settingsformat.as_string_list(values.get("Keywords")))
-        return list(self._keywords[1])
+        known = _KEYWORDS_READ.get(path)
+        if known is None or known[0] != _identity(status):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    values = settingsformat.loads_dictionary(handle.read())
+            except FileNotFoundError:
+                return []
+            known = (_identity(status), settingsformat.as_string_list(values.get("Keywords")))
+            _remember(_KEYWORDS_READ, path, known)
+        return list(known[1])
 
     def _letters(self, flags: Iterable[str]) -> str:
+        return self._letters_and_keywords(flags)[0]
+
+    def _letters_and_keywords(self, flags: Iterable[str]) -> tuple[str, list[str]]:
+        """The flag letters of ``flags`` (new keywords added), and the
+        keyword list they were taken from."""
         letters = set()
-        keywords = self.keywords()
+        keywords: list[str] | None = None
         for flag in flags:
             letter = _LETTER_OF.get(flag.lower())
             if letter:
                 letters.add(letter)
             elif not flag.startswith("\\"):
+                if keywords is None:
+                    keywords = self.keywords()
                 if flag not in keywords:
                     keywords = self._add_keyword(flag)
                 if flag in keywords:
                     letters.add(chr(ord("a") + keywords.index(flag)))
-        return "".join(sorted(letters))
+        return "".join(sorted(letters)), keywords or []
 
     def _add_keyword(self, keyword: str) -> list[str]:
         with self._locked():
@@ -277,7 +316,10 @@ class Mailbox:
             if keyword not in keywords and len(keywords) < MAX_KEYWORDS:
                 keywords.append(keyword)
                 text = settingsformat.dumps_dictionary({"Keywords": list(keywords)})
-                write_atomic(self.path / "keywords.settings", text.encode("utf-8"))
+                path = self.path / "keywords.settings"
+                write_atomic(path, text.encode("utf-8"))
+                with contextlib.suppress(OSError):
+                    _remember(_KEYWORDS_READ, str(path), (_identity(os.stat(path)), list(keywords)))
             return keywords
 
     def can_add_keywords(self) -> bool:
@@ -495,15 +537,26 @@ class Mailbox:
         return open(info.path, "rb")
 
     def read(self, info: MessageInfo) -> bytes:
-        """The whole message."""
-        with open(info.path, "rb") as handle:
-            return handle.read()
+        """The whole message (three system calls for one that has the size
+        its name gives, as every message written here has)."""
+        fd = os.open(info.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, info.size + 1)
+            if len(data) != info.size:
+                # Not the size its name says (changed by hand): read to the end.
+                chunks = [data]
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+        finally:
+            os.close(fd)
+        return data
 
     def set_flags(self, info: MessageInfo, flags: Iterable[str]) -> MessageInfo | None:
         """Give a message exactly these flags (one rename); None if another
         session removed it."""
         wanted = frozenset(flags)
-        letters = self._letters(wanted)
+        letters, keywords = self._letters_and_keywords(wanted)
         stem = os.path.basename(info.path).split(":", 1)[0]
         target = f"{self.path}/cur/{stem}:2,{letters}"
         if target != info.path:
@@ -515,7 +568,7 @@ class Mailbox:
             except (FileNotFoundError, NotADirectoryError):
                 return None
             CHANGES.publish(self.path)
-        known = {flag for flag in wanted if flag.startswith("\\") or flag in self.keywords()}
+        known = {flag for flag in wanted if flag.startswith("\\") or flag in keywords}
         return MessageInfo(info.uid, info.size, target, info.dot_free, frozenset(known), False)
 
     def take_recent(self, infos: Iterable[MessageInfo]) -> set[int]:

@@ -298,12 +298,16 @@ class MessageCache:
         gone = list(uids)
         if not gone:
             return
-        self.flush()
         for uid in gone:
             if self.entries.pop(uid, None) is not None:
                 self._dead += 1
+        # Values still waiting go in the same append, before the tombstones,
+        # and only to the file they were read from: a file made since holds
+        # at worst entries of expunged UIDs, which are never given again.
+        pending, self._pending = self._pending, []
+        pending.extend((uid, _TOMBSTONE, b"") for uid in gone)
         try:
-            append_records(self.folder, self.validity, ((uid, _TOMBSTONE, b"") for uid in gone))
+            append_records(self.folder, self.validity, pending, self._first)
         except OSError:
             return
         if self._dead >= _COMPACT_MIN_DEAD and self._dead > len(self.entries):

@@ -89,3 +89,39 @@ def test_flags_of_a_message_kept_open_after_expunge(tmp_path: Path) -> None:
         box.remove([info])
         assert box.set_flags(kept, {"\\Seen"}) is None
         assert os.listdir(tmp_path / "INBOX.mdir" / "cur") == []
+
+
+def test_read_gives_the_whole_file_whatever_its_name_says(tmp_path: Path) -> None:
+    """A message file changed by hand (longer or shorter than the size in
+    its name) is still read whole."""
+    box = Mailbox(tmp_path / "box")
+    box.deliver(b"Subject: a\r\n\r\nbody\r\n")
+    (info,) = box.messages()
+    assert box.read(info) == b"Subject: a\r\n\r\nbody\r\n"
+    for data in (b"short", b"x" * (3 << 20)):
+        Path(info.path).write_bytes(data)
+        assert box.read(info) == data
+
+
+def test_uid_and_keyword_state_seen_by_every_object_of_a_folder(tmp_path: Path) -> None:
+    """What one Mailbox object (or another process) writes, another object
+    of the same folder reads at once, though each remembers what it read."""
+    from communigate.store import settingsformat
+    from communigate.store.atomic import write_atomic
+
+    reader = Mailbox(tmp_path / "box")
+    writer = Mailbox(tmp_path / "box")
+    writer.deliver(b"one")
+    validity = reader.uidvalidity
+    assert reader.uidnext == 2 and reader.keywords() == []
+    writer.deliver(b"two")
+    writer.append(b"three", ["$Work"])
+    assert reader.uidnext == 4 and reader.keywords() == ["$Work"]
+    # Another process replaces the files: read again, not remembered.
+    text = settingsformat.dumps_dictionary({"UIDValidity": validity, "UIDNext": 40})
+    write_atomic(reader.path / "uids.settings", text.encode())
+    text = settingsformat.dumps_dictionary({"Keywords": ["$Work", "$Home"]})
+    write_atomic(reader.path / "keywords.settings", text.encode())
+    assert reader.uidnext == 40 and Mailbox(reader.path).uidnext == 40
+    assert writer.keywords() == ["$Work", "$Home"]
+    assert writer.deliver(b"four") == 40

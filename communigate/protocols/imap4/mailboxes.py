@@ -306,16 +306,12 @@ class MailboxCommands(SessionBase):
             count += 1
             recent += info.recent
             unseen += "\\Seen" not in info.flags
-        values = {
-            "MESSAGES": count,
-            "RECENT": recent,
-            "UIDNEXT": mailbox.uidnext,
-            "UIDVALIDITY": mailbox.uidvalidity,
-            "UNSEEN": unseen,
-        }
+        names = [self.text(item).decode("ascii", "replace").upper() for item in items]
+        values = {"MESSAGES": count, "RECENT": recent, "UNSEEN": unseen}
+        if "UIDNEXT" in names or "UIDVALIDITY" in names:
+            values["UIDNEXT"], values["UIDVALIDITY"] = mailbox.uidnext, mailbox.uidvalidity
         out = []
-        for item in items:
-            name = self.text(item).decode("ascii", "replace").upper()
+        for name in names:
             if name not in values:
                 raise CommandFailed(f"unknown STATUS item {name}", "BAD")
             out.append(f"{name} {values[name]}")

@@ -63,8 +63,13 @@ class MessageView:
         self._mailbox = mailbox
 
     def internal_date(self) -> datetime:
-        """When the message arrived."""
-        return _local_time(self.info.internal_date)
+        """When the message arrived: the date the mailbox's cache took at
+        delivery (the file's modification time then), else the file's."""
+        stamp = self._mailbox.cache.value(self.uid, "date", lambda: b"%r" % self.info.internal_date)
+        try:
+            return _local_time(float(stamp))
+        except ValueError:
+            return _local_time(self.info.internal_date)
 
     @cached_property
     def _data(self) -> bytes:

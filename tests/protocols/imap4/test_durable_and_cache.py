@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from datetime import UTC, datetime
 
 from communigate.portal.durable import DurableWriter
 from communigate.store.files import FileDirectory
@@ -180,3 +181,28 @@ def test_search_header_keys_use_the_cache(directory: FileDirectory) -> None:
     os.unlink(info.path)
     out = session.send(b"t SEARCH FROM ann SUBJECT parts SENTON 1-Feb-2022\r\n")
     assert b"* SEARCH 1\r\n" in out
+
+
+def test_internal_date_is_the_one_taken_at_delivery(directory: FileDirectory) -> None:
+    """INTERNALDATE (and SEARCH by it) is the date given at APPEND, kept in
+    the cache: touching the file afterwards does not change it, and a
+    message the cache knows nothing of still has its file's date."""
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    inbox.create()
+    inbox.append(MULTIPART, ["\\Seen"], 1_000_000_000.0)
+    (info,) = inbox.messages()
+    os.utime(info.path, (1_500_000_000, 1_500_000_000))
+    session = Session(directory)
+    login(session)
+    session.send(b"s SELECT INBOX\r\n")
+    out = session.send(b"f FETCH 1 INTERNALDATE\r\nq SEARCH BEFORE 1-Jan-2002\r\n")
+    stamp = datetime.fromtimestamp(1_000_000_000, UTC).astimezone()
+    assert stamp.strftime('INTERNALDATE "%d-%b-%Y %H:%M:%S').encode() in out
+    assert b"* SEARCH 1\r\n" in out
+    (inbox.path / "cache.index").unlink()
+    later = Session(directory)
+    login(later)
+    later.send(b"s SELECT INBOX\r\n")
+    stamp = datetime.fromtimestamp(1_500_000_000, UTC).astimezone()
+    out = later.send(b"f FETCH 1 INTERNALDATE\r\n")
+    assert stamp.strftime('"%d-%b-%Y %H:%M:%S').encode() in out
