@@ -223,9 +223,11 @@ class FileDirectory:
 
     def domain_folder(self, name: str) -> Path:
         """Where a domain's objects live: ``Accounts/`` for the Main Domain."""
-        if name == self.main_domain():
-            return self.base / "Accounts"
-        return self.base / "Domains" / name
+        return self._folder_of(name, self.main_domain())
+
+    def _folder_of(self, name: str, main: str) -> Path:
+        """:meth:`domain_folder` with the Main Domain's name already known."""
+        return self.base / "Accounts" if name == main else self.base / "Domains" / name
 
     def _domain_settings(self, name: str) -> dict[str, Value]:
         return self._settings_file(self.domain_folder(name) / "Settings" / "Domain.settings")
@@ -306,8 +308,7 @@ class FileDirectory:
         if paths is None:
             if len(self._paths) >= _MAX_CACHED_ACCOUNTS:
                 self._paths.clear()
-            parent = self.base / "Accounts" if domain == main else self.base / "Domains" / domain
-            folder = parent / f"{name}{ACCOUNT_SUFFIX}"
+            folder = self._folder_of(domain, main) / f"{name}{ACCOUNT_SUFFIX}"
             paths = self._paths[key] = (folder, folder / "account.settings")
         return paths
 
