@@ -129,8 +129,12 @@ class IMailboxChanges(Interface):
         """One holder of ``index`` is done with it; whether it was the
         last (the index is no longer followed and may be emptied)."""
 
-    def sync(index: MailboxIndex, force: bool = False) -> None:
-        """Bring ``index`` up to date with every change made so far."""
+    def mark() -> int:
+        """A mark of this moment, for :meth:`sync`'s ``since``."""
+
+    def sync(index: MailboxIndex, force: bool = False, since: int | None = None) -> None:
+        """Bring ``index`` up to date with every change made so far, or
+        with ``since`` (a :meth:`mark`), every change made before it."""
 
     def find_index(path: str | os.PathLike[str]) -> MailboxIndex | None:
         """The shared listing of a mailbox if one is held, up to date."""
@@ -229,6 +233,8 @@ class MailboxNotifier:
         self._pending: set[str] = set()
         self._flush: IDelayedCall | None = None
         self._listening = False
+        #: How many times :meth:`sync` read the kernel's queue.
+        self._drains = 0
 
     # -- subscriptions -----------------------------------------------------
 
@@ -296,11 +302,24 @@ class MailboxNotifier:
             self._stop_watching(index.key)
         return True
 
-    def sync(self, index: MailboxIndex, force: bool = False) -> None:
+    def mark(self) -> int:
+        """A mark of this moment: how many times :meth:`sync` read the
+        kernel's queue so far."""
+        return self._drains
+
+    def sync(self, index: MailboxIndex, force: bool = False, since: int | None = None) -> None:
         """Bring ``index`` up to date now: read the kernel's queue (changes
         made before this call are in it), or compare stamps (``force``: list
-        an unwatched one again whatever they say)."""
-        if index.watched and self._kernel is not None:
+        an unwatched one again whatever they say).
+
+        ``since``, a :meth:`mark`, asks only for the changes made before
+        it: when the queue was read after it, what that read found is in
+        the listings already, and the queue is not read again.  A session
+        marks the moment a client's bytes arrive, so the commands a client
+        pipelined share one read (a change the client could have known of
+        before sending them was made before the mark)."""
+        if index.watched and self._kernel is not None and (since is None or since >= self._drains):
+            self._drains += 1
             self._kernel.drain()
         index.sync(force)
 

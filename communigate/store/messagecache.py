@@ -24,9 +24,11 @@ the live ones.  Losing the file loses nothing but time:
 every value can be worked out again.
 
 Writes are not flushed to disk: a cache need not survive a crash.  Values
-worked out while serving a command are appended together (one ``write``
-when the command ends, or when :data:`PENDING_RECORDS` wait), not one
-append per value.
+worked out while serving commands are appended together (one ``write`` at
+each :meth:`MessageCache.flush` — the IMAP server calls it half a second
+after a command worked some out — or when :data:`PENDING_RECORDS` wait),
+not one append per value.  Records a process appended itself, when nothing
+came between, are not read back.
 """
 
 from __future__ import annotations
@@ -93,9 +95,10 @@ def append_records(
     validity: int,
     records: Iterable[tuple[int, str, bytes]],
     first: bytes = b"",
-) -> bool:
+) -> tuple[int, int] | None:
     """Append records to a mailbox's cache file, creating it when missing;
-    whether they were written.
+    where in the file they went (start and end offsets), None when nothing
+    was written.
 
     Safe from any thread and process: one ``write`` with ``O_APPEND``.
     Records are dropped, not written, when the file there was made for
@@ -105,23 +108,25 @@ def append_records(
     """
     data = encode_records(records)
     if not data:
-        return True
+        return None
     path = os.path.join(folder, CACHE_FILE)
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND)
     except FileNotFoundError:
         if first:
-            return False
+            return None
         _create(path, validity)
         fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
         line = os.pread(fd, 128, 0).split(b"\n", 1)[0] + b"\n"
         if not line.startswith(b"%s %d " % (_MAGIC, validity)) or (first and line != first):
-            return False
-        os.write(fd, data)
+            return None
+        written = os.write(fd, data)
+        # O_APPEND: the write went to the end, and left the offset after it.
+        end = os.lseek(fd, 0, os.SEEK_CUR)
     finally:
         os.close(fd)
-    return True
+    return end - written, end
 
 
 def _first_line(validity: int) -> bytes:
@@ -282,16 +287,30 @@ class MessageCache:
         if len(self._pending) >= PENDING_RECORDS:
             self.flush()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether values added here wait for :meth:`flush`."""
+        return bool(self._pending)
+
     def flush(self) -> None:
         """Append the values added since the last flush, in one write."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        self._append(pending)
+
+    def _append(self, records: list[tuple[int, str, bytes]]) -> None:
+        """Append records of this object's own (their values are in
+        :attr:`entries` already) to the file it read."""
         try:
-            append_records(self.folder, self.validity, pending, self._first)
+            span = append_records(self.folder, self.validity, records, self._first)
         except OSError:
             # A cache that cannot be written costs time, not data.
-            pass
+            return
+        if span is not None and self._identity is not None and span[0] == self._offset:
+            # Nobody appended since the last look: what follows is ours,
+            # known already, not to be read and parsed again.
+            self._offset = span[1]
 
     def forget(self, uids: Iterable[int]) -> None:
         """Drop the entries of expunged messages."""
@@ -306,10 +325,7 @@ class MessageCache:
         # at worst entries of expunged UIDs, which are never given again.
         pending, self._pending = self._pending, []
         pending.extend((uid, _TOMBSTONE, b"") for uid in gone)
-        try:
-            append_records(self.folder, self.validity, pending, self._first)
-        except OSError:
-            return
+        self._append(pending)
         if self._dead >= _COMPACT_MIN_DEAD and self._dead > len(self.entries):
             self.refresh()
             self._rewrite()

@@ -219,3 +219,32 @@ def test_lost_events_during_a_listing_list_again_after_it(
     generation = index.generation
     index.sync()
     assert index.loaded and index.generation == generation + 1
+
+
+@inotify_only
+def test_a_mark_skips_the_queue_only_when_it_was_read_after(mailbox: Mailbox) -> None:
+    """sync(since=mark) reads the kernel's queue unless it was read after
+    the mark: a change made before a mark is always seen, one made after
+    the mark may wait for a later mark."""
+    reactor = MemoryReactor()
+    notifier = MailboxNotifier(reactor, kernel=inotify_watch(reactor), bus=ChangeBus())
+    index = notifier.open_index(mailbox)
+    notifier.sync(index)
+    script = (
+        "import sys; from communigate.store.mailbox import Mailbox; "
+        "Mailbox(sys.argv[1]).deliver(b'Subject: x\\r\\n\\r\\ny\\r\\n')"
+    )
+    subprocess.run([sys.executable, "-c", script, str(mailbox.path)], check=True)
+    arrival = notifier.mark()
+    notifier.sync(index, since=arrival)
+    assert uids(index) == [1]
+    subprocess.run([sys.executable, "-c", script, str(mailbox.path)], check=True)
+    notifier.sync(index, since=arrival)
+    assert uids(index) == [1]
+    notifier.sync(index, since=notifier.mark())
+    assert uids(index) == [1, 2]
+    subprocess.run([sys.executable, "-c", script, str(mailbox.path)], check=True)
+    notifier.sync(index)
+    assert uids(index) == [1, 2, 3]
+    notifier.close_index(index)
+    notifier.close()

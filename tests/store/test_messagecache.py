@@ -188,3 +188,39 @@ def test_pending_values_never_reach_a_mailbox_made_again(tmp_path: Path) -> None
     assert new_uid == uid
     old.flush()
     assert "imap.envelope" not in MessageCache(again.path, validity).get(uid)
+
+
+def test_own_appends_are_not_read_back(mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a cache appended itself, with nothing appended before it since
+    its last look, is not read and parsed again; when another process
+    appended in between, both are read (the other's values are seen)."""
+    first = mailbox.deliver(MESSAGE)
+    second = mailbox.deliver(MESSAGE)
+    cache = fresh(mailbox)
+    cache.get(first)
+    parsed: list[int] = []
+    real_parse = MessageCache._parse
+
+    def counting(self: MessageCache, data: bytes) -> tuple[int, bool]:
+        parsed.append(len(data))
+        return real_parse(self, data)
+
+    monkeypatch.setattr(MessageCache, "_parse", counting)
+    cache.add(first, {"imap.envelope": b"(ONE)"})
+    cache.flush()
+    cache.forget([second])
+    cache.refresh()
+    assert parsed == [] and cache.get(first)["imap.envelope"] == b"(ONE)"
+    other = fresh(mailbox)
+    other.add(first, {"imap.body": b"(BODY)"})
+    other.flush()
+    cache.add(first, {"imap.bodystructure": b"(BS)"})
+    cache.flush()
+    cache.refresh()
+    assert len(parsed) == 1
+    assert cache.get(first) == {
+        **fresh(mailbox).get(first),
+        "imap.body": b"(BODY)",
+        "imap.bodystructure": b"(BS)",
+    }
+    assert second not in cache.entries and fresh(mailbox).get(second) == {}

@@ -208,7 +208,7 @@ class MessageCommands(SessionBase):
                 continue
             if number % SLICE == 0:
                 yield
-        selected.mailbox.cache.flush()
+        self.factory.flush_soon(selected.mailbox.cache)
         self.send(b"* SEARCH" + b"".join(b" %d" % value for value in found))
         self.tagged(tag, "OK", "SEARCH completed")
 
@@ -261,7 +261,7 @@ class MessageCommands(SessionBase):
                 batch.clear()
                 yield
         self.write(b"".join(batch))
-        selected.mailbox.cache.flush()
+        self.factory.flush_soon(selected.mailbox.cache)
         if gone:
             # RFC 2180 §4.1.3 for what cannot be served; RFC 5530 §3.
             self.tagged(tag, "NO", "[EXPUNGEISSUED] some of the requested messages no longer exist")

@@ -311,7 +311,9 @@ class SelectedMailbox:
         """Record a message's new state (after this session changed it)."""
         self.messages[number - 1] = info
 
-    def refresh(self, expunges: bool = True, changed: bool = False) -> list[bytes]:
+    def refresh(
+        self, expunges: bool = True, changed: bool = False, since: int | None = None
+    ) -> list[bytes]:
         """Untagged updates for what others changed since the last look.
 
         With ``expunges`` False (during FETCH, STORE, SEARCH) removed
@@ -320,11 +322,13 @@ class SelectedMailbox:
         look are compared, unless it was listed anew (then all are).
         ``changed`` says a notification came: a listing no kernel watch
         follows is made again even if the folders' stamps look the same (a
-        change within one tick of the file system's clock).
+        change within one tick of the file system's clock).  ``since``: only
+        changes made before that mark of the notifier are asked for (see
+        :meth:`~communigate.store.changes.MailboxNotifier.sync`).
         """
         if not self._open:
             return []
-        self._changes.sync(self.index, changed)
+        self._changes.sync(self.index, changed, since)
         uids = self.index.changed_since(self._position)
         self._position = self.index.position()
         if uids is None:

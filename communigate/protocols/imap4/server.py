@@ -33,6 +33,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
     IPushProducer,
@@ -80,6 +81,7 @@ from communigate.protocols.limits import Limits, LimitsReader, SessionTimers
 from communigate.protocols.saslexchange import SASLExchange
 from communigate.protocols.tls import switch_to_tls
 from communigate.store.changes import IMailboxChanges, ISubscription, MailboxNotifier
+from communigate.store.messagecache import MessageCache
 from communigate.store.spool import MessageSpool, SpooledMessage, default_spool
 
 MAX_ERRORS = 30
@@ -101,6 +103,8 @@ EXTENSIONS = (
 
 #: Seconds of sliced work between two looks at the other connections.
 SLICE_BUDGET = 0.004
+#: Seconds values worked out for a mailbox's cache wait for their append.
+CACHE_FLUSH_DELAY = 0.5
 
 
 def _budget() -> Callable[[], bool]:
@@ -188,6 +192,9 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         self.idling: tuple[str, ISubscription | None] | None = None
         #: The client shut down its side: close when the queue is done.
         self.read_closed = False
+        #: The notifier's mark when the client's latest bytes arrived
+        #: (None: look at every change, as before any arrived).
+        self._arrival: int | None = None
         self.auth_tag: str | None = None
         self.limits: Limits | None = None
         self.timers: SessionTimers | None = None
@@ -347,6 +354,8 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
         if self.secure and not self.tls_settled:
             self.tls_settled = True
             self.connection = self.service.connection(self.transport, "imap4", True)
+        # Every command queued now arrived by this moment (see updates()).
+        self._arrival = self.factory.changes.mark()
         for event in self.reader.feed(data):
             if isinstance(event, Continue):
                 self.send(b"+ ready for literal")
@@ -479,7 +488,7 @@ class IMAP4Server(MailboxCommands, MessageCommands, Protocol):
     def updates(self, expunges: bool = True) -> None:
         """Send what other sessions changed in the selected mailbox."""
         if self.selected is not None:
-            for line in self.selected.refresh(expunges):
+            for line in self.selected.refresh(expunges, since=self._arrival):
                 self.send(line)
 
     # -- any state ---------------------------------------------------------
@@ -703,3 +712,29 @@ class IMAP4Factory(Factory):
             limits = LimitsReader("imap4", None, service.resolver.directory.server_settings)
         self.limits = limits
         self.spool = spool if spool is not None else default_spool()
+        #: Mailbox caches holding values commands worked out, appended to
+        #: their files together :data:`CACHE_FLUSH_DELAY` after the first.
+        self._unflushed: set[MessageCache] = set()
+        self._flush_call: IDelayedCall | None = None
+
+    def flush_soon(self, cache: MessageCache) -> None:
+        """Append the values a command added to ``cache`` to its file within
+        :data:`CACHE_FLUSH_DELAY`: the commands of every session meanwhile
+        share one append per mailbox (losing them costs time, not data)."""
+        if not cache.waiting:
+            return
+        self._unflushed.add(cache)
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(CACHE_FLUSH_DELAY, self._flush_caches)
+
+    def _flush_caches(self) -> None:
+        self._flush_call = None
+        caches, self._unflushed = self._unflushed, set()
+        for cache in caches:
+            cache.flush()
+
+    def stopFactory(self) -> None:
+        """The last listener closed: what waits is appended now."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_caches()

@@ -206,3 +206,33 @@ def test_internal_date_is_the_one_taken_at_delivery(directory: FileDirectory) ->
     stamp = datetime.fromtimestamp(1_500_000_000, UTC).astimezone()
     out = later.send(b"f FETCH 1 INTERNALDATE\r\n")
     assert stamp.strftime('"%d-%b-%Y %H:%M:%S').encode() in out
+
+
+def test_worked_out_values_reach_the_file_together(directory: FileDirectory) -> None:
+    """Values FETCH works out are in the mailbox's cache file half a
+    second later, the commands of every session meanwhile in one append;
+    a listener closing appends what still waits."""
+    from communigate.protocols.imap4.server import CACHE_FLUSH_DELAY
+    from communigate.store.messagecache import MessageCache
+
+    inbox = Mailbox.of_account(directory.account_path("company.com", "info"))
+    inbox.create()
+    inbox.append(MULTIPART, ["\\Seen"])
+    inbox.append(MULTIPART, ["\\Seen"])
+    session = Session(directory)
+    login(session)
+    session.send(b"s SELECT INBOX\r\n")
+    cache_file = inbox.path / "cache.index"
+    before = cache_file.stat().st_size
+    assert b"f OK" in session.send(b"f FETCH 1 ENVELOPE\r\n")
+    assert b"f OK" in session.send(b"f FETCH 2 BODYSTRUCTURE\r\n")
+    assert cache_file.stat().st_size == before
+    session.clock.advance(CACHE_FLUSH_DELAY)
+    grown = cache_file.stat().st_size
+    assert grown > before
+    other = MessageCache(inbox.path, inbox.uidvalidity)
+    assert set(other.get(1)) >= {"imap.envelope"} and set(other.get(2)) >= {"imap.bodystructure"}
+    assert b"f OK" in session.send(b"f FETCH 1 BODY\r\n")
+    session.server.factory.stopFactory()
+    assert cache_file.stat().st_size > grown
+    assert "imap.body" in MessageCache(inbox.path, inbox.uidvalidity).get(1)
