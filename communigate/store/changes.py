@@ -319,8 +319,8 @@ class MailboxNotifier:
         pipelined share one read (a change the client could have known of
         before sending them was made before the mark)."""
         if index.watched and self._kernel is not None and (since is None or since >= self._drains):
-            self._drains += 1
             self._kernel.drain()
+            self._drains += 1
         index.sync(force)
 
     def _stop_watching(self, key: str) -> None:

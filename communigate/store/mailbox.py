@@ -161,6 +161,9 @@ _UIDS_READ: dict[str, tuple[tuple[int, int, int], tuple[int, int]]] = {}
 _KEYWORDS_READ: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
 #: Folders remembered at most in each; all are forgotten beyond that.
 _READ_LIMIT = 20000
+#: Messages up to this size are read on the size their name gives (a
+#: damaged name cannot make :meth:`Mailbox.read` allocate more).
+_SMALL_MESSAGE = 1024 * 1024
 
 
 def _identity(status: os.stat_result) -> tuple[int, int, int]:
@@ -226,19 +229,23 @@ class Mailbox:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _read_uids(self) -> tuple[int, int]:
+    def _read_uids(self, fresh: bool = False) -> tuple[int, int]:
         """UIDVALIDITY and UIDNEXT; read again only when the file was
-        replaced (every write renames a new file in)."""
+        replaced (every write renames a new file in), or always when
+        ``fresh`` (under the lock, before new UIDs are given: what is
+        remembered is not trusted with the UIDs)."""
         path = os.path.join(self.path, "uids.settings")
-        try:
-            status = os.stat(path)
-        except FileNotFoundError:
-            return 0, 1
-        known = _UIDS_READ.get(path)
-        if known is not None and known[0] == _identity(status):
-            return known[1]
+        if not fresh:
+            try:
+                status = os.stat(path)
+            except FileNotFoundError:
+                return 0, 1
+            known = _UIDS_READ.get(path)
+            if known is not None and known[0] == _identity(status):
+                return known[1]
         try:
             with open(path, encoding="utf-8") as handle:
+                status = os.fstat(handle.fileno())
                 text = handle.read()
         except FileNotFoundError:
             return 0, 1
@@ -271,22 +278,27 @@ class Mailbox:
 
     # -- keywords ----------------------------------------------------------
 
-    def keywords(self) -> list[str]:
-        """Keyword names by letter index (a = 0)."""
+    def keywords(self, fresh: bool = False) -> list[str]:
+        """Keyword names by letter index (a = 0); read again only when the
+        file was replaced, or always when ``fresh`` (under the lock, before
+        a keyword is added)."""
         path = os.path.join(self.path, "keywords.settings")
-        try:
-            status = os.stat(path)
-        except FileNotFoundError:
-            return []
-        known = _KEYWORDS_READ.get(path)
-        if known is None or known[0] != _identity(status):
+        if not fresh:
             try:
-                with open(path, encoding="utf-8") as handle:
-                    values = settingsformat.loads_dictionary(handle.read())
+                status = os.stat(path)
             except FileNotFoundError:
                 return []
-            known = (_identity(status), settingsformat.as_string_list(values.get("Keywords")))
-            _remember(_KEYWORDS_READ, path, known)
+            known = _KEYWORDS_READ.get(path)
+            if known is not None and known[0] == _identity(status):
+                return list(known[1])
+        try:
+            with open(path, encoding="utf-8") as handle:
+                status = os.fstat(handle.fileno())
+                values = settingsformat.loads_dictionary(handle.read())
+        except FileNotFoundError:
+            return []
+        known = (_identity(status), settingsformat.as_string_list(values.get("Keywords")))
+        _remember(_KEYWORDS_READ, path, known)
         return list(known[1])
 
     def _letters(self, flags: Iterable[str]) -> str:
@@ -312,7 +324,7 @@ class Mailbox:
 
     def _add_keyword(self, keyword: str) -> list[str]:
         with self._locked():
-            keywords = self.keywords()
+            keywords = self.keywords(fresh=True)
             if keyword not in keywords and len(keywords) < MAX_KEYWORDS:
                 keywords.append(keyword)
                 text = settingsformat.dumps_dictionary({"Keywords": list(keywords)})
@@ -397,7 +409,7 @@ class Mailbox:
         cached: list[tuple[int, str, bytes]] = []
         try:
             with self._locked():
-                validity, uid = self._read_uids()
+                validity, uid = self._read_uids(fresh=True)
                 validity = validity or int(time.time())
                 self._write_uids(validity, uid + len(ready))
                 for index, message, stamp in ready:
@@ -537,20 +549,29 @@ class Mailbox:
         return open(info.path, "rb")
 
     def read(self, info: MessageInfo) -> bytes:
-        """The whole message (three system calls for one that has the size
-        its name gives, as every message written here has)."""
-        fd = os.open(info.path, os.O_RDONLY | os.O_CLOEXEC)
+        """The whole message: three system calls for one that has the size
+        its name gives (as every message written here has) up to
+        :data:`_SMALL_MESSAGE`; a larger one, or one of another size
+        (changed by hand), is read as its file's size says."""
+        if info.size <= _SMALL_MESSAGE:
+            fd = os.open(info.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.read(fd, info.size + 1)
+            finally:
+                os.close(fd)
+            if len(data) == info.size:
+                return data
+        with open(info.path, "rb") as handle:
+            return handle.read()
+
+    def internal_date(self, info: MessageInfo) -> float:
+        """When a message arrived: the date the cache took at delivery (the
+        file's modification time then), else the file's (then cached)."""
+        stamp = self.cache.value(info.uid, "date", lambda: b"%r" % info.internal_date)
         try:
-            data = os.read(fd, info.size + 1)
-            if len(data) != info.size:
-                # Not the size its name says (changed by hand): read to the end.
-                chunks = [data]
-                while chunk := os.read(fd, 1 << 20):
-                    chunks.append(chunk)
-                data = b"".join(chunks)
-        finally:
-            os.close(fd)
-        return data
+            return float(stamp)
+        except ValueError:
+            return info.internal_date
 
     def set_flags(self, info: MessageInfo, flags: Iterable[str]) -> MessageInfo | None:
         """Give a message exactly these flags (one rename); None if another

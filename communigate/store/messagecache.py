@@ -249,6 +249,8 @@ class MessageCache:
         if first != self._first:
             self.entries, self._identity, self._offset, self._dead = {}, None, 0, 0
             self._first = b""
+            # Values waiting belong to messages of the file that went.
+            self._pending = []
 
     def get(self, uid: int) -> Mapping[str, bytes]:
         """What is cached for a UID (empty when nothing is)."""

@@ -190,6 +190,27 @@ def test_pending_values_never_reach_a_mailbox_made_again(tmp_path: Path) -> None
     assert "imap.envelope" not in MessageCache(again.path, validity).get(uid)
 
 
+def test_pending_values_go_with_the_file_a_check_finds_gone(tmp_path: Path) -> None:
+    """A look at the file (another session's command) between a value's
+    adding and its flush, after the mailbox was made again with the same
+    UIDVALIDITY, drops the waiting value with what was read."""
+    box = Mailbox(tmp_path / "INBOX.mdir")
+    box.create()
+    uid = box.deliver(MESSAGE)
+    old = fresh(box)
+    old.get(uid)
+    old.add(uid, {"imap.envelope": b"OLD secret"})
+    validity = box.uidvalidity
+    shutil.rmtree(box.path)
+    again = Mailbox(tmp_path / "INBOX.mdir")
+    again.create()
+    (again.path / "uids.settings").write_text(f"{{ UIDValidity = #{validity}; UIDNext = #1; }}")
+    assert again.deliver(b"Subject: new\r\n\r\nbody\r\n") == uid
+    old.check()
+    old.flush()
+    assert "imap.envelope" not in MessageCache(again.path, validity).get(uid)
+
+
 def test_own_appends_are_not_read_back(mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a cache appended itself, with nothing appended before it since
     its last look, is not read and parsed again; when another process

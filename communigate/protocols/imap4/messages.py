@@ -422,7 +422,7 @@ class MessageCommands(SessionBase):
             selected,
             number,
             info,
-            lambda found: (selected.mailbox.read(found), found.internal_date),
+            lambda found: (selected.mailbox.read(found), selected.mailbox.internal_date(found)),
         )
 
     def _copy(self, tag: str, arguments: list[Argument], uid: bool) -> None:

@@ -63,13 +63,8 @@ class MessageView:
         self._mailbox = mailbox
 
     def internal_date(self) -> datetime:
-        """When the message arrived: the date the mailbox's cache took at
-        delivery (the file's modification time then), else the file's."""
-        stamp = self._mailbox.cache.value(self.uid, "date", lambda: b"%r" % self.info.internal_date)
-        try:
-            return _local_time(float(stamp))
-        except ValueError:
-            return _local_time(self.info.internal_date)
+        """When the message arrived (:meth:`Mailbox.internal_date`)."""
+        return _local_time(self._mailbox.internal_date(self.info))
 
     @cached_property
     def _data(self) -> bytes:

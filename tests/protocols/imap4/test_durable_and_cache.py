@@ -199,6 +199,10 @@ def test_internal_date_is_the_one_taken_at_delivery(directory: FileDirectory) ->
     stamp = datetime.fromtimestamp(1_000_000_000, UTC).astimezone()
     assert stamp.strftime('INTERNALDATE "%d-%b-%Y %H:%M:%S').encode() in out
     assert b"* SEARCH 1\r\n" in out
+    # A copy keeps the date FETCH shows.
+    assert b"c OK" in session.send(b"c CREATE Kept\r\nc COPY 1 Kept\r\n")
+    kept = Mailbox.of_account(directory.account_path("company.com", "info"), "Kept")
+    assert [int(info.internal_date) for info in kept.messages()] == [1_000_000_000]
     (inbox.path / "cache.index").unlink()
     later = Session(directory)
     login(later)

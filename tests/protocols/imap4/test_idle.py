@@ -384,3 +384,26 @@ def test_expunged_files_are_kept_only_for_others_and_not_for_long(
     del remover
     assert kept._holders == {}
     kept.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/fs/inotify"), reason="needs Linux inotify")
+@pytest.mark.parametrize("before", [b"", b"n NOOP\r\n"])
+def test_own_append_is_reported_with_real_inotify(
+    directory: FileDirectory, inbox: Mailbox, before: bytes
+) -> None:
+    """With the kernel watch, an APPEND to the selected mailbox gets its
+    ``* N EXISTS`` before its OK, also when a command sent with it in the
+    same bytes read the kernel's queue first (the message went in after
+    the bytes arrived)."""
+    from twisted.internet.testing import MemoryReactor
+
+    from communigate.store.changes import inotify_watch
+
+    clock = Clock()
+    notifier = MailboxNotifier(clock, kernel=inotify_watch(MemoryReactor()), bus=ChangeBus())
+    session = Session(directory, notifier, clock)
+    open_inbox(session)
+    assert session.selected().index.watched
+    out = session.send(before + b"a APPEND INBOX {12+}\r\nSubject: x\r\n\r\n")
+    assert b"* 2 EXISTS\r\n" in out and out.index(b"* 2 EXISTS") < out.index(b"a OK")
+    notifier.close()
