@@ -174,3 +174,47 @@ def test_text_lines_are_twisteds() -> None:
         twisteds(dict(event))
     assert ours.getvalue() == theirs.getvalue()
     assert ours.getvalue().count("\n") == 5
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    def method(self) -> str:
+        return "called"
+
+
+def test_every_kind_of_event_reads_as_twisted_writes_it() -> None:
+    """Messages made by the fast path (``str.format_map``) and by Twisted's
+    formatter for what it cannot do read the same as Twisted's lines, in
+    text and JSON: conversions, format specs, attribute and item access,
+    ``{name()}`` calls, missing fields, several lines, a failure, a bytes
+    format, a system set, an event with no format."""
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = Failure()
+    odd = _Unprintable()
+    events: list[dict[str, object]] = [
+        {"log_format": "{a!r} {b:.3f} {c.real} {d[0]}", "a": "x", "b": 1.5, "c": 3, "d": [7]},
+        {"log_format": "call {o.method()} and {name}", "o": odd, "name": "n"},
+        {"log_format": "missing {nothing}"},
+        {"log_format": "two\nlines {x}", "x": 1},
+        {"log_format": "failed {x}", "x": 2, "log_failure": failure},
+        {"log_format": b"bytes {x}", "x": 3},
+        {"log_format": "system {x}", "x": 4, "log_system": "imap4,127.0.0.1"},
+        {"log_format": "odd system", "log_system": odd},
+        {"log_format": "braces {{literal}} {x}", "x": 5},
+        {"x": 6},
+        {"log_format": ""},
+    ]
+    for base in events:
+        event = {"log_time": 1_700_000_000.5, "log_level": LogLevel.warn, **base}
+        event.setdefault("log_namespace", "tests")
+        ours, theirs = io.StringIO(), io.StringIO()
+        text_file_observer(ours)(dict(event))
+        textFileLogObserver(theirs)(dict(event))
+        assert ours.getvalue() == theirs.getvalue(), base
+        from twisted.logger import formatEvent
+
+        assert flat_event(dict(event))["text"] == formatEvent(dict(event)), base
