@@ -142,7 +142,7 @@ def _plain_head(event: LogEvent, stamp: Callable[[float | None], str]) -> str | 
             level = event.get("log_level")
             level_name = "-" if level is None else level.name
             system = f"{event.get('log_namespace', '-')}#{level_name}"
-        return f"{stamp(event.get('log_time'))} [{system}] "
+        return f"{stamp(event.get('log_time'))} [{system!s}] "
     except Exception:
         return None
 
@@ -157,9 +157,14 @@ def _plain_text(event: LogEvent) -> str | None:
     text = event.get("log_format")
     if type(text) is not str or "log_failure" in event or "log_flattened" in event:
         return None
+    if "__" in text:
+        # Twisted shows its own wrapper for a value's dunder attributes.
+        return None
     try:
         return text.format_map(event)
-    except Exception:
+    except BaseException:
+        # As Twisted's formatter, which catches everything: it says then
+        # that the event could not be formatted.
         return None
 
 

@@ -184,6 +184,18 @@ class _Unprintable:
         return "called"
 
 
+class _Odd:
+    """Formats one way, prints another; one of its fields cannot be formatted."""
+
+    def __format__(self, spec: str) -> str:
+        if spec == "fail":
+            raise KeyboardInterrupt
+        return "FORMAT"
+
+    def __str__(self) -> str:
+        return "STR"
+
+
 def test_every_kind_of_event_reads_as_twisted_writes_it() -> None:
     """Messages made by the fast path (``str.format_map``) and by Twisted's
     formatter for what it cannot do read the same as Twisted's lines, in
@@ -205,6 +217,9 @@ def test_every_kind_of_event_reads_as_twisted_writes_it() -> None:
         {"log_format": "system {x}", "x": 4, "log_system": "imap4,127.0.0.1"},
         {"log_format": "odd system", "log_system": odd},
         {"log_format": "braces {{literal}} {x}", "x": 5},
+        {"log_format": "cannot {x:fail}", "x": _Odd()},
+        {"log_format": "dunder {x.__class__.__name__}", "x": 1},
+        {"log_format": "system object", "log_system": _Odd()},
         {"x": 6},
         {"log_format": ""},
     ]

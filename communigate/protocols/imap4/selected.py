@@ -127,6 +127,8 @@ class SelectedMailbox:
         self._gone: set[int] = set()
         #: The first message without \\Seen when the mailbox was opened.
         self._unseen: int | None = None
+        #: This session renamed or removed messages since its last look.
+        self._changed_here = False
         EXPUNGED.hold(self.mailbox.path, self)
 
     def close(self, later: Callable[[Iterator[None]], object] | None = None) -> None:
@@ -188,6 +190,7 @@ class SelectedMailbox:
             if moved is not None:
                 self.recent.add(info.uid)
                 infos[position] = moved
+                self._changed_here = True
             else:
                 # Another session took it; found again by its UID if read.
                 infos[position] = info._replace(recent=False)
@@ -305,6 +308,7 @@ class SelectedMailbox:
     def replace(self, number: int, info: MessageInfo) -> None:
         """Record a message's new state (after this session changed it)."""
         self.messages[number - 1] = info
+        self._changed_here = True
 
     def refresh(
         self, expunges: bool = True, changed: bool = False, since: int | None = None
@@ -319,10 +323,15 @@ class SelectedMailbox:
         follows is made again even if the folders' stamps look the same (a
         change within one tick of the file system's clock).  ``since``: only
         changes made before that mark of the notifier are asked for (see
-        :meth:`~communigate.store.changes.MailboxNotifier.sync`).
+        :meth:`~communigate.store.changes.MailboxNotifier.sync`) — unless
+        this session changed the mailbox itself since its last look: its
+        own renames and removals are then read from the queue first, so the
+        shared listing never shows it a message's state from before them.
         """
         if not self._open:
             return []
+        if self._changed_here:
+            since, self._changed_here = None, False
         self._changes.sync(self.index, changed, since)
         uids = self.index.changed_since(self._position)
         self._position = self.index.position()
@@ -391,6 +400,7 @@ class SelectedMailbox:
         ]
         EXPUNGED.retain(self.mailbox.path, self, [info for _, info in doomed])
         folders = self.mailbox.remove((info for _, info in doomed), flush=False)
+        self._changed_here = bool(doomed) or self._changed_here
         responses = []
         for number, _ in reversed(doomed):
             del self.messages[number - 1]

@@ -407,3 +407,34 @@ def test_own_append_is_reported_with_real_inotify(
     out = session.send(before + b"a APPEND INBOX {12+}\r\nSubject: x\r\n\r\n")
     assert b"* 2 EXISTS\r\n" in out and out.index(b"* 2 EXISTS") < out.index(b"a OK")
     notifier.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/fs/inotify"), reason="needs Linux inotify")
+def test_a_session_that_changed_the_mailbox_reads_the_queue(
+    directory: FileDirectory, inbox: Mailbox
+) -> None:
+    """After a session renamed or removed messages itself (STORE, EXPUNGE),
+    its next look reads the kernel's queue even for a mark the queue was
+    read after: the shared listing may not hold its own change yet."""
+    from twisted.internet.testing import MemoryReactor
+
+    from communigate.store.changes import inotify_watch
+
+    clock = Clock()
+    notifier = MailboxNotifier(clock, kernel=inotify_watch(MemoryReactor()), bus=ChangeBus())
+    session = Session(directory, notifier, clock)
+    open_inbox(session)
+    selected = session.selected()
+    early = notifier.mark()
+    assert b"n OK" in session.send(b"n NOOP\r\n")
+    read = notifier.mark()
+    assert read > early
+    selected.refresh(since=early)
+    assert notifier.mark() == read
+    assert b"s OK" in session.send(b"s STORE 1 +FLAGS.SILENT (\\Flagged)\r\n")
+    changed = notifier.mark()
+    assert selected.refresh(since=early) == []
+    assert notifier.mark() == changed + 1
+    assert selected.messages[0].flags >= {"\\Flagged"}
+    assert selected.index.infos[1].flags >= {"\\Flagged"}
+    notifier.close()
