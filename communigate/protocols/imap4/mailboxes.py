@@ -362,9 +362,10 @@ class MailboxCommands(SessionBase):
         """The APPENDed message is on disk: APPENDUID (RFC 4315 §3)."""
         if not self.connected:
             return
-        # The message went in after the client's bytes arrived: the
-        # session's own change is looked for too (RFC 3501 §6.3.11).
-        self._arrival = self.factory.changes.mark()
+        if self.selected is not None:
+            # Its own new message is reported at once (RFC 3501 §6.3.11),
+            # whichever mailbox it went to (one read of the queue at most).
+            self.selected.changed_here()
         self.updates()
         validity = location.mailbox.uidvalidity
         self.tagged(tag, "OK", f"[APPENDUID {validity} {uid}] APPEND completed")

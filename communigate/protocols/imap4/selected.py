@@ -310,6 +310,11 @@ class SelectedMailbox:
         self.messages[number - 1] = info
         self._changed_here = True
 
+    def changed_here(self) -> None:
+        """This session changed the mailbox itself in a way the shared
+        listing learns of from the kernel's queue (an APPEND)."""
+        self._changed_here = True
+
     def refresh(
         self, expunges: bool = True, changed: bool = False, since: int | None = None
     ) -> list[bytes]:
