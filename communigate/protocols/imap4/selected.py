@@ -405,7 +405,8 @@ class SelectedMailbox:
         ]
         EXPUNGED.retain(self.mailbox.path, self, [info for _, info in doomed])
         folders = self.mailbox.remove((info for _, info in doomed), flush=False)
-        self._changed_here = bool(doomed) or self._changed_here
+        if doomed:
+            self._changed_here = True
         responses = []
         for number, _ in reversed(doomed):
             del self.messages[number - 1]

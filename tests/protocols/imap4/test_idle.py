@@ -5,6 +5,7 @@ abandoned by the client — through StringTransport and Clock."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -386,44 +387,46 @@ def test_expunged_files_are_kept_only_for_others_and_not_for_long(
     kept.close()
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/sys/fs/inotify"), reason="needs Linux inotify")
+@pytest.fixture
+def inotify_session(
+    directory: FileDirectory, inbox: Mailbox
+) -> Iterator[tuple[Session, MailboxNotifier]]:
+    """A session with INBOX selected, its notifier reading real inotify."""
+    if not os.path.exists("/proc/sys/fs/inotify"):
+        pytest.skip("needs Linux inotify")
+    from twisted.internet.testing import MemoryReactor
+
+    from communigate.store.changes import inotify_watch
+
+    clock = Clock()
+    notifier = MailboxNotifier(clock, kernel=inotify_watch(MemoryReactor()), bus=ChangeBus())
+    session = Session(directory, notifier, clock)
+    open_inbox(session)
+    yield session, notifier
+    notifier.close()
+
+
 @pytest.mark.parametrize("before", [b"", b"n NOOP\r\n"])
 def test_own_append_is_reported_with_real_inotify(
-    directory: FileDirectory, inbox: Mailbox, before: bytes
+    inotify_session: tuple[Session, MailboxNotifier], before: bytes
 ) -> None:
     """With the kernel watch, an APPEND to the selected mailbox gets its
     ``* N EXISTS`` before its OK, also when a command sent with it in the
     same bytes read the kernel's queue first (the message went in after
     the bytes arrived)."""
-    from twisted.internet.testing import MemoryReactor
-
-    from communigate.store.changes import inotify_watch
-
-    clock = Clock()
-    notifier = MailboxNotifier(clock, kernel=inotify_watch(MemoryReactor()), bus=ChangeBus())
-    session = Session(directory, notifier, clock)
-    open_inbox(session)
+    session, _ = inotify_session
     assert session.selected().index.watched
     out = session.send(before + b"a APPEND INBOX {12+}\r\nSubject: x\r\n\r\n")
     assert b"* 2 EXISTS\r\n" in out and out.index(b"* 2 EXISTS") < out.index(b"a OK")
-    notifier.close()
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/sys/fs/inotify"), reason="needs Linux inotify")
 def test_a_session_that_changed_the_mailbox_reads_the_queue(
-    directory: FileDirectory, inbox: Mailbox
+    inotify_session: tuple[Session, MailboxNotifier],
 ) -> None:
     """After a session renamed or removed messages itself (STORE, EXPUNGE),
     its next look reads the kernel's queue even for a mark the queue was
     read after: the shared listing may not hold its own change yet."""
-    from twisted.internet.testing import MemoryReactor
-
-    from communigate.store.changes import inotify_watch
-
-    clock = Clock()
-    notifier = MailboxNotifier(clock, kernel=inotify_watch(MemoryReactor()), bus=ChangeBus())
-    session = Session(directory, notifier, clock)
-    open_inbox(session)
+    session, notifier = inotify_session
     selected = session.selected()
     early = notifier.mark()
     assert b"n OK" in session.send(b"n NOOP\r\n")
@@ -437,4 +440,3 @@ def test_a_session_that_changed_the_mailbox_reads_the_queue(
     assert notifier.mark() == changed + 1
     assert selected.messages[0].flags >= {"\\Flagged"}
     assert selected.index.infos[1].flags >= {"\\Flagged"}
-    notifier.close()
