@@ -98,6 +98,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--profile", choices=[*PROFILES, "both"], default="both")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="communigate's --workers (0: one process)"
+    )
     options = parser.parse_args()
     profiles = list(PROFILES) if options.profile == "both" else [options.profile]
     with tempfile.TemporaryDirectory() as temporary:
@@ -108,7 +111,8 @@ def main() -> None:
         for user in USERS:
             base.account(user)
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
-        with communigate(root, base, "imap4") as (ours, _), dovecot(root) as theirs:
+        extra = [f"--workers={options.workers}"] if options.workers else []
+        with communigate(root, base, "imap4", extra=extra) as (ours, _), dovecot(root) as theirs:
             servers = [("communigate", ours)]
             if theirs is not None:
                 servers.append(("dovecot", theirs[0]))

@@ -24,7 +24,6 @@ from typing import Any, NoReturn
 
 from twisted.application import internet, strports
 from twisted.application.service import IService, MultiService, Service
-from twisted.cred.portal import Portal
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
@@ -38,48 +37,36 @@ from communigate.control.commands import ControlCommands, settings_reloaded
 from communigate.control.location import socket_path
 from communigate.control.server import ControlService, service_names
 from communigate.control.sessions import LiveSessions
-from communigate.cred.checkers.external import ExternalHelper, ExternalPassword
-from communigate.cred.checkers.internal import InternalPassword
-from communigate.cred.checkers.system import SystemPassword
-from communigate.cred.kerberos.keys import DomainKeys
 from communigate.observe.events import EventLog, Fanout, IActivityObserver
 from communigate.observe.logs import FORMATS, install_observer, log_observer, parse_rotate
 from communigate.observe.metrics import Metrics, metrics_root
 from communigate.observe.traffic import CountingFactory
-from communigate.portal.accounts import AccountResolver
-from communigate.portal.checker import AccountChecker
-from communigate.portal.realm import AccountRealm
-from communigate.portal.router import Router
 from communigate.portal.tftpfiles import TFTPFiles
-from communigate.protocols.access import LoginService, salt_key
 from communigate.protocols.configured import ConfiguredListeners
 from communigate.protocols.ftp.server import FTPFactory
 from communigate.protocols.http.site import add_http
-from communigate.protocols.imap4.server import IMAP4Factory
 from communigate.protocols.listeners import add_listeners, parse_udp
 from communigate.protocols.lmtp.server import LMTPFactory
-from communigate.protocols.pop3.server import IDLE_TIMEOUT, POP3Factory
+from communigate.protocols.pop3.server import IDLE_TIMEOUT
 from communigate.protocols.pwd import PWDFactory
 from communigate.protocols.smtp.service import add_submission
 from communigate.protocols.tftp.server import TFTPServer
-from communigate.protocols.tls import DomainContexts
 from communigate.protocols.xmpp.service import add_xmpp
 from communigate.sdnotify import NotifyService
+from communigate.serving import MAIL_LISTENERS, login_core, mail_factories, mailbox_changes
 from communigate.store import schema
-from communigate.store.changes import MailboxNotifier, inotify_watch
 from communigate.store.directory import DirectoryError
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 from communigate.store.listeners import Listener, ListenersError
 from communigate.store.listeners import read as listeners_file
-from communigate.store.open import DIRECTORY_VARIABLE, directory_service
+from communigate.store.open import DIRECTORY_VARIABLE
 from communigate.store.open import open_directory as open_store
 from communigate.store.spool import remove_stale, spool_folder
 from communigate.store.uploads import remove_stale_everywhere
-from communigate.workpool import BackgroundPool, HashingLane
-
-#: Seconds between checks that logged-in accounts still exist.
-SESSION_SWEEP = 2
+from communigate.workers.handoff import HandoffFactory, HandoffReactor, add_mail_listeners
+from communigate.workers.pool import EveryProcess, add_worker_pool
+from communigate.workpool import hashing_width
 
 #: Every listener option (also the keys of the ``Listeners`` server setting).
 LISTENERS = schema.LISTENER_NAMES
@@ -127,6 +114,14 @@ class Options(usage.Options):
             None,
             IDLE_TIMEOUT,
             "Seconds a POP3 session may stay idle (unless Limits says otherwise).",
+            int,
+        ],
+        [
+            "workers",
+            None,
+            0,
+            "Processes serving the IMAP and POP3 connections of the TCP listeners, "
+            "besides this one (0: this process serves them).  One per core uses them all.",
             int,
         ],
         ["tftp-per-address", None, 8, "TFTP transfers one client address may run at once.", int],
@@ -398,23 +393,6 @@ class ServerTree(MultiService):
         super().setServiceParent(parent)
 
 
-class ThreadPoolService(Service):
-    """Starts and stops a thread pool with the application."""
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        """Start the threads."""
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        """Stop the threads."""
-        super().stopService()
-        self.pool.stop()
-
-
 class StaleUploadsService(Service):
     """Removes uploads and spooled messages a crashed server left
     half-written, at start, in the thread pool (no account ever saw them)."""
@@ -445,31 +423,6 @@ class StaleUploadsService(Service):
 
     def _failed(self, failure: Failure) -> None:
         self.log.failure("could not remove unfinished uploads", failure)
-
-
-class HelperService(Service):
-    """Sends QUIT to the External Authentication helper at shutdown."""
-
-    def __init__(self, helper: ExternalHelper) -> None:
-        self.helper = helper
-
-    def stopService(self) -> None:
-        """Stop the helper."""
-        super().stopService()
-        self.helper.stop()
-
-
-class NotifierService(Service):
-    """Closes the mailbox change notifier (its inotify descriptor) at
-    shutdown."""
-
-    def __init__(self, notifier: MailboxNotifier) -> None:
-        self.notifier = notifier
-
-    def stopService(self) -> None:
-        """Stop watching mailboxes."""
-        super().stopService()
-        self.notifier.close()
 
 
 def open_directory(options: Options) -> tuple[FileDirectory, FirstStart | None]:
@@ -528,43 +481,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         options["pop3"], options["imap4"] = [], []
     metrics = Metrics() if options["metrics"] else None
     observer: IActivityObserver = Fanout([EventLog(), metrics]) if metrics else EventLog()
-    pool = BackgroundPool(minthreads=1, maxthreads=options["threads"], name="communigate-auth")
-    ThreadPoolService(pool).setServiceParent(top)
-    hashing = HashingLane(pool, options["hashing-threads"] or None)
-    refresher = directory_service(directory, reactor, pool)
-    if refresher is not None:
-        refresher.setServiceParent(top)
-
-    resolver = AccountResolver(directory)
-    helper = ExternalHelper(reactor, directory.base)
-    HelperService(helper).setServiceParent(top)
-    if metrics is not None:
-        metrics.watch_helper(helper)
-    sources = [
-        InternalPassword(reactor, hashing),
-        SystemPassword(reactor, pool, directory),
-        ExternalPassword(helper, directory),
-    ]
-    checker = AccountChecker(resolver, sources, reactor, hashing, observer, writes=pool)
-    realm = AccountRealm(directory, reactor, pool)
-    portal = Portal(realm, [checker])
-    # Sessions of deleted accounts end within this many seconds.
-    sweep = internet.TimerService(SESSION_SWEEP, realm.sessions.sweep)
-    sweep.clock = reactor
-    sweep.setServiceParent(top)
-    tls = DomainContexts(directory)
     # Logged-in sessions, for the control socket (communigate sessions).
     live = LiveSessions(reactor.seconds)
-    service = LoginService(
-        portal,
-        resolver,
-        tls,
-        salt_key(directory.base),
-        observer=observer,
-        clock=reactor.seconds,
-        sessions=live,
-        kerberos=DomainKeys(directory, Router(directory).login_page_domain),
-    )
+    core = login_core(options, reactor, top, directory, observer, live)
+    service, tls, pool, helper, realm = core.service, core.tls, core.pool, core.helper, core.realm
+    if metrics is not None:
+        metrics.watch_helper(helper)
 
     def counted(protocol: str, factory: Any) -> CountingFactory:
         """``factory`` with session ids and byte counts per connection."""
@@ -577,33 +499,20 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         web.setName(f"metrics:{options['metrics']}")
         web.setServiceParent(top)
 
-    timeout = options["pop3-timeout"]
-    pop3 = POP3Factory(service, reactor, timeout, tls)
-    add_listeners(top, "pop3", options["pop3"], counted("pop3", pop3), reactor, None, directory)
-    pop3s = POP3Factory(service, reactor, timeout, tls, implicit_tls=True)
-    add_listeners(top, "pop3s", options["pop3s"], counted("pop3s", pop3s), reactor, tls, directory)
+    changes = mailbox_changes(reactor, top)
+    made = mail_factories(options, core, reactor, changes)
+    mail = {name: counted(name, factory) for name, factory in made.items()}
+    # --workers: the IMAP and POP3 connections of TCP listeners are served
+    # by worker processes, each with a share of the password checks.
+    width = options["hashing-threads"] or max(1, hashing_width() // max(1, options["workers"]))
+    workers = add_worker_pool(
+        options, reactor, top, str(directory.base), core.checker.throttle, live, width
+    )
+    for name in MAIL_LISTENERS:
+        add_mail_listeners(top, name, options[name], mail[name], reactor, tls, directory, workers)
     limit = options["max-message"]
     # Messages are spooled beside the mailboxes, so delivery is a hard link.
     spool = spool_folder(directory.base)
-    # IDLE sessions of both IMAP listeners wait on one notifier: this
-    # process's changes and, through inotify, every other process's.
-    changes = MailboxNotifier(reactor, kernel=inotify_watch(reactor))
-    NotifierService(changes).setServiceParent(top)
-    imap4 = IMAP4Factory(
-        service, reactor, tls, max_message=limit, spool=spool, pool=pool, changes=changes
-    )
-    add_listeners(top, "imap4", options["imap4"], counted("imap4", imap4), reactor, None, directory)
-    imaps = IMAP4Factory(
-        service,
-        reactor,
-        tls,
-        implicit_tls=True,
-        max_message=limit,
-        spool=spool,
-        pool=pool,
-        changes=changes,
-    )
-    add_listeners(top, "imaps", options["imaps"], counted("imaps", imaps), reactor, tls, directory)
     lmtp = LMTPFactory(directory, reactor, service.hostname, limit, spool=spool, pool=pool)
     add_listeners(top, "lmtp", options["lmtp"], lmtp, reactor, None, directory)
     low, _, high = str(options["passive-ports"]).partition("-")
@@ -628,11 +537,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # Listeners.settings: beside the options' listeners (instead of the
     # standard ports when no option names one).
     configured = ConfiguredListeners(reactor, directory, directory.base)
+    for name in MAIL_LISTENERS:
+        handoff = (HandoffFactory(name, workers), HandoffReactor(reactor)) if workers else None
+        configured.serve_stream(name, mail[name], tls if name.endswith("s") else None, handoff)
     for name, factory, context in (
-        ("pop3", counted("pop3", pop3), None),
-        ("pop3s", counted("pop3s", pop3s), tls),
-        ("imap4", counted("imap4", imap4), None),
-        ("imaps", counted("imaps", imaps), tls),
         ("lmtp", lmtp, None),
         ("ftp", counted("ftp", ftp), None),
         ("ftps", counted("ftps", ftps), tls),
@@ -654,8 +562,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     top.configured_listeners = configured
     # The control socket (communigate sessions, kick, status, reload);
     # control.reload is the callable ``communigate reload`` runs.
+    registry = realm.sessions if workers is None else EveryProcess(realm.sessions, workers)
     control = ControlCommands(
-        live, realm.sessions, reactor.seconds, lambda: service_names(top), helper, pool
+        live, registry, reactor.seconds, lambda: service_names(top), helper, pool
     )
     # ``communigate reload``: settings are re-read anyway; listeners from
     # Settings/Listeners.settings are started and stopped as it now says.

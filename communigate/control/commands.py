@@ -10,7 +10,7 @@ error, never a traceback.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -19,7 +19,6 @@ from communigate import __version__
 from communigate.control.interfaces import IControlCommands
 from communigate.control.requests import error_answer
 from communigate.control.sessions import LiveSessions
-from communigate.portal.sessions import SessionRegistry
 
 #: Protocols whose session count ``status`` always gives, even at zero.
 SESSION_PROTOCOLS = ("imap4", "pop3", "ftp", "pwd")
@@ -27,6 +26,15 @@ SESSION_PROTOCOLS = ("imap4", "pop3", "ftp", "pwd")
 KICK_REASON = "the administrator ended the session"
 #: Longest reason a kick request may give.
 MAX_REASON = 200
+
+
+class SessionEnder(Protocol):
+    """What ``kick`` asks: the realm's session registry, or one reaching
+    the worker processes too."""
+
+    def end(self, domain: str, name: str, reason: str) -> int:
+        """End every live session of ``name@domain``; how many."""
+        ...
 
 
 def settings_reloaded() -> str:
@@ -46,7 +54,7 @@ class ControlCommands:
     def __init__(
         self,
         sessions: LiveSessions,
-        registry: SessionRegistry,
+        registry: SessionEnder,
         clock: Callable[[], float],
         listeners: Callable[[], Sequence[str]] = tuple,
         helper: Any = None,

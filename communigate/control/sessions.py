@@ -61,19 +61,26 @@ class LiveSessions:
         self, connection: ConnectionInfo, account: str, mechanism: str
     ) -> Callable[[], None]:
         """Add a session; the returned callable removes it (once)."""
-        key = next(self._keys)
-        self._entries[key] = SessionEntry(
-            session=connection.session,
-            account=account,
-            protocol=connection.protocol,
-            remote_host=connection.remote_host,
-            remote_port=connection.remote_port,
-            local_host=connection.local_host,
-            local_port=connection.local_port,
-            tls=connection.secure,
-            mechanism=mechanism,
-            since=float(self.clock()),
+        return self.add(
+            SessionEntry(
+                session=connection.session,
+                account=account,
+                protocol=connection.protocol,
+                remote_host=connection.remote_host,
+                remote_port=connection.remote_port,
+                local_host=connection.local_host,
+                local_port=connection.local_port,
+                tls=connection.secure,
+                mechanism=mechanism,
+                since=float(self.clock()),
+            )
         )
+
+    def add(self, entry: SessionEntry) -> Callable[[], None]:
+        """Add ``entry`` (a session of this process or of a worker); the
+        returned callable removes it (once)."""
+        key = next(self._keys)
+        self._entries[key] = entry
 
         def forget() -> None:
             self._entries.pop(key, None)

@@ -84,7 +84,7 @@ def flat_event(event: LogEvent) -> dict[str, Any]:
         level=getattr(level, "name", "info"),
         namespace=event.get("log_namespace"),
         system=event.get("log_system"),
-        text=_plain_text(event) or formatEvent(event),
+        text=message(event),
     )
     failure = event.get("log_failure")
     if isinstance(failure, Failure):
@@ -145,6 +145,11 @@ def _plain_head(event: LogEvent, stamp: Callable[[float | None], str]) -> str | 
         return f"{stamp(event.get('log_time'))} [{system!s}] "
     except Exception:
         return None
+
+
+def message(event: LogEvent) -> str:
+    """The event's message as the log shows it (Twisted's formatting)."""
+    return _plain_text(event) or formatEvent(event)
 
 
 def _plain_text(event: LogEvent) -> str | None:

@@ -18,8 +18,10 @@
   one password scheme from another.  The reply is delayed with a timer: the
   session waits, nothing else does.
 
-Counters live in memory (one server process serves every protocol).  Pure
-code with an injected clock.
+Counters live in memory.  With worker processes (``--workers``) every
+process keeps its own copy: what one counts it tells the others through
+the server (:attr:`LoginThrottle.share`, :meth:`LoginThrottle.take`), a
+millisecond later.  Pure code with an injected clock.
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ class LoginThrottle:
         self.clock = clock
         self._accounts: dict[str, _Window] = {}
         self._addresses: dict[str, _Window] = {}
+        #: Told ``(kind, account, address)`` of every failure (``failed``)
+        #: and success (``succeeded``) counted here, for other processes.
+        self.share: Callable[[str, str | None, str | None], None] | None = None
 
     @staticmethod
     def _window(table: dict[str, _Window], key: str) -> _Window:
@@ -109,15 +114,30 @@ class LoginThrottle:
 
     def failed(self, account: str | None, address: str | None) -> None:
         """Count a failed login."""
+        self.take("failed", account, address)
+        if self.share is not None:
+            self.share("failed", account, address)
+
+    def succeeded(self, account: str) -> None:
+        """A successful login clears the account's failures."""
+        self.take("succeeded", account, None)
+        if self.share is not None:
+            self.share("succeeded", account, None)
+
+    def take(self, kind: str, account: str | None, address: str | None) -> None:
+        """Count a failure or success (``kind``) another process told of
+        (and :attr:`share` is not told); an unknown kind is ignored."""
+        if kind == "succeeded":
+            if account:
+                self._accounts.pop(account, None)
+            return
+        if kind != "failed":
+            return
         now = self.clock()
         if account:
             self._window(self._accounts, account).times.append(now)
         if address:
             self._window(self._addresses, address).times.append(now)
-
-    def succeeded(self, account: str) -> None:
-        """A successful login clears the account's failures."""
-        self._accounts.pop(account, None)
 
     def delay(self, address: str | None, server: Mapping[str, Value]) -> float:
         """Seconds to hold back a failure reply to this address."""

@@ -29,6 +29,7 @@ from communigate.protocols.guard import GuardedFactory
 from communigate.store import listeners as listenersfile
 from communigate.store.directory import IDirectory
 from communigate.store.listeners import Listener, ListenersError
+from communigate.workers.handoff import handed_off
 
 _log = Logger()
 
@@ -64,16 +65,28 @@ class ConfiguredListeners(MultiService):
         self.directory = directory
         self.base = Path(base)
         self._streams: dict[str, IProtocolFactory] = {}
+        self._handoffs: dict[str, tuple[IProtocolFactory, Any]] = {}
         self._datagrams: dict[str, Callable[[str], DatagramProtocol]] = {}
         self.setName(str(listenersfile.RELATIVE_PATH))
 
-    def serve_stream(self, name: str, factory: IProtocolFactory, tls: Any = None) -> None:
+    def serve_stream(
+        self,
+        name: str,
+        factory: IProtocolFactory,
+        tls: Any = None,
+        handoff: tuple[IProtocolFactory, Any] | None = None,
+    ) -> None:
         """Use ``factory`` for the listeners called ``name`` (``imaps``);
         with a ``tls`` context factory, TLS from the first byte.  Guarded
-        by the server setting ``Listeners`` like the command-line ones."""
+        by the server setting ``Listeners`` like the command-line ones.
+        ``handoff``: the factory and reactor of its TCP listeners when
+        worker processes serve them (:mod:`communigate.workers.handoff`)."""
         if tls is not None:
             factory = TLSMemoryBIOFactory(tls, False, factory)
         self._streams[name] = GuardedFactory(factory, name, self.directory)
+        if handoff is not None:
+            guarded = GuardedFactory(handoff[0], name, self.directory)
+            self._handoffs[name] = (guarded, handoff[1])
 
     def serve_datagrams(self, name: str, make: Callable[[str], DatagramProtocol]) -> None:
         """Use ``make(interface)`` for the UDP listeners called ``name``."""
@@ -91,9 +104,10 @@ class ConfiguredListeners(MultiService):
                 listener.port, server, interface=listener.address, reactor=self.reactor
             )
         elif name in self._streams:
-            service = strports.service(
-                listener.description(), self._streams[name], reactor=self.reactor
-            )
+            factory, reactor = self._streams[name], self.reactor
+            if name in self._handoffs and handed_off(listener.description()):
+                factory, reactor = self._handoffs[name]
+            service = strports.service(listener.description(), factory, reactor=reactor)
         else:
             raise ListenersError(f"{name} listeners are not served by this server")
         service.setName(service_name(listener))
