@@ -527,6 +527,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     submission = add_submission(top, options, service, reactor, tls, limit, spool, pool, counted)
     xmpp = add_xmpp(top, options, service, reactor, tls, counted, pool)
     http = add_http(top, options, service, reactor, tls, pool, counted)
+    if workers is not None:
+        # What the workers do is counted here; SESSIONID works there too.
+        workers.activity, workers.handshake = metrics, metrics.handshake if metrics else None
+        workers.web = service.web_sessions
+        service.web_sessions.watch = workers.web_session
     files = TFTPFiles(directory)
     for description in options["tftp"]:
         port, interface = parse_udp(description)

@@ -27,7 +27,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeGuard, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.main import CONNECTION_DONE
@@ -35,12 +35,21 @@ from twisted.logger import ILogObserver, eventAsJSON, globalLogBeginner
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from communigate.control.sessions import LiveSessions, SessionEntry
-from communigate.observe.events import EventLog
+from communigate.observe.events import (
+    EventLog,
+    Fanout,
+    IActivityObserver,
+    LockoutEvent,
+    LoginEvent,
+    LogoutEvent,
+)
 from communigate.observe.logs import message
 from communigate.observe.traffic import CountingFactory
 from communigate.portal.policy import LoginThrottle
+from communigate.protocols.http.sessions import SessionCopies
 from communigate.workers.channel import Channel, Message
 from communigate.workers.pool import CHANNEL_FD
 
@@ -92,8 +101,10 @@ class _ReportingFactory(WrappingFactory["_Reported"]):
     def __init__(self, wrapped: Any, worker: Worker) -> None:
         super().__init__(wrapped)
         self.worker = worker
-        #: The server's id of the connection being adopted.
+        #: The server's id of the connection being adopted, and whether
+        #: a protocol was made for it.
         self.ident = -1
+        self.built = False
 
     def buildProtocol(self, addr: Any) -> Any:
         wrapped = self.wrappedFactory.buildProtocol(addr)
@@ -101,6 +112,7 @@ class _ReportingFactory(WrappingFactory["_Reported"]):
             return None
         protocol = self.protocol(self, wrapped)
         protocol.ident = self.ident
+        self.built = True
         return protocol
 
 
@@ -119,6 +131,8 @@ class Worker:
         self.throttle = throttle
         self.registry = registry
         self.channel: Channel | None = None
+        #: Copies of the server's web sessions (SESSIONID).
+        self.web: SessionCopies | None = None
 
     def send(self, message: Message) -> None:
         """Tell the server."""
@@ -148,6 +162,13 @@ class Worker:
                 account if isinstance(account, str) else None,
                 address if isinstance(address, str) else None,
             )
+        elif op == "web-session":
+            session, account, ends = (message.get(key) for key in ("id", "account", "ends"))
+            if self.web is not None and isinstance(session, str) and isinstance(account, str):
+                self.web.opened(session, account, ends if _number(ends) else 0.0)
+        elif op == "web-session-end":
+            if self.web is not None and isinstance(message.get("id"), str):
+                self.web.closed(message["id"])
         elif op == "kick":
             domain, name, reason = (message.get(key) for key in ("domain", "name", "reason"))
             if isinstance(domain, str) and isinstance(name, str):
@@ -164,7 +185,7 @@ class Worker:
             self.closed(ident)
             return
         descriptor = descriptors[0]
-        adopted = None
+        factory.built = False
         try:
             family = socket.socket(fileno=os.dup(descriptor))
             try:
@@ -172,20 +193,57 @@ class Worker:
             finally:
                 family.close()
             factory.ident = ident
-            adopted = self.reactor.adoptStreamConnection(descriptor, address_family, factory)
+            self.reactor.adoptStreamConnection(descriptor, address_family, factory)
         except OSError:
             # The client left before it could be served (no peer name).
             pass
         finally:
             factory.ident = -1
             os.close(descriptor)
-        if adopted is None:
+        if not factory.built:
             self.closed(ident)
 
     def lost(self) -> None:
         """The server is gone: stop."""
         if self.reactor.running:
             self.reactor.stop()
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@implementer(IActivityObserver)
+class ForwardedActivity:
+    """Tells the server of each login, session and lockout, for its
+    metrics (the log lines go their own way)."""
+
+    def __init__(self, send: Callable[[Message], None]) -> None:
+        self.send = send
+
+    def login(self, event: LoginEvent) -> None:
+        """A login attempt was decided."""
+        self.send({"op": "activity", "kind": "login", "event": asdict(event)})
+
+    def opened(self, protocol: str) -> None:
+        """A logged-in session began."""
+        self.send({"op": "activity", "kind": "opened", "protocol": protocol})
+
+    def logout(self, event: LogoutEvent) -> None:
+        """A logged-in session ended."""
+        self.send({"op": "activity", "kind": "logout", "event": asdict(event)})
+
+    def lockout(self, event: LockoutEvent) -> None:
+        """An account was locked."""
+        self.send({"op": "activity", "kind": "lockout", "event": asdict(event)})
+
+    def handshake(self, protocol: str) -> Callable[[str], None]:
+        """What counts a TLS handshake of ``protocol``'s connections."""
+
+        def count(kind: str) -> None:
+            self.send({"op": "activity", "kind": "handshake", "protocol": protocol, "tls": kind})
+
+        return count
 
 
 def json_lines(stream: BinaryIO) -> ILogObserver:
@@ -234,12 +292,18 @@ def main(argv: list[str] | None = None) -> None:
     top = MultiService()
     directory, _ = open_directory(options)
     sessions = ReportedSessions(reactor.seconds, channel)
-    core = login_core(options, reactor, top, directory, EventLog(), sessions)
+    activity = ForwardedActivity(worker.send)
+    core = login_core(options, reactor, top, directory, Fanout([EventLog(), activity]), sessions)
+
+    def resolve(login: str, connection: Any) -> str:
+        return str(core.service.resolver.resolve(login, connection).full_name)
+
+    worker.web = core.service.web_sessions = SessionCopies(reactor.seconds, resolve)
     changes = mailbox_changes(reactor, top)
     made = mail_factories(options, core, reactor, changes)
     factories: dict[str, Any] = {}
     for name, factory in made.items():
-        counted: Any = CountingFactory(factory, None)
+        counted: Any = CountingFactory(factory, activity.handshake(name))
         factories[name] = (
             TLSMemoryBIOFactory(core.tls, False, counted) if name.endswith("s") else counted
         )

@@ -17,7 +17,11 @@ and keeps what must be one for all processes:
   ``communigate kick`` reaches them (:meth:`WorkerPool.end`);
 * **the log**: a worker writes its events as JSON lines on its standard
   output, and they are logged here as if made here (with ``worker``, its
-  number); what it writes on standard error is logged line by line.
+  number); what it writes on standard error is logged line by line;
+* **the metrics**: a worker's logins, sessions, lockouts and TLS
+  handshakes are counted by ``--metrics`` here (:attr:`WorkerPool.activity`);
+* **web sessions** (for SESSIONID): each worker is told of every session
+  the HTTP module opens and closes (:meth:`WorkerPool.web_session`).
 
 Mailbox changes need nothing more: every process learns of the others'
 through inotify, as it does of the command line's.
@@ -29,7 +33,7 @@ import contextlib
 import itertools
 import os
 import sys
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -43,7 +47,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from communigate.control.sessions import LiveSessions, SessionEntry
+from communigate.observe.events import IActivityObserver, LockoutEvent, LoginEvent, LogoutEvent
 from communigate.portal.policy import LoginThrottle
+from communigate.protocols.http.sessions import WebSession, WebSessions
 from communigate.workers.channel import Channel, Message, socket_pair
 from communigate.workers.handoff import Accepted, IHandoff
 
@@ -97,6 +103,8 @@ class WorkerProcess(ProcessProtocol):
         self.connections: dict[int, Accepted] = {}
         #: Its logged-in sessions: the worker's key → (account, forget).
         self.sessions: dict[int, tuple[str, Callable[[], None]]] = {}
+        #: Its sessions open per protocol, as the metrics counted them.
+        self.counted: Counter[str] = Counter()
         self.ended: Deferred[None] = Deferred()
         self._out = _Lines(partial(pool.logged, self))
         self._err = _Lines(partial(pool.complained, self))
@@ -144,6 +152,12 @@ class WorkerPool(Service):
         self._ids = itertools.count(1)
         self._delay = RESTART_DELAY
         self._restarts: dict[int, Any] = {}
+        #: Where the workers' logins, sessions and lockouts are counted
+        #: (the metrics), and the TLS handshakes of a protocol.
+        self.activity: IActivityObserver | None = None
+        self.handshake: Callable[[str], Callable[[str], None]] | None = None
+        #: The HTTP module's web sessions, copied to every worker.
+        self.web: WebSessions | None = None
 
     # -- processes
 
@@ -190,6 +204,11 @@ class WorkerPool(Service):
         for _, forget in worker.sessions.values():
             forget()
         worker.sessions.clear()
+        if self.activity is not None:
+            for protocol, count in worker.counted.items():
+                for _ in range(count):
+                    self.activity.logout(LogoutEvent(None, protocol, None, None))
+        worker.counted.clear()
         if self.workers.get(worker.number) is worker:
             del self.workers[worker.number]
         worker.ended.callback(None)
@@ -214,6 +233,7 @@ class WorkerPool(Service):
     def channel_lost(self, worker: WorkerProcess) -> None:
         """The channel broke while the process lives on: end the process
         (it is started again when it is gone)."""
+        worker.ready = False
         if worker.ended.called:
             return
         self.log.error("worker {number}: its channel closed", number=worker.number)
@@ -298,6 +318,9 @@ class WorkerPool(Service):
 
     def _ready(self, worker: WorkerProcess, message: Message) -> None:
         worker.ready = True
+        if self.web is not None and worker.channel is not None:
+            for session in self.web:
+                worker.channel.send(_web_session(session.id, session))
         pid = getattr(worker.transport, "pid", None)
         self.log.info("worker {number} (pid {pid}) is serving", number=worker.number, pid=pid)
         self._hand_waiting()
@@ -321,12 +344,53 @@ class WorkerPool(Service):
             entry = SessionEntry(**fields)
         except TypeError:
             return
+        if not all(isinstance(text, str) for text in (entry.account, entry.protocol)):
+            return
         worker.sessions[key] = (entry.account, self.sessions.add(entry))
 
     def _session_end(self, worker: WorkerProcess, message: Message) -> None:
         found = worker.sessions.pop(_int(message.get("key")), None)
         if found is not None:
             found[1]()
+
+    def _activity(self, worker: WorkerProcess, message: Message) -> None:
+        observer, kind = self.activity, message.get("kind")
+        protocol = str(message.get("protocol") or "")
+        if kind == "handshake":
+            if self.handshake is not None:
+                self.handshake(protocol)(str(message.get("tls") or ""))
+            return
+        if observer is None:
+            return
+        if kind == "opened":
+            worker.counted[protocol] += 1
+            observer.opened(protocol)
+            return
+        fields = message.get("event")
+        made = _EVENTS.get(str(kind))
+        if made is None or not isinstance(fields, dict):
+            return
+        try:
+            event = made(**fields)
+        except TypeError:
+            return
+        if isinstance(event, LogoutEvent):
+            if worker.counted[event.protocol] <= 0:
+                return
+            worker.counted[event.protocol] -= 1
+            observer.logout(event)
+        elif isinstance(event, LoginEvent):
+            observer.login(event)
+        elif isinstance(event, LockoutEvent):
+            observer.lockout(event)
+
+    def web_session(self, session_id: str, session: WebSession | None) -> None:
+        """A web session opened (``session``) or closed (None): tell every
+        worker (:attr:`WebSessions.watch`)."""
+        message = _web_session(session_id, session)
+        for worker in self.workers.values():
+            if worker.ready and worker.channel is not None:
+                worker.channel.send(message)
 
     def share(self, kind: str, account: str | None, address: str | None) -> None:
         """A failure or success this process counted: tell every worker."""
@@ -383,7 +447,20 @@ _HANDLERS: dict[str, Callable[[WorkerPool, WorkerProcess, Message], None]] = {
     "throttle": WorkerPool._throttle,
     "session": WorkerPool._session,
     "session-end": WorkerPool._session_end,
+    "activity": WorkerPool._activity,
 }
+_EVENTS: dict[str, Callable[..., Any]] = {
+    "login": LoginEvent,
+    "logout": LogoutEvent,
+    "lockout": LockoutEvent,
+}
+
+
+def _web_session(session_id: str, session: WebSession | None) -> Message:
+    if session is None:
+        return {"op": "web-session-end", "id": session_id}
+    ends = session.started + session.lifetime
+    return {"op": "web-session", "id": session_id, "account": session.account, "ends": ends}
 
 
 def _int(value: Any) -> int:

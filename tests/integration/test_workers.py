@@ -24,6 +24,7 @@ import pytest
 
 from communigate.control.location import socket_path
 from tests.integration.conftest import TWISTD, admin, free_port, stop_server, wait_for_port
+from tests.integration.test_http import TOKEN, imap_sessionid, pop3_sessionid, web_login
 
 WORKERS = 2
 DOMAIN = "company.com"
@@ -39,6 +40,13 @@ class Served:
     imap: int
     imaps: int
     pop3: int
+    http: int
+    metrics: int
+
+    @property
+    def url(self) -> str:
+        """The HTTP listener (served by the server process)."""
+        return f"http://127.0.0.1:{self.http}"
 
     def workers(self) -> list[int]:
         """The pids of its worker processes."""
@@ -109,7 +117,7 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
 
 def start(base: Path, log: Path) -> Served:
     """``twistd communigate --workers 2`` with IMAP, IMAPS and POP3."""
-    imap, imaps, pop3 = free_port(), free_port(), free_port()
+    imap, imaps, pop3, http, metrics = (free_port() for _ in range(5))
     command = [
         *TWISTD,
         "--nodaemon",
@@ -121,11 +129,13 @@ def start(base: Path, log: Path) -> Served:
         f"--imap4=tcp:{imap}:interface=127.0.0.1",
         f"--imaps=tcp:{imaps}:interface=127.0.0.1",
         f"--pop3=tcp:{pop3}:interface=127.0.0.1",
+        f"--http=tcp:{http}:interface=127.0.0.1",
+        f"--metrics=tcp:{metrics}:interface=127.0.0.1",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    served = Served(process, base, log, imap, imaps, pop3)
+    served = Served(process, base, log, imap, imaps, pop3, http, metrics)
     try:
-        for port in (imap, imaps, pop3):
+        for port in (imap, imaps, pop3, http, metrics):
             wait_for_port("127.0.0.1", port, process, log)
         assert wait_until(lambda: socket_path(base).exists(), 20)
         assert wait_until(lambda: len(served.workers()) == WORKERS, 20)
@@ -144,6 +154,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     base = root / "base"
     admin(base, "init", "--main-domain", DOMAIN, "--postmaster-password", "pm")
     admin(base, "server", "settings", "FailedLoginDelay=0.1s")
+    admin(base, "domain", "settings", DOMAIN, "LoginMethods=(PLAIN,LOGIN,SESSIONID)")
     for name in ("alice", "bob", "carol", "locked", "kicked", "popper"):
         admin(base, "account", "create", f"{name}@{DOMAIN}", "--password", "pw")
     served = start(base, root / "server.log")
@@ -359,3 +370,63 @@ def test_a_killed_worker_is_replaced(served: Served) -> None:
         assert {serving_pid(c.sock, served.workers()) for c in clients} == set(served.workers())
     finally:
         logout_all(clients)
+
+
+def test_sessionid_of_a_web_session_logs_in_through_workers(served: Served, tmp_path: Path) -> None:
+    """The ID of a web session opened by the server process logs its
+    account in over IMAP and POP3 served by workers (also by a worker
+    started after the session opened), and no longer once logged out."""
+    jar = tmp_path / "jar"
+    session = web_login(served, jar, "carol", "pw")  # type: ignore[arg-type]
+    for _ in range(4):
+        assert imap_sessionid(served.imap, "127.0.0.1", "carol", session)
+    assert pop3_sessionid(served.pop3, "carol", session)
+    assert not imap_sessionid(served.imap, "127.0.0.1", "alice", session)
+    forged = session.split("-")[0] + "-" + "A" * 20
+    assert not imap_sessionid(served.imap, "127.0.0.1", "carol", forged)
+    page = subprocess.run(
+        ["curl", "-s", "-b", str(jar), f"{served.url}/"], capture_output=True, timeout=30
+    ).stdout.decode()
+    token = TOKEN.search(page)
+    assert token is not None
+    subprocess.run(
+        ["curl", "-s", "-b", str(jar), "-c", str(jar), "--data-urlencode",
+         f"csrf={token.group(1)}", f"{served.url}/logout"],
+        capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    time.sleep(0.2)
+    for _ in range(4):
+        assert not imap_sessionid(served.imap, "127.0.0.1", "carol", session)
+
+
+def metric(served: Served, name: str, **labels: str) -> float:
+    """A value of the server's /metrics (0 when the series is absent)."""
+    text = subprocess.run(
+        ["curl", "-s", f"http://127.0.0.1:{served.metrics}/metrics"],
+        capture_output=True, timeout=30, check=True,
+    ).stdout.decode()  # fmt: skip
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.partition("}")[0]))
+        if all(found.get(key) == value for key, value in labels.items()):
+            return float(line.rpartition(" ")[2])
+    return 0.0
+
+
+def test_metrics_count_the_workers_sessions(served: Served) -> None:
+    """/metrics counts the logins and open sessions of the workers' clients."""
+    logins = metric(served, "communigate_logins_total", protocol="imap4", result="ok")
+    open_before = metric(served, "communigate_sessions_open", protocol="imap4")
+    clients = [imap_login(served, "alice") for _ in range(3)]
+    try:
+        assert wait_until(
+            lambda: metric(served, "communigate_sessions_open", protocol="imap4") == open_before + 3
+        )
+        after = metric(served, "communigate_logins_total", protocol="imap4", result="ok")
+        assert after == logins + 3
+    finally:
+        logout_all(clients)
+    assert wait_until(
+        lambda: metric(served, "communigate_sessions_open", protocol="imap4") == open_before
+    )

@@ -15,7 +15,13 @@ from communigate.cred.sasl.mechanism import Challenge, Failure, ISASLMechanism, 
 from communigate.cred.sasl.sessionid import ISessionOwners, SessionID
 from communigate.protocols.http import davxml, download, paths
 from communigate.protocols.http.csrf import FormTokens
-from communigate.protocols.http.sessions import MAX_PER_ACCOUNT, WebSessions, session_limits
+from communigate.protocols.http.sessions import (
+    MAX_PER_ACCOUNT,
+    SessionCopies,
+    WebSessions,
+    owner_if,
+    session_limits,
+)
 from communigate.store.settingsformat import Value
 from tests.conftest import ManualClock
 
@@ -262,3 +268,54 @@ def test_session_keeps_its_own_limits() -> None:
     long = sessions.open("b@company.com", object(), lambda: None)
     clock.advance(61)
     assert not sessions.live(short.id) and sessions.live(long.id)
+
+
+def test_watch_is_told_of_each_open_and_close(clock: ManualClock) -> None:
+    """``watch`` hears of every session opened and closed (logout, expiry),
+    once each, so the worker processes' copies follow."""
+    sessions, _ = make_sessions(clock)
+    told: list[tuple[str, object]] = []
+
+    def watch(session_id: str, session: object) -> None:
+        told.append((session_id, session))
+
+    sessions.watch = watch
+    first = sessions.open("a@company.com", object(), lambda: None)
+    second = sessions.open("b@company.com", object(), lambda: None)
+    assert list(sessions) == [first, second]
+    sessions.close(first.id)
+    sessions.close(first.id)
+    clock.advance(61)
+    sessions.sweep()
+    assert told == [(first.id, first), (second.id, second), (first.id, None), (second.id, None)]
+
+
+def test_session_copies_answer_sessionid_until_closed_or_over(clock: ManualClock) -> None:
+    """A worker's copy of a web session gives its account to SESSIONID
+    for a login that resolves to it, until the server closes it or its
+    lifetime ends; another name, or an unknown ID, gets nothing."""
+    copies = SessionCopies(clock, resolve)
+    assert verifyObject(ISessionOwners, copies)
+    copies.opened("1-a", "john@company.com", clock() + 100)
+    copies.opened("2-b", "mary@company.com", clock() + 300)
+    assert copies.owner("john", "1-a", CONNECTION) == "john@company.com"
+    assert copies.owner("JOHN@company.com", "1-a", CONNECTION) == "john@company.com"
+    assert copies.owner("mary", "1-a", CONNECTION) is None
+    assert copies.owner("john", "9-z", CONNECTION) is None
+    copies.closed("2-b")
+    assert copies.owner("mary", "2-b", CONNECTION) is None
+    clock.advance(101)
+    assert copies.owner("john", "1-a", CONNECTION) is None
+    assert len(copies) == 0
+
+
+def test_owner_if_refuses_names_that_lead_nowhere() -> None:
+    """A login name the resolver refuses, or one of non-ASCII letters
+    resolving elsewhere, is not the session's."""
+
+    def refuse(login: str, connection: ConnectionInfo) -> str:
+        raise ValueError("unknown")
+
+    assert owner_if("john@company.com", "john", CONNECTION, refuse) is None
+    assert owner_if("john@company.com", "jöhn", CONNECTION, resolve) is None
+    assert owner_if("jöhn@company.com", "jöhn", CONNECTION, resolve) == "jöhn@company.com"

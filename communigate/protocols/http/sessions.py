@@ -25,6 +25,13 @@ server's memory.  Expired sessions are closed when they are next used, a
 few at each login (the oldest first) and all of them by a sweep every
 minute; opening a session never walks through every other.
 
+Worker processes (``--workers``) serve IMAP and POP3 and take SESSIONID
+logins too: :attr:`WebSessions.watch` tells them of every session opened
+and closed, and each keeps a :class:`SessionCopies` of the live ones (the
+ID, the account and the end of the session's lifetime).  A session that
+ends by being idle is closed here by the minute's sweep at the latest,
+and a worker takes its ID until then.
+
 The clock and the source of random characters are passed in.
 """
 
@@ -34,7 +41,7 @@ import hmac
 import itertools
 import secrets
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,9 +131,16 @@ class WebSessions:
         self._live: dict[str, WebSession] = {}
         #: Each account's live session IDs, oldest first.
         self._by_account: dict[str, dict[str, None]] = {}
+        #: Told ``(id, session)`` of each session opened and ``(id, None)``
+        #: of each closed (the worker processes keep copies).
+        self.watch: Callable[[str, WebSession | None], None] | None = None
 
     def __len__(self) -> int:
         return len(self._live)
+
+    def __iter__(self) -> Iterator[WebSession]:
+        """The sessions open now (some may have expired unnoticed)."""
+        return iter(list(self._live.values()))
 
     def open(
         self,
@@ -161,6 +175,8 @@ class WebSessions:
         watch = getattr(avatar, "watch", None)
         if watch is not None:
             watch(lambda _reason: self.close(session.id))
+        if self.watch is not None:
+            self.watch(session.id, session)
         return session
 
     @staticmethod
@@ -202,6 +218,8 @@ class WebSessions:
                 del self._by_account[session.account.lower()]
         session.closed = True
         session.logout()
+        if self.watch is not None:
+            self.watch(session_id, None)
         return True
 
     def _sweep_oldest(self) -> None:
@@ -225,10 +243,57 @@ class WebSessions:
         session = self._find(session_id)
         if session is None:
             return None
-        try:
-            account = self._resolve(login, connection)
-        except Exception:  # any name that leads nowhere: not this session's
+        return owner_if(session.account, login, connection, self._resolve)
+
+
+def owner_if(
+    account: str,
+    login: str,
+    connection: ConnectionInfo,
+    resolve: Callable[[str, ConnectionInfo], str],
+) -> str | None:
+    """``account`` (a session's) when ``login`` resolves to it on
+    ``connection``; else None."""
+    try:
+        resolved = resolve(login, connection)
+    except Exception:  # any name that leads nowhere: not this session's
+        return None
+    if not hmac.compare_digest(resolved.lower().encode(), account.lower().encode()):
+        return None
+    return account
+
+
+@implementer(ISessionOwners)
+class SessionCopies:
+    """A worker process's copies of the server's live web sessions: each
+    session's account until it closes or its lifetime ends."""
+
+    def __init__(
+        self, clock: Callable[[], float], resolve: Callable[[str, ConnectionInfo], str]
+    ) -> None:
+        self._clock = clock
+        self._resolve = resolve
+        #: ID → (account, seconds since the epoch when its lifetime ends).
+        self._live: dict[str, tuple[str, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def opened(self, session_id: str, account: str, ends: float) -> None:
+        """A session opened at the server."""
+        self._live[session_id] = (account, ends)
+
+    def closed(self, session_id: str) -> None:
+        """A session closed at the server."""
+        self._live.pop(session_id, None)
+
+    def owner(self, login: str, session_id: str, connection: ConnectionInfo) -> str | None:
+        """SESSIONID: the session's account when ``login`` resolves to it."""
+        found = self._live.get(session_id)
+        if found is None:
             return None
-        if not hmac.compare_digest(account.lower(), session.account.lower()):
+        account, ends = found
+        if self._clock() > ends:
+            del self._live[session_id]
             return None
-        return session.account
+        return owner_if(account, login, connection, self._resolve)
