@@ -558,6 +558,13 @@ class InotifyWatch:
         self._sink.changed(key)
 
 
+#: Bytes one read of the inotify descriptor asks for, and the longest event
+#: (its header and a name of NAME_MAX bytes): a read returning less than
+#: their difference emptied the queue.
+_READ_SIZE = 65536
+_LONGEST_EVENT = 16 + 256
+
+
 def _reader_class() -> type:
     from twisted.internet.inotify import IN_IGNORED, INotify
 
@@ -575,10 +582,13 @@ def _reader_class() -> type:
             self.drain()
 
         def drain(self) -> None:
-            """Read the descriptor until it is empty (it does not block)."""
+            """Read the descriptor until it is empty (it does not block).
+            A read that returns less than it could holds every event
+            queued when it was made: no second read (a system call and an
+            exception) to learn that the queue is empty."""
             while True:
                 try:
-                    data = os.read(self._fd, 65536)
+                    data = os.read(self._fd, _READ_SIZE)
                 except InterruptedError:
                     continue
                 except OSError:
@@ -587,6 +597,8 @@ def _reader_class() -> type:
                 if not data:
                     break
                 self._doRead(data)
+                if len(data) < _READ_SIZE - _LONGEST_EVENT:
+                    break
             self._owner.drained()
 
         def _doRead(self, data: bytes) -> None:

@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from twisted.internet import reactor
 
+    from communigate.options import Options, open_directory
     from communigate.serving import login_core, mail_factories, mailbox_changes
-    from communigate.tap import Options, open_directory
 
     options = Options()
     options.parseOptions(sys.argv[1:] if argv is None else argv)
