@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from communigate.cred.sasl.registry import is_loopback
 from communigate.store.settingsformat import Value, as_seconds, as_string_list
@@ -123,6 +123,23 @@ class LoginThrottle:
         self.take("succeeded", account, None)
         if self.share is not None:
             self.share("succeeded", account, None)
+
+    def windows(self) -> Iterator[tuple[str, str, list[float]]]:
+        """Every failure window held: ``("account" | "address", key,
+        times)``, for a process that starts later (:meth:`merge`)."""
+        for kind, table in (("account", self._accounts), ("address", self._addresses)):
+            for key, window in list(table.items()):
+                if window.times:
+                    yield kind, key, list(window.times)
+
+    def merge(self, kind: str, key: str, times: Iterable[float]) -> None:
+        """Take the failure times of a window another process holds (an
+        unknown kind is ignored)."""
+        table = {"account": self._accounts, "address": self._addresses}.get(kind)
+        if table is None or not key:
+            return
+        window = self._window(table, key)
+        window.times = deque(sorted([*window.times, *times]))
 
     def take(self, kind: str, account: str | None, address: str | None) -> None:
         """Count a failure or success (``kind``) another process told of

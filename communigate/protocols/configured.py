@@ -83,9 +83,9 @@ class ConfiguredListeners(MultiService):
         worker processes serve them (:mod:`communigate.workers.handoff`)."""
         if tls is not None:
             factory = TLSMemoryBIOFactory(tls, False, factory)
-        self._streams[name] = GuardedFactory(factory, name, self.directory)
+        guard = self._streams[name] = GuardedFactory(factory, name, self.directory)
         if handoff is not None:
-            guarded = GuardedFactory(handoff[0], name, self.directory)
+            guarded = GuardedFactory(handoff[0], name, self.directory, guard.counts)
             self._handoffs[name] = (guarded, handoff[1])
 
     def serve_datagrams(self, name: str, make: Callable[[str], DatagramProtocol]) -> None:

@@ -46,11 +46,20 @@ class GuardedFactory(WrappingFactory):
     log = Logger()
     noisy = False
 
-    def __init__(self, wrapped: Any, name: str, directory: IDirectory) -> None:
+    def __init__(
+        self,
+        wrapped: Any,
+        name: str,
+        directory: IDirectory,
+        counts: Counter[str] | None = None,
+    ) -> None:
         super().__init__(wrapped)
         self.name = name
         self.directory = directory
-        self.counts: Counter[str] = Counter()
+        #: Open connections per address; ``counts`` shares them with
+        #: another guard (a protocol's listeners served here and those
+        #: handed to worker processes).
+        self.counts: Counter[str] = Counter() if counts is None else counts
 
     def _rules(self) -> Mapping[str, Value]:
         listeners = self.directory.server_settings().get("Listeners")

@@ -13,6 +13,7 @@ burst of clients overflows (the kernel caps it at ``net.core.somaxconn``).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,15 +54,18 @@ def add_listeners(
     reactor: Any,
     tls: Any = None,
     directory: IDirectory | None = None,
+    counts: Counter[str] | None = None,
 ) -> None:
     """Add one listening service per description to ``parent``; with a
     ``tls`` context factory every connection is TLS from the first byte;
-    with a directory, its listener lists are checked at accept time.  A
-    description without ``backlog=`` gets :data:`DEFAULT_BACKLOG`."""
+    with a directory, its listener lists are checked at accept time (with
+    ``counts`` the connections per address are counted there, shared with
+    the guard of other listeners).  A description without ``backlog=``
+    gets :data:`DEFAULT_BACKLOG`."""
     if tls is not None:
         factory = TLSMemoryBIOFactory(tls, False, factory)
     if directory is not None:
-        factory = GuardedFactory(factory, protocol, directory)
+        factory = GuardedFactory(factory, protocol, directory, counts)
     for description in descriptions:
         service = strports.service(with_backlog(description), factory, reactor=reactor)
         service.setName(f"{protocol}:{description}")

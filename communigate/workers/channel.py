@@ -12,6 +12,8 @@ owns from :meth:`Channel.send` on and closes once sent or lost).
 
 from __future__ import annotations
 
+import array
+import errno
 import json
 import os
 import socket
@@ -29,8 +31,15 @@ from zope.interface import implementer
 MAX_PACKET = 64 * 1024
 #: Descriptors one packet may carry.
 MAX_DESCRIPTORS = 4
+#: Seconds before sending again when the kernel is short of room.
+RETRY_SECONDS = 0.05
+#: Send errors that mean "not now" rather than "the peer is gone": too
+#: many descriptors in flight (``RLIMIT_NOFILE`` of them per user), or no
+#: kernel memory.
+_SHORT_OF_ROOM = frozenset({errno.ETOOMANYREFS, errno.ENOBUFS, errno.ENOMEM})
 
 Message = dict[str, Any]
+_INT = array.array("i")
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
@@ -84,6 +93,7 @@ class Channel:
         self.name = name
         self.open = True
         self._queue: deque[tuple[bytes, list[int]]] = deque()
+        self._retry: Any = None
 
     def start(self) -> None:
         """Read what the peer sends."""
@@ -99,16 +109,28 @@ class Channel:
 
     def send(self, message: Mapping[str, Any], descriptors: list[int] | None = None) -> bool:
         """Send ``message`` with ``descriptors`` (owned by the channel from
-        now on); False when the channel is closed (they are closed)."""
+        now on); False when the channel is closed or the message cannot be
+        encoded (the descriptors are closed then).  Never raises."""
         fds = list(descriptors or ())
         if not self.open:
             _close_all(fds)
             return False
-        self._queue.append((encode(message), fds))
+        try:
+            packet = encode(message)
+        except (ValueError, TypeError) as error:
+            _close_all(fds)
+            self.log.warn("{name}: message not sent: {error}", name=self.name, error=error)
+            return False
+        self._queue.append((packet, fds))
         if len(self._queue) == 1 and self.doWrite() is not None:
             # The peer is gone: say so from the reactor, not from here.
             self.reactor.callLater(0, self.connectionLost, Failure(main.CONNECTION_LOST))
         return True
+
+    def _write_again(self) -> None:
+        self._retry = None
+        if self.open and self.doWrite() is not None:
+            self.connectionLost(Failure(main.CONNECTION_LOST))
 
     @property
     def waiting(self) -> int:
@@ -127,8 +149,15 @@ class Channel:
             except (BlockingIOError, InterruptedError):
                 self.reactor.addWriter(self)
                 return None
-            except OSError:
-                return main.CONNECTION_LOST
+            except OSError as error:
+                if error.errno not in _SHORT_OF_ROOM:
+                    return main.CONNECTION_LOST
+                # Too many descriptors in flight, or no kernel memory for
+                # now: the peer is there, try again in a moment.
+                self.reactor.removeWriter(self)
+                if self._retry is None or not self._retry.active():
+                    self._retry = self.reactor.callLater(RETRY_SECONDS, self._write_again)
+                return None
             self._queue.popleft()
             _close_all(fds)
         self.reactor.removeWriter(self)
@@ -138,7 +167,7 @@ class Channel:
         """Take every packet the socket holds."""
         while self.open:
             try:
-                packet, fds, flags, _ = socket.recv_fds(self.sock, MAX_PACKET, MAX_DESCRIPTORS)
+                packet, fds, flags = _receive(self.sock)
             except (BlockingIOError, InterruptedError):
                 return None
             except OSError:
@@ -161,6 +190,8 @@ class Channel:
         if not self.open:
             return
         self.open = False
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         self.reactor.removeReader(self)
         self.reactor.removeWriter(self)
         while self._queue:
@@ -173,6 +204,21 @@ class Channel:
             return
         self.close()
         self.lost()
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, list[int], int]:
+    """One packet, its descriptors (close-on-exec from the start, which
+    ``socket.recv_fds`` cannot ask for), and its flags."""
+    packet, ancillary, flags, _ = sock.recvmsg(
+        MAX_PACKET, socket.CMSG_SPACE(MAX_DESCRIPTORS * _INT.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            numbers = array.array("i")
+            numbers.frombytes(data[: len(data) - len(data) % numbers.itemsize])
+            fds.extend(numbers)
+    return packet, fds, flags
 
 
 def _close_all(descriptors: list[int]) -> None:

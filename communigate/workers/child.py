@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, TypeGuard, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.main import CONNECTION_DONE
-from twisted.logger import ILogObserver, eventAsJSON, globalLogBeginner
+from twisted.logger import ILogObserver, Logger, eventAsJSON, globalLogBeginner
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -54,6 +54,12 @@ from communigate.workers.channel import Channel, Message
 from communigate.workers.pool import CHANNEL_FD
 
 _DONE = Failure(CONNECTION_DONE)
+#: Characters of a text field of a login event sent to the server.
+MAX_TEXT = 256
+#: Bytes of one log line sent to the server (a longer one is cut).
+MAX_LOG_LINE = 64 * 1024
+#: What a cut log line keeps besides its message.
+_LOG_KEYS = ("log_level", "log_namespace", "log_time", "log_system")
 
 
 class ReportedSessions(LiveSessions):
@@ -119,6 +125,8 @@ class _ReportingFactory(WrappingFactory["_Reported"]):
 class Worker:
     """This process's side of the channel."""
 
+    log = Logger()
+
     def __init__(
         self,
         reactor: Any,
@@ -162,6 +170,12 @@ class Worker:
                 account if isinstance(account, str) else None,
                 address if isinstance(address, str) else None,
             )
+        elif op == "throttle-windows":
+            for item in message.get("windows") or ():
+                if isinstance(item, list) and len(item) == 3:
+                    kind, key, times = item
+                    if isinstance(kind, str) and isinstance(key, str) and isinstance(times, list):
+                        self.throttle.merge(kind, key, [t for t in times if _number(t)])
         elif op == "web-session":
             session, account, ends = (message.get(key) for key in ("id", "account", "ends"))
             if self.web is not None and isinstance(session, str) and isinstance(account, str):
@@ -197,11 +211,13 @@ class Worker:
         except OSError:
             # The client left before it could be served (no peer name).
             pass
+        except Exception:
+            self.log.failure("a connection could not be served")
         finally:
             factory.ident = -1
             os.close(descriptor)
-        if not factory.built:
-            self.closed(ident)
+            if not factory.built:
+                self.closed(ident)
 
     def lost(self) -> None:
         """The server is gone: stop."""
@@ -211,6 +227,15 @@ class Worker:
 
 def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(event: Any) -> dict[str, Any]:
+    """An event's fields, each text cut to :data:`MAX_TEXT` characters (a
+    login name is what the client typed; the metrics need none of it)."""
+    return {
+        key: value[:MAX_TEXT] if isinstance(value, str) else value
+        for key, value in asdict(event).items()
+    }
 
 
 @implementer(IActivityObserver)
@@ -223,7 +248,7 @@ class ForwardedActivity:
 
     def login(self, event: LoginEvent) -> None:
         """A login attempt was decided."""
-        self.send({"op": "activity", "kind": "login", "event": asdict(event)})
+        self.send({"op": "activity", "kind": "login", "event": _short(event)})
 
     def opened(self, protocol: str) -> None:
         """A logged-in session began."""
@@ -231,11 +256,11 @@ class ForwardedActivity:
 
     def logout(self, event: LogoutEvent) -> None:
         """A logged-in session ended."""
-        self.send({"op": "activity", "kind": "logout", "event": asdict(event)})
+        self.send({"op": "activity", "kind": "logout", "event": _short(event)})
 
     def lockout(self, event: LockoutEvent) -> None:
         """An account was locked."""
-        self.send({"op": "activity", "kind": "lockout", "event": asdict(event)})
+        self.send({"op": "activity", "kind": "lockout", "event": _short(event)})
 
     def handshake(self, protocol: str) -> Callable[[str], None]:
         """What counts a TLS handshake of ``protocol``'s connections."""
@@ -249,25 +274,39 @@ class ForwardedActivity:
 def json_lines(stream: BinaryIO) -> ILogObserver:
     """A log observer writing each event as one JSON line to ``stream``,
     its message already made (the server's log shows what this process
-    would have: Twisted's JSON keeps no format specs such as ``:.3f``)."""
+    would have: Twisted's JSON keeps no format specs such as ``:.3f``,
+    and no exception of a failure, whose traceback is therefore made part
+    of the message).  A line longer than :data:`MAX_LOG_LINE` is cut."""
     lock = threading.Lock()
 
     def observe(event: dict[str, Any]) -> None:
         try:
             made = dict(event)
             made.pop("log_flattened", None)
-            made["log_format"] = message(event).replace("{", "{{").replace("}", "}}")
-            line = eventAsJSON(made).encode("utf-8") + b"\n"
+            text = message(event)
+            failure = made.pop("log_failure", None)
+            if isinstance(failure, Failure):
+                text = f"{text}\n{failure.getTraceback()}"
+            made["log_format"] = _braces(text)
+            line = eventAsJSON(made).encode("utf-8")
+            if len(line) > MAX_LOG_LINE:
+                cut = {key: made.get(key) for key in _LOG_KEYS}
+                cut["log_format"] = _braces(text[: MAX_LOG_LINE // 8] + " [cut]")
+                line = eventAsJSON(cut).encode("utf-8")
         except Exception:
             return
         with lock:
             try:
-                stream.write(line)
+                stream.write(line + b"\n")
                 stream.flush()
             except (OSError, ValueError):
                 pass
 
     return cast(ILogObserver, observe)
+
+
+def _braces(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ connection whichever process serves it.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 from twisted.application.service import IServiceCollection
@@ -144,7 +145,10 @@ def add_mail_listeners(
     here = [d for d in descriptions if pool is None or not handed_off(d)]
     there = [d for d in descriptions if d not in here]
     context = tls if name.endswith("s") else None
-    add_listeners(parent, name, here, factory, reactor, context, directory)
+    # One count of connections per address, whoever serves them.
+    counts: Counter[str] = Counter()
+    add_listeners(parent, name, here, factory, reactor, context, directory, counts)
     if pool is not None and there:
         handoff = HandoffFactory(name, pool)
-        add_listeners(parent, name, there, handoff, HandoffReactor(reactor), None, directory)
+        reactor = HandoffReactor(reactor)
+        add_listeners(parent, name, there, handoff, reactor, None, directory, counts)

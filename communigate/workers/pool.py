@@ -34,7 +34,7 @@ import itertools
 import os
 import sys
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -60,12 +60,22 @@ MAX_RESTART_DELAY = 30.0
 QUICK_END = 10.0
 #: Seconds a stopping worker has to finish before it is killed.
 STOP_GRACE = 10.0
+#: Seconds a worker whose channel closed has to end before it is killed.
+CHANNEL_GRACE = 2.0
 #: Connections held while no worker is ready (more are closed), and how
 #: long one is held.
 MAX_WAITING = 1024
 WAITING_SECONDS = 30.0
 #: Longest line a worker may write on its standard output or error.
 MAX_LINE = 256 * 1024
+#: Messages a worker's channel may hold unsent before it is given no more
+#: connections (each holds a client's descriptor here).
+MAX_QUEUED = 64
+#: Failure times of one window, and characters of its key, a starting
+#: worker is given; and the bytes of them one packet carries at most.
+MAX_TIMES = 128
+MAX_KEY = 1024
+PACKET_BUDGET = 48 * 1024
 #: The module a worker process runs.
 CHILD_MODULE = "communigate.workers.child"
 #: The descriptor a worker finds its channel on.
@@ -152,6 +162,7 @@ class WorkerPool(Service):
         self._ids = itertools.count(1)
         self._delay = RESTART_DELAY
         self._restarts: dict[int, Any] = {}
+        self._expiry: Any = None
         #: Where the workers' logins, sessions and lockouts are counted
         #: (the metrics), and the TLS handshakes of a protocol.
         self.activity: IActivityObserver | None = None
@@ -234,7 +245,14 @@ class WorkerPool(Service):
         """The channel broke while the process lives on: end the process
         (it is started again when it is gone)."""
         worker.ready = False
-        if worker.ended.called:
+        if worker.ended.called or not self.running:
+            # It is ending (a stop closes the channels first).
+            return
+        # A process that exits closes its channel first: give it a moment.
+        self.reactor.callLater(CHANNEL_GRACE, self._without_channel, worker)
+
+    def _without_channel(self, worker: WorkerProcess) -> None:
+        if worker.ended.called or not self.running:
             return
         self.log.error("worker {number}: its channel closed", number=worker.number)
         self._signal(worker, "KILL")
@@ -247,6 +265,8 @@ class WorkerPool(Service):
             if call.active():
                 call.cancel()
         self._restarts.clear()
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
         while self.waiting:
             self.waiting.popleft()[2].loseConnection()
         workers = list(self.workers.values())
@@ -274,7 +294,7 @@ class WorkerPool(Service):
     def hand(self, listener: str, accepted: Accepted) -> None:
         """Pass ``accepted`` to the ready worker serving the fewest
         connections; without one, hold it a while."""
-        ready = [worker for worker in self.workers.values() if worker.ready]
+        ready = [worker for worker in self.workers.values() if self._takes(worker)]
         if not ready:
             self._expire_waiting()
             if len(self.waiting) >= MAX_WAITING:
@@ -282,6 +302,8 @@ class WorkerPool(Service):
                 accepted.loseConnection()
                 return
             self.waiting.append((self.reactor.seconds(), listener, accepted))
+            if self._expiry is None or not self._expiry.active():
+                self._expiry = self.reactor.callLater(WAITING_SECONDS, self._hand_waiting)
             return
         worker = min(ready, key=lambda worker: len(worker.connections))
         ident = next(self._ids)
@@ -291,6 +313,13 @@ class WorkerPool(Service):
             {"op": "accept", "id": ident, "listener": listener}, [accepted.detach()]
         )
 
+    @staticmethod
+    def _takes(worker: WorkerProcess) -> bool:
+        """Whether ``worker`` may be given a connection now: ready, and not
+        behind with what it was sent."""
+        channel = worker.channel
+        return worker.ready and channel is not None and channel.waiting < MAX_QUEUED
+
     def _expire_waiting(self) -> None:
         limit = self.reactor.seconds() - WAITING_SECONDS
         while self.waiting and self.waiting[0][0] < limit:
@@ -298,9 +327,12 @@ class WorkerPool(Service):
 
     def _hand_waiting(self) -> None:
         self._expire_waiting()
-        while self.waiting and any(worker.ready for worker in self.workers.values()):
+        while self.waiting and any(self._takes(worker) for worker in self.workers.values()):
             _, listener, accepted = self.waiting.popleft()
             self.hand(listener, accepted)
+        if self.waiting and (self._expiry is None or not self._expiry.active()):
+            left = self.waiting[0][0] + WAITING_SECONDS - self.reactor.seconds()
+            self._expiry = self.reactor.callLater(max(0.0, left), self._hand_waiting)
 
     # -- messages
 
@@ -318,8 +350,12 @@ class WorkerPool(Service):
 
     def _ready(self, worker: WorkerProcess, message: Message) -> None:
         worker.ready = True
-        if self.web is not None and worker.channel is not None:
-            for session in self.web:
+        if worker.channel is not None:
+            # What it must know before its first login: the failures
+            # counted so far, and the web sessions open.
+            for windows in _in_packets(self.throttle.windows()):
+                worker.channel.send({"op": "throttle-windows", "windows": windows})
+            for session in self.web or ():
                 worker.channel.send(_web_session(session.id, session))
         pid = getattr(worker.transport, "pid", None)
         self.log.info("worker {number} (pid {pid}) is serving", number=worker.number, pid=pid)
@@ -346,6 +382,9 @@ class WorkerPool(Service):
             return
         if not all(isinstance(text, str) for text in (entry.account, entry.protocol)):
             return
+        earlier = worker.sessions.pop(key, None)
+        if earlier is not None:
+            earlier[1]()
         worker.sessions[key] = (entry.account, self.sessions.add(entry))
 
     def _session_end(self, worker: WorkerProcess, message: Message) -> None:
@@ -401,7 +440,8 @@ class WorkerPool(Service):
     ) -> None:
         message = {"op": "throttle", "kind": kind, "account": account, "address": address}
         for worker in self.workers.values():
-            if worker is not but and worker.channel is not None:
+            # One not ready yet gets every window when it is.
+            if worker is not but and worker.ready and worker.channel is not None:
                 worker.channel.send(message)
 
     def end(self, domain: str, name: str, reason: str) -> int:
@@ -454,6 +494,25 @@ _EVENTS: dict[str, Callable[..., Any]] = {
     "logout": LogoutEvent,
     "lockout": LockoutEvent,
 }
+
+
+def _in_packets(
+    windows: Iterable[tuple[str, str, list[float]]],
+) -> Iterator[list[tuple[str, str, list[float]]]]:
+    """Failure windows in groups that each fit a packet (the newest
+    :data:`MAX_TIMES` times of each)."""
+    group: list[tuple[str, str, list[float]]] = []
+    size = 0
+    for kind, key, times in windows:
+        item = (kind, key[:MAX_KEY], times[-MAX_TIMES:])
+        cost = len(key) + 24 * len(item[2]) + 32
+        if group and size + cost > PACKET_BUDGET:
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += cost
+    if group:
+        yield group
 
 
 def _web_session(session_id: str, session: WebSession | None) -> Message:

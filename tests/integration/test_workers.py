@@ -149,13 +149,13 @@ def start(base: Path, log: Path) -> Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The server with two workers; once stopped, no worker is left and
-    the log holds no traceback."""
+    the log holds no traceback and no channel lost."""
     root = tmp_path_factory.mktemp("workers")
     base = root / "base"
     admin(base, "init", "--main-domain", DOMAIN, "--postmaster-password", "pm")
     admin(base, "server", "settings", "FailedLoginDelay=0.1s")
     admin(base, "domain", "settings", DOMAIN, "LoginMethods=(PLAIN,LOGIN,SESSIONID)")
-    for name in ("alice", "bob", "carol", "locked", "kicked", "popper"):
+    for name in ("alice", "bob", "carol", "locked", "relocked", "kicked", "popper"):
         admin(base, "account", "create", f"{name}@{DOMAIN}", "--password", "pw")
     served = start(base, root / "server.log")
     workers = served.workers()
@@ -168,6 +168,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     text = served.log_text()
     assert "Traceback" not in text
     assert "Unhandled Error" not in text
+    # Workers killed by the tests end; none lost its channel while alive.
+    assert "its channel closed" not in text
 
 
 def imap_login(served: Served, name: str) -> imaplib.IMAP4:
@@ -430,3 +432,25 @@ def test_metrics_count_the_workers_sessions(served: Served) -> None:
     assert wait_until(
         lambda: metric(served, "communigate_sessions_open", protocol="imap4") == open_before
     )
+
+
+def test_a_lockout_outlives_the_workers(served: Served) -> None:
+    """An account locked by failures in the workers stays locked for the
+    workers started after they were all killed."""
+    admin(served.base, "account", "settings", f"relocked@{DOMAIN}", "FailedLoginFlow=(3,10m)")
+    time.sleep(1.1)
+    client = imaplib.IMAP4("127.0.0.1", served.imap, timeout=10)
+    try:
+        for _ in range(3):
+            with pytest.raises(imaplib.IMAP4.error):
+                client.login(f"relocked@{DOMAIN}", "wrong")
+    finally:
+        logout_all([client])
+    serving = served.log_text().count(") is serving")
+    for pid in served.workers():
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: served.log_text().count(") is serving") >= serving + WORKERS, 30)
+    for _ in range(WORKERS * 2):
+        with pytest.raises(imaplib.IMAP4.error):
+            imap_login(served, "relocked")
+    assert imap_login(served, "carol").logout()[0] == "BYE"

@@ -3,6 +3,7 @@ descriptors passed over a real Unix socket pair driven by a fake reactor."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ from twisted.python.failure import Failure
 
 from communigate.workers.channel import (
     MAX_PACKET,
+    RETRY_SECONDS,
     Channel,
     Message,
     decode,
@@ -261,3 +263,59 @@ def test_send_to_gone_peer_reports_loss_from_reactor(ends: Ends) -> None:
     ends.reactor.advance(0)
     assert ends.lost == 1
     assert not ends.channel.open
+
+
+def test_a_message_too_long_is_not_sent_and_never_raises(ends: Ends) -> None:
+    """A message that cannot be a packet is dropped (False, its descriptors
+    closed) instead of raising into the caller."""
+    read_end, write_end = os.pipe()
+    try:
+        assert not ends.channel.send({"op": "x", "data": "é" * MAX_PACKET}, [write_end])
+        assert closed(write_end)
+        assert ends.channel.send({"op": "after"})
+        assert [decode(p) for p in ends.peer_packets()] == [{"op": "after"}]
+    finally:
+        os.close(read_end)
+
+
+class ShortOfRoom:
+    """A socket whose first send fails as the kernel does with too many
+    descriptors in flight."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.failures = 1
+
+    def send(self, packet: bytes) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.ETOOMANYREFS, "Too many references")
+        return self.real.send(packet)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_too_many_descriptors_in_flight_is_waited_out(ends: Ends) -> None:
+    """ETOOMANYREFS keeps the packet and sends it a moment later; the peer
+    is not taken for gone."""
+    ends.channel.sock = ShortOfRoom(ends.channel.sock)  # type: ignore[assignment]
+    assert ends.channel.send({"op": "later"})
+    assert ends.peer_packets() == [] and ends.channel.waiting == 1
+    ends.reactor.advance(RETRY_SECONDS)
+    assert [decode(p) for p in ends.peer_packets()] == [{"op": "later"}]
+    assert ends.lost == 0 and ends.channel.waiting == 0
+
+
+def test_received_descriptors_are_not_inherited(ends: Ends) -> None:
+    """Descriptors that arrive are close-on-exec, so no child process
+    started meanwhile keeps a client's connection open."""
+    read_end, write_end = os.pipe()
+    try:
+        socket.send_fds(ends.peer, [encode({"op": "fd"})], [write_end])
+        ends.channel.doRead()
+        [(_, [received])] = ends.messages
+        assert not os.get_inheritable(received)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -16,16 +16,19 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogLevel, eventFromJSON, formatEvent
+from twisted.logger import LogLevel, capturedLogs, eventFromJSON, formatEvent
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from communigate.control.sessions import SessionEntry
 from communigate.cred.credentials import ConnectionInfo
-from communigate.observe.events import IActivityObserver, LockoutEvent, LogoutEvent
+from communigate.observe.events import IActivityObserver, LockoutEvent, LoginEvent, LogoutEvent
 from communigate.portal.policy import LoginThrottle
 from communigate.protocols.http.sessions import SessionCopies
+from communigate.workers.channel import MAX_PACKET, encode
 from communigate.workers.child import (
+    MAX_LOG_LINE,
+    MAX_TEXT,
     ForwardedActivity,
     ReportedSessions,
     Worker,
@@ -456,3 +459,85 @@ def test_forwarded_activity_sends_each_event() -> None:
     assert LockoutEvent(**sent[2]["event"]) == lockout
     handshake = {"op": "activity", "kind": "handshake", "protocol": "pop3s", "tls": "implicit"}
     assert sent[3] == handshake
+
+
+def test_json_lines_keep_a_failure_whole() -> None:
+    """A failure's exception and traceback reach the server's log as text
+    (Twisted's JSON would keep neither the exception nor its message)."""
+    stream = io.BytesIO()
+    try:
+        raise ValueError("the real reason")
+    except ValueError:
+        failure = Failure()
+    json_lines(stream)(event("it broke", log_failure=failure))
+    [made] = revived(stream)
+    text = formatEvent(made)
+    assert text.startswith("it broke\n")
+    assert "ValueError: the real reason" in text and "Traceback" in text
+    assert "log_failure" not in made
+
+
+def test_json_lines_cut_an_overlong_line() -> None:
+    """An event whose line would pass MAX_LOG_LINE is written cut, as one
+    line that still reads as JSON."""
+    stream = io.BytesIO()
+    json_lines(stream)(event("login {name}", name="é" * MAX_LOG_LINE))
+    [line] = stream.getvalue().splitlines()
+    assert len(line) <= MAX_LOG_LINE
+    [made] = revived(stream)
+    assert formatEvent(made).startswith("login éé") and formatEvent(made).endswith("[cut]")
+
+
+def test_adoption_that_raises_is_reported_closed() -> None:
+    """A protocol that cannot be built is reported closed (so the server's
+    count of the address drops) and logged, and the descriptor closed."""
+
+    class Failing(Factory):
+        def buildProtocol(self, addr: Any) -> Protocol:
+            raise RuntimeError("boom")
+
+    class Adopting(AdoptingReactor):
+        def adoptStreamConnection(self, descriptor: int, family: int, factory: Any) -> Any:
+            super().adoptStreamConnection(descriptor, family, factory)
+            return factory.buildProtocol(None)
+
+    setup = Setup(Adopting(result=None))
+    setup.worker.factories["imap4"].wrappedFactory = Failing()
+    left, right = socket.socketpair()
+    descriptor = os.dup(left.fileno())
+    try:
+        with capturedLogs() as events:
+            setup.worker.received({"op": "accept", "id": 5, "listener": "imap4"}, [descriptor])
+        assert setup.channel.sent == [{"op": "closed", "id": 5}]
+        assert closed(descriptor)
+        assert any("could not be served" in formatEvent(e) for e in events)
+    finally:
+        left.close()
+        right.close()
+
+
+def test_failure_windows_from_the_server_are_merged() -> None:
+    """throttle-windows messages give the worker the failures the server
+    counted before it started; malformed items are skipped."""
+    setup = Setup()
+    windows = [["account", "a@company.com", [0.0, 0.0, 0.0]], ["address", "192.0.2.1", ["x"]]]
+    setup.worker.received(
+        {"op": "throttle-windows", "windows": [*windows, ["bad"], "bad", [1, 2, 3]]}, []
+    )
+    assert setup.throttle.locked("a@company.com", {"FailedLoginFlow": ["3", "1m"]})
+    assert setup.throttle.taken == []
+
+
+def test_forwarded_login_cuts_long_texts() -> None:
+    """A login event with a huge login name is sent cut, so the message fits a packet."""
+    sent: list[dict[str, Any]] = []
+    activity = ForwardedActivity(sent.append)
+    login = LoginEvent(
+        "s1", "imap4", "192.0.2.1", 1000, "127.0.0.1", 143, False, None,
+        "é" * 40000, None, None, "LOGIN", "wrong-password",
+    )  # fmt: skip
+    activity.login(login)
+    [message] = sent
+    assert len(message["event"]["login"]) == MAX_TEXT
+    assert len(encode(message)) < MAX_PACKET
+    assert LoginEvent(**message["event"]).result == "wrong-password"

@@ -12,7 +12,7 @@ import pytest
 from twisted.application.service import MultiService
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs, eventAsJSON
+from twisted.logger import capturedLogs, eventAsJSON, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -21,10 +21,13 @@ from communigate.observe.events import IActivityObserver, LockoutEvent, LoginEve
 from communigate.portal.policy import LoginThrottle
 from communigate.protocols.http.sessions import WebSession
 from communigate.store.settingsformat import Value
+from communigate.workers.channel import MAX_PACKET, encode
 from communigate.workers.pool import (
     CHANNEL_FD,
+    CHANNEL_GRACE,
     CHILD_MODULE,
     MAX_LINE,
+    MAX_QUEUED,
     QUICK_END,
     RESTART_DELAY,
     STOP_GRACE,
@@ -85,6 +88,8 @@ class FakeChannel:
     def __init__(self) -> None:
         self.sent: list[tuple[dict[str, Any], list[int]]] = []
         self.closed = False
+        #: Messages the peer has not taken yet.
+        self.waiting = 0
 
     def send(self, message: dict[str, Any], descriptors: list[int] | None = None) -> bool:
         self.sent.append((dict(message), list(descriptors or ())))
@@ -318,6 +323,9 @@ def test_closed_message_finishes_connection(setup: Setup) -> None:
 def test_throttle_message_applied_and_forwarded(setup: Setup) -> None:
     """A throttle message counts here and goes to the other workers only."""
     setup.start()
+    setup.ready(1, 2)
+    setup.channel(1).sent.clear()
+    setup.channel(2).sent.clear()
     message = {"op": "throttle", "kind": "failed", "account": "a@b", "address": "192.0.2.9"}
     assert not setup.throttle.locked("a@b", FLOW)
     for _ in range(3):
@@ -329,12 +337,14 @@ def test_throttle_message_applied_and_forwarded(setup: Setup) -> None:
 
 
 def test_share_tells_every_worker(setup: Setup) -> None:
-    """share sends the throttle message to all workers."""
+    """share sends the throttle message to every ready worker; one not
+    ready yet gets the windows when it is instead."""
     setup.start()
+    setup.ready(1)
     setup.pool.share("succeeded", "a@b", None)
     expected = {"op": "throttle", "kind": "succeeded", "account": "a@b", "address": None}
     assert setup.channel(1).messages() == [expected]
-    assert setup.channel(2).messages() == [expected]
+    assert setup.channel(2).messages() == []
 
 
 def test_add_worker_pool_shares_throttle() -> None:
@@ -505,13 +515,16 @@ def test_quick_ends_double_the_delay(setup: Setup) -> None:
 
 
 def test_channel_lost_kills_live_worker(setup: Setup) -> None:
-    """A worker whose channel broke is killed; one that ended already is not signalled."""
+    """A worker whose channel broke is killed unless it ends within
+    CHANNEL_GRACE; one that ended already is not signalled."""
     setup.start()
     one, two = setup.worker(1), setup.worker(2)
     two.processEnded(Failure(ProcessDone(0)))
     setup.pool.channel_lost(one)
     setup.pool.channel_lost(two)
     transports = [s["transport"] for s in setup.reactor.spawned]
+    assert transports[0].signals == []
+    setup.reactor.advance(CHANNEL_GRACE)
     assert transports[0].signals == ["KILL"]
     assert transports[1].signals == []
 
@@ -774,3 +787,90 @@ def test_web_sessions_reach_ready_workers(setup: Setup) -> None:
         {"op": "web-session-end", "id": "1-a"},
     ]
     assert setup.channel(2).messages() == []
+
+
+def test_a_worker_behind_gets_no_connections(setup: Setup) -> None:
+    """A worker whose channel holds MAX_QUEUED unsent messages is given no
+    more connections while another can take them."""
+    setup.start()
+    setup.ready(1, 2)
+    setup.channel(1).waiting = MAX_QUEUED
+    for _ in range(3):
+        setup.pool.hand("imap4", FakeAccepted())  # type: ignore[arg-type]
+    assert setup.channel(1).messages() == []
+    assert len(setup.channel(2).messages()) == 3
+
+
+def test_held_connections_expire_without_new_ones(setup: Setup) -> None:
+    """A connection held while no worker is ready is closed after
+    WAITING_SECONDS even when nothing else happens."""
+    setup.start()
+    held = FakeAccepted()
+    setup.pool.hand("imap4", held)  # type: ignore[arg-type]
+    setup.reactor.advance(WAITING_SECONDS - 1)
+    assert held.lost == 0
+    setup.reactor.advance(2)
+    assert held.lost == 1
+    assert not setup.pool.waiting
+
+
+def test_a_starting_worker_learns_the_failures_counted_so_far(setup: Setup) -> None:
+    """A worker that becomes ready is given every failure window held
+    here, so a restart does not lift a lockout."""
+    for _ in range(3):
+        setup.throttle.failed("locked@company.com", "192.0.2.9")
+    setup.start()
+    setup.ready(1)
+    [message] = [m for m in setup.channel(1).messages() if m["op"] == "throttle-windows"]
+    copy = LoginThrottle(setup.reactor.seconds)
+    for kind, key, times in message["windows"]:
+        copy.merge(kind, key, times)
+    assert copy.locked("locked@company.com", FLOW)
+    assert copy.delay("192.0.2.9", {"FailedLoginsPerAddress": ["2", "1m"]}) > 0
+
+
+def test_failure_windows_are_split_into_packets(setup: Setup) -> None:
+    """Many failure windows go in several messages, each within a packet."""
+    for number in range(3000):
+        setup.throttle.failed(f"user{number}@company.com", None)
+    setup.start()
+    setup.ready(1)
+    sent = [m for m in setup.channel(1).messages() if m["op"] == "throttle-windows"]
+    assert len(sent) > 1
+    assert sum(len(m["windows"]) for m in sent) == 3000
+    assert all(len(encode(m)) <= MAX_PACKET for m in sent)
+
+
+def test_channel_closing_at_stop_is_no_error(setup: Setup) -> None:
+    """Workers closing their channels while the server stops are neither
+    logged as errors nor killed."""
+    setup.start()
+    setup.pool.stopService()
+    with capturedLogs() as events:
+        setup.pool.channel_lost(setup.worker(1))
+    assert setup.reactor.spawned[0]["transport"].signals == ["TERM"]
+    assert not events
+
+
+def test_a_session_key_given_twice_replaces_the_entry(setup: Setup) -> None:
+    """A session reported again under the same key replaces the listed entry."""
+    setup.start()
+    one = setup.worker(1)
+    setup.pool.received(one, {"op": "session", "key": 1, "entry": asdict(entry())}, [])
+    again = asdict(entry("other@company.com", "s9"))
+    setup.pool.received(one, {"op": "session", "key": 1, "entry": again}, [])
+    assert [e.account for e in setup.sessions] == ["other@company.com"]
+
+
+def test_a_worker_ending_after_its_channel_is_not_killed_or_blamed(setup: Setup) -> None:
+    """A worker whose channel closes as it exits is neither killed nor
+    logged as having lost its channel."""
+    setup.start()
+    one = setup.worker(1)
+    with capturedLogs() as events:
+        setup.pool.channel_lost(one)
+        one.processEnded(Failure(ProcessTerminated(signal=9)))
+        setup.reactor.advance(CHANNEL_GRACE)
+    assert setup.reactor.spawned[0]["transport"].signals == []
+    assert not any("channel closed" in formatEvent(e) for e in events)
+    setup.close()

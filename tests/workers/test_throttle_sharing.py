@@ -96,3 +96,21 @@ def test_take_unknown_kind_changes_nothing(throttle: LoginThrottle, kind: str) -
     throttle.take("failed", "a@b", None)
     assert throttle.locked("a@b", FLOW)
     assert throttle.delay("192.0.2.1", PER_ADDRESS) == 0.5
+
+
+def test_windows_and_merge_carry_every_failure() -> None:
+    """windows() gives every failure time held; merge() into another
+    throttle keeps each, also ones that happened at the same moment."""
+    clock = [100.0]
+    source = LoginThrottle(lambda: clock[0])
+    for _ in range(3):
+        source.failed("a@company.com", "192.0.2.1")
+    copy = LoginThrottle(lambda: clock[0])
+    for kind, key, times in source.windows():
+        copy.merge(kind, key, times)
+    flow: dict[str, Value] = {"FailedLoginFlow": ["3", "1m"]}
+    assert copy.locked("a@company.com", flow)
+    assert sorted(source.windows()) == sorted(copy.windows())
+    copy.merge("other", "x", [1.0])
+    copy.merge("account", "", [1.0])
+    assert len(list(copy.windows())) == 2
