@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 # The integration suite's server fixture, started once more for this folder.
-from tests.integration.conftest import Server, admin
+from tests.integration.conftest import Server, admin, children
 from tests.integration.conftest import server as server
 
 #: How long the server takes to see a settings change (it re-reads files
@@ -46,11 +46,16 @@ def server_setting(running: Server, key: str, value: str) -> Iterator[None]:
 
 
 def rss(running: Server) -> int:
-    """The server process's resident memory in octets."""
-    for line in Path(f"/proc/{running.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    """The resident memory in octets of the server process and of its
+    worker processes, if it has any."""
+    total = 0
+    for pid in (running.pid, *children(running.pid)):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    if not total:
+        raise RuntimeError("no VmRSS")
+    return total
 
 
 def spool_files(running: Server) -> list[Path]:

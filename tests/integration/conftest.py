@@ -8,6 +8,7 @@ an administrator would.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -27,6 +28,8 @@ ADDRESSES = ("127.0.0.1", "127.0.0.2")
 TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
 DOMAINS = ("company.com", "client1.com", "client2.com")
 ALL_METHODS = ("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "APOP")
+#: Names the number of worker processes the suite's server runs with.
+WORKERS_VARIABLE = "COMMUNIGATE_TEST_WORKERS"
 #: The server's FailedLoginDelay during the tests (the default is 2s).
 FAILED_LOGIN_DELAY = "0.2s"
 
@@ -52,6 +55,23 @@ def admin(base: Path, *args: str, stdin: bytes = b"") -> str:
     result = communigate(base, *args, stdin=stdin)
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode()
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after it.
+        fields = stat.rpartition(")")[2].split()
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return sorted(found)
 
 
 def marker(domain: str) -> str:
@@ -133,7 +153,11 @@ def plan_server(base: Path, log: Path) -> Server:
 def start_server(server: Server) -> subprocess.Popen[bytes]:
     """Start ``twistd communigate`` for ``server`` as an administrator
     would; returns once every TCP listener accepts and the control socket
-    is there (``server.pid`` is set)."""
+    is there (``server.pid`` is set).  With ``COMMUNIGATE_TEST_WORKERS=N``
+    in the environment it runs with ``--workers N`` (and returns once
+    every worker is serving), so a suite can be run against the IMAP and
+    POP3 of worker processes."""
+    workers = int(os.environ.get(WORKERS_VARIABLE) or 0)
     command = [
         *TWISTD,
         "--nodaemon",
@@ -152,6 +176,7 @@ def start_server(server: Server) -> subprocess.Popen[bytes]:
         f"--pwd=tcp:{server.pwd_port}:interface=127.0.0.1",
         f"--submission=tcp:{server.submission_port}:interface=127.0.0.1",
         f"--smtps=tcp:{server.smtps_port}:interface=127.0.0.1",
+        *([f"--workers={workers}"] if workers else []),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
@@ -173,9 +198,9 @@ def start_server(server: Server) -> subprocess.Popen[bytes]:
         # ports were bound (and accepting): the first test may come sooner.
         control = socket_path(server.base)
         deadline = time.monotonic() + 20
-        while not control.exists():
+        while not control.exists() or server.log_text().count(") is serving") < workers:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"no control socket {control}")
+                raise RuntimeError(f"no control socket {control}, or workers not serving")
             time.sleep(0.05)
     except BaseException:
         stop_server(process)

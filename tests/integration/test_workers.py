@@ -23,7 +23,14 @@ from pathlib import Path
 import pytest
 
 from communigate.control.location import socket_path
-from tests.integration.conftest import TWISTD, admin, free_port, stop_server, wait_for_port
+from tests.integration.conftest import (
+    TWISTD,
+    admin,
+    children,
+    free_port,
+    stop_server,
+    wait_for_port,
+)
 from tests.integration.test_http import TOKEN, imap_sessionid, pop3_sessionid, web_login
 
 WORKERS = 2
@@ -54,23 +61,6 @@ class Served:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def children(parent: int) -> list[int]:
-    """The processes whose parent is ``parent``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after it.
-        fields = stat.rpartition(")")[2].split()
-        if int(fields[1]) == parent:
-            found.append(int(entry))
-    return sorted(found)
 
 
 def _hex_address(host: str, port: int) -> str:
