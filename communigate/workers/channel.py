@@ -31,6 +31,11 @@ from zope.interface import implementer
 MAX_PACKET = 64 * 1024
 #: Descriptors one packet may carry.
 MAX_DESCRIPTORS = 4
+#: Packets that may wait for the peer; past them the peer is taken for
+#: gone (it stopped reading), so a stuck peer cannot make this side grow.
+MAX_QUEUE = 10_000
+#: Packets one call of ``doRead`` takes at most.
+READ_BATCH = 64
 #: Seconds before sending again when the kernel is short of room.
 RETRY_SECONDS = 0.05
 #: Send errors that mean "not now" rather than "the peer is gone": too
@@ -94,6 +99,10 @@ class Channel:
         self.open = True
         self._queue: deque[tuple[bytes, list[int]]] = deque()
         self._retry: Any = None
+        #: Called when a backlog the peer could not take at once has all
+        #: been sent.
+        self.drained: Callable[[], None] | None = None
+        self._behind = False
 
     def start(self) -> None:
         """Read what the peer sends."""
@@ -121,6 +130,12 @@ class Channel:
             _close_all(fds)
             self.log.warn("{name}: message not sent: {error}", name=self.name, error=error)
             return False
+        if len(self._queue) >= MAX_QUEUE:
+            # The peer has stopped reading: it is as good as gone.
+            _close_all(fds)
+            self.log.error("{name}: the peer stopped reading", name=self.name)
+            self.reactor.callLater(0, self.connectionLost, Failure(main.CONNECTION_LOST))
+            return False
         self._queue.append((packet, fds))
         if len(self._queue) == 1 and self.doWrite() is not None:
             # The peer is gone: say so from the reactor, not from here.
@@ -147,11 +162,13 @@ class Channel:
                 else:
                     self.sock.send(packet)
             except (BlockingIOError, InterruptedError):
+                self._behind = True
                 self.reactor.addWriter(self)
                 return None
             except OSError as error:
                 if error.errno not in _SHORT_OF_ROOM:
                     return main.CONNECTION_LOST
+                self._behind = True
                 # Too many descriptors in flight, or no kernel memory for
                 # now: the peer is there, try again in a moment.
                 self.reactor.removeWriter(self)
@@ -161,11 +178,18 @@ class Channel:
             self._queue.popleft()
             _close_all(fds)
         self.reactor.removeWriter(self)
+        if self._behind:
+            self._behind = False
+            if self.drained is not None:
+                self.drained()
         return None
 
     def doRead(self) -> Any:
-        """Take every packet the socket holds."""
-        while self.open:
+        """Take the packets the socket holds, :data:`READ_BATCH` at most
+        (the reactor calls again while more wait)."""
+        for _ in range(READ_BATCH):
+            if not self.open:
+                return None
             try:
                 packet, fds, flags = _receive(self.sock)
             except (BlockingIOError, InterruptedError):

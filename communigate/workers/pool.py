@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import sys
 from collections import Counter, deque
@@ -108,8 +109,9 @@ class WorkerProcess(ProcessProtocol):
         self.number = number
         self.started = started
         self.channel: Channel | None = None
-        #: The worker said it is ready for connections.
+        #: The worker takes connections now; it said so once.
         self.ready = False
+        self.said_ready = False
         self.connections: dict[int, Accepted] = {}
         #: Its logged-in sessions: the worker's key → (account, forget).
         self.sessions: dict[int, tuple[str, Callable[[], None]]] = {}
@@ -178,9 +180,25 @@ class WorkerPool(Service):
         for number in range(1, self.count + 1):
             self.spawn(number)
 
-    def spawn(self, number: int) -> WorkerProcess:
-        """Start worker ``number``."""
+    def spawn(self, number: int) -> WorkerProcess | None:
+        """Start worker ``number``; if that fails (no descriptors, no
+        memory for a process), try again later."""
         self._restarts.pop(number, None)
+        try:
+            return self._spawn(number)
+        except Exception as error:
+            self._delay = min(self._delay * 2, MAX_RESTART_DELAY)
+            self.log.error(
+                "worker {number} could not be started ({error}); trying again in {delay:.1f}s",
+                number=number,
+                error=error,
+                delay=self._delay,
+            )
+            if self.running:
+                self._restarts[number] = self.reactor.callLater(self._delay, self.spawn, number)
+            return None
+
+    def _spawn(self, number: int) -> WorkerProcess:
         ours, theirs = socket_pair()
         worker = WorkerProcess(self, number, self.reactor.seconds())
         worker.channel = Channel(
@@ -190,6 +208,7 @@ class WorkerPool(Service):
             partial(self.channel_lost, worker),
             name=f"worker {number}",
         )
+        worker.channel.drained = self._drained
         try:
             self.reactor.spawnProcess(
                 worker,
@@ -198,6 +217,9 @@ class WorkerPool(Service):
                 env=self.environment,
                 childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: theirs.fileno()},
             )
+        except BaseException:
+            worker.channel.close()
+            raise
         finally:
             theirs.close()
         worker.channel.start()
@@ -313,6 +335,12 @@ class WorkerPool(Service):
             {"op": "accept", "id": ident, "listener": listener}, [accepted.detach()]
         )
 
+    def _drained(self) -> None:
+        """A worker took what was queued for it: give it what waits (from
+        the reactor, not from inside the channel's write)."""
+        if self.waiting:
+            self.reactor.callLater(0, self._hand_waiting)
+
     @staticmethod
     def _takes(worker: WorkerProcess) -> bool:
         """Whether ``worker`` may be given a connection now: ready, and not
@@ -322,7 +350,7 @@ class WorkerPool(Service):
 
     def _expire_waiting(self) -> None:
         limit = self.reactor.seconds() - WAITING_SECONDS
-        while self.waiting and self.waiting[0][0] < limit:
+        while self.waiting and self.waiting[0][0] <= limit:
             self.waiting.popleft()[2].loseConnection()
 
     def _hand_waiting(self) -> None:
@@ -332,7 +360,7 @@ class WorkerPool(Service):
             self.hand(listener, accepted)
         if self.waiting and (self._expiry is None or not self._expiry.active()):
             left = self.waiting[0][0] + WAITING_SECONDS - self.reactor.seconds()
-            self._expiry = self.reactor.callLater(max(0.0, left), self._hand_waiting)
+            self._expiry = self.reactor.callLater(max(0.1, left), self._hand_waiting)
 
     # -- messages
 
@@ -349,7 +377,9 @@ class WorkerPool(Service):
         handler(self, worker, message)
 
     def _ready(self, worker: WorkerProcess, message: Message) -> None:
-        worker.ready = True
+        if worker.ready or worker.said_ready:
+            return
+        worker.ready = worker.said_ready = True
         if worker.channel is not None:
             # What it must know before its first login: the failures
             # counted so far, and the web sessions open.
@@ -380,7 +410,10 @@ class WorkerPool(Service):
             entry = SessionEntry(**fields)
         except TypeError:
             return
-        if not all(isinstance(text, str) for text in (entry.account, entry.protocol)):
+        if not _well_formed(entry):
+            return
+        if key not in worker.sessions and len(worker.sessions) > len(worker.connections):
+            # A session for every connection it serves, no more.
             return
         earlier = worker.sessions.pop(key, None)
         if earlier is not None:
@@ -395,9 +428,13 @@ class WorkerPool(Service):
     def _activity(self, worker: WorkerProcess, message: Message) -> None:
         observer, kind = self.activity, message.get("kind")
         protocol = str(message.get("protocol") or "")
+        if kind in ("handshake", "opened") and protocol not in MAIL_PROTOCOLS:
+            # Label values are this server's own names, never a worker's.
+            return
         if kind == "handshake":
-            if self.handshake is not None:
-                self.handshake(protocol)(str(message.get("tls") or ""))
+            tls = message.get("tls")
+            if self.handshake is not None and tls in _TLS_KINDS:
+                self.handshake(protocol)(str(tls))
             return
         if observer is None:
             return
@@ -412,6 +449,8 @@ class WorkerPool(Service):
         try:
             event = made(**fields)
         except TypeError:
+            return
+        if not _labels_known(event):
             return
         if isinstance(event, LogoutEvent):
             if worker.counted[event.protocol] <= 0:
@@ -505,7 +544,7 @@ def _in_packets(
     size = 0
     for kind, key, times in windows:
         item = (kind, key[:MAX_KEY], times[-MAX_TIMES:])
-        cost = len(key) + 24 * len(item[2]) + 32
+        cost = len(json.dumps(item[1])) + 24 * len(item[2]) + 32
         if group and size + cost > PACKET_BUDGET:
             yield group
             group, size = [], 0
@@ -520,6 +559,41 @@ def _web_session(session_id: str, session: WebSession | None) -> Message:
         return {"op": "web-session-end", "id": session_id}
     ends = session.started + session.lifetime
     return {"op": "web-session", "id": session_id, "account": session.account, "ends": ends}
+
+
+#: The protocols of the sessions workers serve (and TLS handshakes).
+MAIL_PROTOCOLS = frozenset({"imap4", "imaps", "pop3", "pop3s"})
+#: What a forwarded event's metric labels may say.
+_TLS_KINDS = frozenset({"implicit", "starttls"})
+_SESSION_TYPES: dict[str, tuple[type, ...]] = {
+    "session": (str, type(None)),
+    "account": (str,),
+    "protocol": (str,),
+    "remote_host": (str, type(None)),
+    "remote_port": (int, type(None)),
+    "local_host": (str, type(None)),
+    "local_port": (int, type(None)),
+    "tls": (bool,),
+    "mechanism": (str,),
+    "since": (int, float),
+}
+
+
+def _well_formed(entry: SessionEntry) -> bool:
+    """Whether each field of a reported session has its type."""
+    return all(isinstance(getattr(entry, name), kinds) for name, kinds in _SESSION_TYPES.items())
+
+
+def _labels_known(event: Any) -> bool:
+    """Whether an event's protocol is one workers serve, and its other
+    label values are short texts (the metrics make a series of each)."""
+    if getattr(event, "protocol", None) not in MAIL_PROTOCOLS:
+        return False
+    for name in ("domain", "mechanism", "result"):
+        value = getattr(event, name, None)
+        if value is not None and (not isinstance(value, str) or len(value) > 255):
+            return False
+    return True
 
 
 def _int(value: Any) -> int:

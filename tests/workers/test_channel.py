@@ -16,6 +16,8 @@ from twisted.python.failure import Failure
 
 from communigate.workers.channel import (
     MAX_PACKET,
+    MAX_QUEUE,
+    READ_BATCH,
     RETRY_SECONDS,
     Channel,
     Message,
@@ -319,3 +321,41 @@ def test_received_descriptors_are_not_inherited(ends: Ends) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_peer_that_stops_reading_is_taken_for_gone(ends: Ends) -> None:
+    """Past MAX_QUEUE unsent packets the channel gives up on the peer (so a
+    stuck peer cannot make this side grow) and says it is lost."""
+    sent = 0
+    while ends.channel.send({"op": "x", "pad": "y" * 1000}):
+        sent += 1
+        assert sent <= MAX_QUEUE + 1000
+    assert ends.channel.waiting == MAX_QUEUE
+    ends.reactor.advance(0)
+    assert ends.lost == 1 and not ends.channel.open
+
+
+def test_drained_is_called_when_a_backlog_is_sent(ends: Ends) -> None:
+    """``drained`` is called once a backlog the peer could not take at once
+    has all gone, not for each message sent straight away."""
+    calls = []
+    ends.channel.drained = lambda: calls.append(1)
+    ends.channel.send({"op": "now"})
+    assert calls == []
+    while ends.channel.waiting == 0:
+        ends.channel.send({"op": "fill", "pad": "z" * 4000})
+    ends.peer_packets()
+    while ends.channel.waiting:
+        ends.channel.doWrite()
+        ends.peer_packets()
+    assert calls == [1]
+
+
+def test_one_read_takes_a_bounded_number_of_packets(ends: Ends) -> None:
+    """A peer that keeps the socket full cannot hold this side in one read."""
+    for number in range(READ_BATCH + 10):
+        ends.peer.send(encode({"op": "n", "n": number}))
+    ends.channel.doRead()
+    assert len(ends.messages) == READ_BATCH
+    ends.channel.doRead()
+    assert len(ends.messages) == READ_BATCH + 10

@@ -28,6 +28,7 @@ from communigate.workers.pool import (
     CHILD_MODULE,
     MAX_LINE,
     MAX_QUEUED,
+    MAX_RESTART_DELAY,
     QUICK_END,
     RESTART_DELAY,
     STOP_GRACE,
@@ -148,8 +149,13 @@ class Setup:
         for worker in self.pool.workers.values():
             fake(worker)
 
-    def worker(self, number: int) -> WorkerProcess:
-        return self.pool.workers[number]
+    def worker(self, number: int, connections: int = 0) -> WorkerProcess:
+        """Worker ``number``, serving at least ``connections`` (a worker
+        reports no more sessions than it has connections)."""
+        worker = self.pool.workers[number]
+        while len(worker.connections) < connections:
+            worker.connections[-len(worker.connections) - 1] = FakeAccepted()  # type: ignore[assignment]
+        return worker
 
     def channel(self, number: int) -> FakeChannel:
         channel = self.worker(number).channel
@@ -384,7 +390,7 @@ def test_add_worker_pool_shares_throttle() -> None:
 def test_session_messages_add_and_remove_entries(setup: Setup) -> None:
     """session adds an entry to the live sessions; session-end removes it."""
     setup.start()
-    worker = setup.worker(1)
+    worker = setup.worker(1, 8)
     setup.pool.received(worker, {"op": "session", "key": 1, "entry": asdict(entry())}, [])
     setup.pool.received(
         worker, {"op": "session", "key": 2, "entry": asdict(entry(session="s2"))}, []
@@ -417,7 +423,7 @@ def test_session_with_non_text_account_ignored(setup: Setup) -> None:
     """A session entry whose account is not text is ignored, and end() still works."""
     setup.start()
     bad = {**asdict(entry()), "account": None}
-    setup.pool.received(setup.worker(1), {"op": "session", "key": 1, "entry": bad}, [])
+    setup.pool.received(setup.worker(1, 8), {"op": "session", "key": 1, "entry": bad}, [])
     assert setup.pool.end("company.com", "info", "bye") == 0
     assert len(setup.sessions) == 0
 
@@ -425,7 +431,7 @@ def test_session_with_non_text_account_ignored(setup: Setup) -> None:
 def test_end_counts_sessions_and_kicks_only_their_workers(setup: Setup) -> None:
     """end counts sessions without case and kicks only workers having some."""
     setup.start()
-    one, two = setup.worker(1), setup.worker(2)
+    one, two = setup.worker(1, 8), setup.worker(2, 8)
     setup.pool.received(one, {"op": "session", "key": 1, "entry": asdict(entry())}, [])
     setup.pool.received(
         one, {"op": "session", "key": 2, "entry": asdict(entry("Info@Company.COM", "s2"))}, []
@@ -453,7 +459,9 @@ def test_every_process_adds_both_counts(setup: Setup) -> None:
             return 3
 
     setup.start()
-    setup.pool.received(setup.worker(1), {"op": "session", "key": 1, "entry": asdict(entry())}, [])
+    setup.pool.received(
+        setup.worker(1, 8), {"op": "session", "key": 1, "entry": asdict(entry())}, []
+    )
     registry = Registry()
     assert EveryProcess(registry, setup.pool).end("company.com", "info", "bye") == 4
     assert registry.calls == [("company.com", "info", "bye")]
@@ -467,7 +475,7 @@ def test_gone_finishes_forgets_and_restarts(setup: Setup) -> None:
     setup.start()
     setup.ready(1)
     setup.reactor.advance(QUICK_END + 1)
-    worker = setup.worker(1)
+    worker = setup.worker(1, 8)
     channel = setup.channel(1)
     accepted = FakeAccepted()
     setup.pool.hand("imap4", accepted)  # type: ignore[arg-type]
@@ -855,7 +863,7 @@ def test_channel_closing_at_stop_is_no_error(setup: Setup) -> None:
 def test_a_session_key_given_twice_replaces_the_entry(setup: Setup) -> None:
     """A session reported again under the same key replaces the listed entry."""
     setup.start()
-    one = setup.worker(1)
+    one = setup.worker(1, 8)
     setup.pool.received(one, {"op": "session", "key": 1, "entry": asdict(entry())}, [])
     again = asdict(entry("other@company.com", "s9"))
     setup.pool.received(one, {"op": "session", "key": 1, "entry": again}, [])
@@ -874,3 +882,82 @@ def test_a_worker_ending_after_its_channel_is_not_killed_or_blamed(setup: Setup)
     assert setup.reactor.spawned[0]["transport"].signals == []
     assert not any("channel closed" in formatEvent(e) for e in events)
     setup.close()
+
+
+def test_a_worker_reports_no_more_sessions_than_connections(setup: Setup) -> None:
+    """Session reports past the connections a worker serves are ignored,
+    so a broken worker cannot fill the sessions listing."""
+    setup.start()
+    one = setup.worker(1, 2)
+    for key in range(10):
+        fields = asdict(entry(session=f"s{key}"))
+        setup.pool.received(one, {"op": "session", "key": key, "entry": fields}, [])
+    assert len(setup.sessions) == 3
+
+
+def test_forwarded_labels_are_the_servers_own(setup: Setup) -> None:
+    """Activity with a protocol or label value this server does not use
+    counts nothing (each value would make a metric series)."""
+    counted, handshakes = Counted(), []
+    setup.pool.activity = counted
+    setup.pool.handshake = lambda protocol: lambda kind: handshakes.append((protocol, kind))
+    setup.start()
+    one = setup.worker(1)
+    odd = asdict(login_event())
+    odd["mechanism"] = "X" * 1000
+    for message in (
+        {"op": "activity", "kind": "opened", "protocol": "made-up"},
+        {"op": "activity", "kind": "handshake", "protocol": "imaps", "tls": "made-up"},
+        {"op": "activity", "kind": "login", "event": {**asdict(login_event()), "protocol": "x"}},
+        {"op": "activity", "kind": "login", "event": odd},
+    ):
+        setup.pool.received(one, message, [])
+    assert counted.seen == [] and handshakes == []
+
+
+def test_a_second_ready_is_ignored(setup: Setup) -> None:
+    """A worker saying ready twice is not given the failure windows twice."""
+    setup.throttle.failed("a@company.com", None)
+    setup.start()
+    setup.ready(1)
+    setup.ready(1)
+    sent = [m for m in setup.channel(1).messages() if m["op"] == "throttle-windows"]
+    assert len(sent) == 1
+
+
+def test_a_worker_that_cannot_be_started_is_tried_again(setup: Setup) -> None:
+    """A failed start (no descriptors, no process) is logged and tried
+    again later, the slot never lost."""
+    calls = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise OSError(24, "Too many open files")
+
+    setup.start()
+    real = setup.reactor.spawnProcess
+    setup.reactor.spawnProcess = failing  # type: ignore[method-assign]
+    with capturedLogs() as events:
+        setup.worker(1).processEnded(Failure(ProcessTerminated(signal=9)))
+        setup.reactor.advance(MAX_RESTART_DELAY)
+    assert calls and 1 not in setup.pool.workers
+    assert any("could not be started" in formatEvent(e) for e in events)
+    setup.reactor.spawnProcess = real  # type: ignore[method-assign]
+    setup.reactor.advance(MAX_RESTART_DELAY)
+    assert 1 in setup.pool.workers
+    setup.close()
+
+
+def test_held_connections_go_as_soon_as_a_backlog_drains(setup: Setup) -> None:
+    """Connections held because every worker was behind are handed over
+    when a worker's backlog has been sent, not at the expiry."""
+    setup.start()
+    setup.ready(1)
+    setup.channel(1).waiting = MAX_QUEUED
+    held = FakeAccepted()
+    setup.pool.hand("imap4", held)  # type: ignore[arg-type]
+    assert setup.pool.waiting
+    setup.channel(1).waiting = 0
+    setup.pool._drained()
+    setup.reactor.advance(0)
+    assert not setup.pool.waiting and held.detached == 1
