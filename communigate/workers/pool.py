@@ -71,7 +71,7 @@ WAITING_SECONDS = 30.0
 MAX_LINE = 256 * 1024
 #: Messages a worker's channel may hold unsent before it is given no more
 #: connections (each holds a client's descriptor here).
-MAX_QUEUED = 64
+MAX_QUEUED = 256
 #: Failure times of one window, and characters of its key, a starting
 #: worker is given; and the bytes of them one packet carries at most.
 MAX_TIMES = 128
