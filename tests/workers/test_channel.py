@@ -25,15 +25,7 @@ from communigate.workers.channel import (
     encode,
     socket_pair,
 )
-
-
-def closed(descriptor: int) -> bool:
-    """Whether ``descriptor`` is closed in this process."""
-    try:
-        os.fstat(descriptor)
-    except OSError:
-        return True
-    return False
+from tests.workers.helpers import closed
 
 
 class Ends:

@@ -20,7 +20,6 @@ from twisted.logger import LogLevel, capturedLogs, eventFromJSON, formatEvent
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from communigate.control.sessions import SessionEntry
 from communigate.cred.credentials import ConnectionInfo
 from communigate.observe.events import IActivityObserver, LockoutEvent, LoginEvent, LogoutEvent
 from communigate.portal.policy import LoginThrottle
@@ -36,6 +35,7 @@ from communigate.workers.child import (
     _ReportingFactory,
     json_lines,
 )
+from tests.workers.helpers import closed, entry
 
 
 class FakeChannel:
@@ -108,14 +108,6 @@ class Setup:
         self.worker = Worker(self.reactor, {"imap4": self.wrapped}, self.throttle, self.registry)
         self.channel = FakeChannel()
         self.worker.channel = self.channel  # type: ignore[assignment]
-
-
-def closed(descriptor: int) -> bool:
-    try:
-        os.fstat(descriptor)
-    except OSError:
-        return True
-    return False
 
 
 @pytest.fixture
@@ -274,30 +266,15 @@ def test_reporting_factory_passes_refusal() -> None:
 # -- sessions
 
 
-def entry() -> SessionEntry:
-    return SessionEntry(
-        session="s1",
-        account="info@company.com",
-        protocol="imap4",
-        remote_host="192.0.2.1",
-        remote_port=40000,
-        local_host="192.0.2.10",
-        local_port=143,
-        tls=True,
-        mechanism="PLAIN",
-        since=5.0,
-    )
-
-
 def test_reported_sessions_add_and_forget_once() -> None:
     """add lists and reports an entry; forget reports its end only once."""
     channel = FakeChannel()
     sessions = ReportedSessions(lambda: 5.0, channel)  # type: ignore[arg-type]
-    forget = sessions.add(entry())
-    assert list(sessions) == [entry()]
+    forget = sessions.add(entry(tls=True, since=5.0))
+    assert list(sessions) == [entry(tls=True, since=5.0)]
     [message] = channel.sent
     assert message["op"] == "session"
-    assert message["entry"] == asdict(entry())
+    assert message["entry"] == asdict(entry(tls=True, since=5.0))
     key = message["key"]
     forget()
     forget()
@@ -309,8 +286,8 @@ def test_reported_sessions_keys_differ() -> None:
     """Each reported session has its own key, and forgetting one keeps the other."""
     channel = FakeChannel()
     sessions = ReportedSessions(lambda: 5.0, channel)  # type: ignore[arg-type]
-    first = sessions.add(entry())
-    sessions.add(entry())
+    first = sessions.add(entry(tls=True, since=5.0))
+    sessions.add(entry(tls=True, since=5.0))
     assert channel.sent[0]["key"] != channel.sent[1]["key"]
     first()
     assert len(sessions) == 1
@@ -331,7 +308,7 @@ def test_reported_sessions_opened_reports() -> None:
         session="s1",
     )
     forget = sessions.opened(connection, "info@company.com", "PLAIN")
-    assert channel.sent[0]["entry"] == asdict(entry())
+    assert channel.sent[0]["entry"] == asdict(entry(tls=True, since=5.0))
     forget()
     assert channel.sent[-1]["op"] == "session-end"
 

@@ -16,7 +16,7 @@ from twisted.logger import capturedLogs, eventAsJSON, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from communigate.control.sessions import LiveSessions, SessionEntry
+from communigate.control.sessions import LiveSessions
 from communigate.observe.events import IActivityObserver, LockoutEvent, LoginEvent, LogoutEvent
 from communigate.portal.policy import LoginThrottle
 from communigate.protocols.http.sessions import WebSession
@@ -39,6 +39,7 @@ from communigate.workers.pool import (
     _Lines,
     add_worker_pool,
 )
+from tests.workers.helpers import closed, entry
 
 FLOW: dict[str, Value] = {"FailedLoginFlow": ["3", "10s"]}
 
@@ -190,31 +191,8 @@ def setup() -> Iterator[Setup]:
     made.close()
 
 
-def entry(account: str = "info@company.com", session: str = "s1") -> SessionEntry:
-    return SessionEntry(
-        session=session,
-        account=account,
-        protocol="imap4",
-        remote_host="192.0.2.1",
-        remote_port=40000,
-        local_host="192.0.2.10",
-        local_port=143,
-        tls=False,
-        mechanism="PLAIN",
-        since=1.0,
-    )
-
-
 def zero() -> float:
     return 0.0
-
-
-def closed(descriptor: int) -> bool:
-    try:
-        os.fstat(descriptor)
-    except OSError:
-        return True
-    return False
 
 
 # -- processes
