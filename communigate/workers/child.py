@@ -19,6 +19,7 @@ to the server, which stops its workers itself.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
@@ -359,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
         return top.stopService()
 
     reactor.addSystemEventTrigger("before", "shutdown", stop)
+    # As in the server: what start-up built stays out of the collector's way.
+    reactor.callWhenRunning(gc.freeze)
     top.startService()
     channel.start()
     channel.send({"op": "ready"})
