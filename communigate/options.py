@@ -22,9 +22,25 @@ from communigate.store.files import FileDirectory
 from communigate.store.initialise import default_main_domain, initialise
 from communigate.store.open import DIRECTORY_VARIABLE
 from communigate.store.open import open_directory as open_store
+from communigate.workpool import usable_cores
 
 #: Every listener option (also the keys of the ``Listeners`` server setting).
 LISTENERS = schema.LISTENER_NAMES
+
+
+#: The most worker processes ``--workers`` may ask for.
+MAX_WORKERS = 64
+
+
+def worker_count(value: str) -> int:
+    """``--workers``: a number from 0 to :data:`MAX_WORKERS`, or ``auto``
+    (one per core this process may use); ValueError otherwise."""
+    if str(value).strip().lower() == "auto":
+        return usable_cores()
+    count = int(value)
+    if not 0 <= count <= MAX_WORKERS:
+        raise ValueError(f"--workers must be auto or 0 to {MAX_WORKERS}")
+    return count
 
 
 class Options(usage.Options):
@@ -76,8 +92,8 @@ class Options(usage.Options):
             None,
             0,
             "Processes serving the IMAP and POP3 connections of the TCP listeners, "
-            "besides this one (0: this process serves them).  One per core uses them all.",
-            int,
+            "besides this one (0: this process serves them); 'auto': one per core.",
+            worker_count,
         ],
         ["tftp-per-address", None, 8, "TFTP transfers one client address may run at once.", int],
         [
