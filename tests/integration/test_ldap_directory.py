@@ -67,7 +67,9 @@ class Cluster:
         return result.stdout.decode()
 
 
-def _start(server: Server, slapd: LdapServer, run: Path) -> subprocess.Popen[bytes]:
+def _start(
+    server: Server, slapd: LdapServer, run: Path, workers: int = 0
+) -> subprocess.Popen[bytes]:
     command = [
         *TWISTD,
         "--nodaemon",
@@ -81,6 +83,7 @@ def _start(server: Server, slapd: LdapServer, run: Path) -> subprocess.Popen[byt
         f"--imap4=tcp:{server.imap_port}:interface=127.0.0.1",
         f"--lmtp=tcp:{server.lmtp_port}:interface=127.0.0.1",
         f"--pwd=tcp:{server.pwd_port}:interface=127.0.0.1",
+        *([f"--workers={workers}"] if workers else []),
     ]
     environment = {**os.environ, "COMMUNIGATE_RUN": str(run)}
     process = subprocess.Popen(
@@ -89,6 +92,10 @@ def _start(server: Server, slapd: LdapServer, run: Path) -> subprocess.Popen[byt
     try:
         for port in (server.port, server.imap_port, server.lmtp_port, server.pwd_port):
             wait_for_port("127.0.0.1", port, process, server.log)
+        deadline = time.monotonic() + 30
+        while server.log_text().count(") is serving") < workers:
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
     except BaseException:
         stop_server(process)
         raise
@@ -98,8 +105,10 @@ def _start(server: Server, slapd: LdapServer, run: Path) -> subprocess.Popen[byt
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """slapd with company.com and info@company.com, two servers on it; their
-    logs end with no traceback."""
+    """slapd with company.com and info@company.com, two servers on it (the
+    second with two worker processes, each with its own connection to the
+    directory, serving its IMAP and POP3); their logs end with no
+    traceback."""
     root = tmp_path_factory.mktemp("ldapcluster")
     slapd = make_server(root / "slapd")
     slapd.start()
@@ -111,7 +120,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.admin("account", "create", "info@company.com", "--password", "pw-info")
         for index in range(2):
             server = plan_server(cluster.base, root / f"server{index}.log")
-            processes.append(_start(server, slapd, root / f"run{index}"))
+            processes.append(_start(server, slapd, root / f"run{index}", workers=2 * index))
             cluster.servers.append(server)
         yield cluster
     finally:
