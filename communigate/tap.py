@@ -273,6 +273,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     control = ControlCommands(
         live, registry, reactor.seconds, lambda: service_names(top), helper, pool
     )
+    if workers is not None:
+        control.workers = workers.describe
     # ``communigate reload``: settings are re-read anyway; listeners from
     # Settings/Listeners.settings are started and stopped as it now says.
     control.reload = lambda: f"{settings_reloaded()}; {configured.reload()}"

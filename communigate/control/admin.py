@@ -160,6 +160,19 @@ def status_lines(answer: Mapping[str, Any]) -> list[str]:
             state = "running" if external.get("running") else "not running"
             state += f" (started {external.get('starts')} times, {external.get('pending')} pending)"
         lines.append(f"external  {state}")
+    workers = answer.get("workers")
+    if isinstance(workers, list):
+        now = float(answer.get("started") or 0) + float(answer.get("uptime") or 0)
+        lines.append(f"workers   {len(workers)}")
+        for worker in workers:
+            if not isinstance(worker, dict):
+                continue
+            state = "serving" if worker.get("ready") else "starting"
+            lines.append(
+                f"  {worker.get('number')}  pid {worker.get('pid')}  {state}"
+                f"  {worker.get('connections')} connections, {worker.get('sessions')} logged in"
+                f"  up {duration(max(0.0, now - float(worker.get('started') or now)))}"
+            )
     return lines
 
 

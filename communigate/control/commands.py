@@ -71,6 +71,8 @@ class ControlCommands:
         #: The thread pool (``ThreadPool``), if any.
         self.pool = pool
         self.started = float(clock())
+        #: The worker processes as ``status`` lists them (``--workers``).
+        self.workers: Callable[[], list[dict[str, object]]] | None = None
         #: Called by ``reload``; its text is the answer's ``message``.  The
         #: server may replace it (or wrap it) to re-read more.
         self.reload: Callable[[], str] = settings_reloaded
@@ -123,7 +125,7 @@ class ControlCommands:
 
     def do_status(self, arguments: Mapping[str, object]) -> dict[str, object]:
         """``status``: version, uptime, sessions per protocol, listeners,
-        threads, External helper."""
+        threads, External helper, worker processes."""
         now = float(self.clock())
         counts = dict.fromkeys(SESSION_PROTOCOLS, 0)
         counts.update(self.sessions.per_protocol())
@@ -136,6 +138,7 @@ class ControlCommands:
             "listeners": list(self.listeners()),
             "threads": self._threads(),
             "external": self._external(),
+            "workers": self.workers() if self.workers is not None else None,
         }
 
     def do_reload(self, arguments: Mapping[str, object]) -> dict[str, object]:

@@ -497,6 +497,22 @@ class WorkerPool(Service):
                 ended += count
         return ended
 
+    def describe(self) -> list[dict[str, object]]:
+        """Each worker as ``communigate status`` shows it: its number and
+        pid, whether it takes connections, how many it serves and how many
+        of them are logged in, and since when it runs."""
+        return [
+            {
+                "number": worker.number,
+                "pid": getattr(worker.transport, "pid", None),
+                "ready": worker.ready,
+                "connections": len(worker.connections),
+                "sessions": len(worker.sessions),
+                "started": worker.started,
+            }
+            for _, worker in sorted(self.workers.items())
+        ]
+
     # -- log
 
     def logged(self, worker: WorkerProcess, line: bytes) -> None:

@@ -183,3 +183,24 @@ def test_formatting() -> None:
     assert "listeners 1" in lines and "  imap4:tcp:143" in lines
     assert "threads   2 running (min 1, max 4)" in lines
     assert "external  running (started 1 times, 0 pending)" in lines
+
+
+def test_status_lines_show_the_workers() -> None:
+    """Each worker is a line: number, pid, state, connections, logins, uptime."""
+    lines = status_lines(
+        {
+            "version": "9",
+            "uptime": 100,
+            "started": 1000,
+            "workers": [
+                {"number": 1, "pid": 42, "ready": True, "connections": 3, "sessions": 2,
+                 "started": 1010},
+                {"number": 2, "pid": 43, "ready": False, "connections": 0, "sessions": 0,
+                 "started": 1099},
+            ],
+        }
+    )  # fmt: skip
+    assert "workers   2" in lines
+    assert "  1  pid 42  serving  3 connections, 2 logged in  up 0:01:30" in lines
+    assert "  2  pid 43  starting  0 connections, 0 logged in  up 0:00:01" in lines
+    assert not any(line.startswith("workers") for line in status_lines({"version": "9"}))

@@ -154,3 +154,13 @@ def test_failing_handler_is_an_error_answer() -> None:
     answer = control.answer("reload", {})
     assert answer == {"ok": False, "error": "reload failed: disk on fire"}
     assert control.answer("status", {})["ok"] is True
+
+
+def test_status_lists_the_workers() -> None:
+    """With worker processes, status lists what the pool says of each;
+    without, ``workers`` is None."""
+    control, _ = commands()
+    assert control.answer("status", {})["workers"] is None
+    described = [{"number": 1, "pid": 42, "ready": True, "connections": 3, "sessions": 2}]
+    control.workers = lambda: described
+    assert control.answer("status", {})["workers"] == described

@@ -447,3 +447,18 @@ def test_a_lockout_outlives_the_workers(served: Served) -> None:
         with pytest.raises(imaplib.IMAP4.error):
             imap_login(served, "relocked")
     assert imap_login(served, "carol").logout()[0] == "BYE"
+
+
+def test_status_lists_the_workers(served: Served) -> None:
+    """``communigate status`` lists both workers with their pids and what
+    they serve."""
+    client = imap_login(served, "alice")
+    try:
+        answer = json.loads(admin(served.base, "status", "--json"))
+        workers = answer["workers"]
+        assert sorted(worker["pid"] for worker in workers) == served.workers()
+        assert all(worker["ready"] for worker in workers)
+        assert sum(worker["sessions"] for worker in workers) >= 1
+        assert "workers   2" in admin(served.base, "status")
+    finally:
+        client.logout()

@@ -939,3 +939,16 @@ def test_held_connections_go_as_soon_as_a_backlog_drains(setup: Setup) -> None:
     setup.pool._drained()
     setup.reactor.advance(0)
     assert not setup.pool.waiting and held.detached == 1
+
+
+def test_describe_says_what_status_shows(setup: Setup) -> None:
+    """describe gives each worker's number, pid, state and counts."""
+    setup.start()
+    setup.ready(2)
+    setup.worker(2, 3)
+    described = setup.pool.describe()
+    assert [(d["number"], d["ready"], d["connections"]) for d in described] == [
+        (1, False, 0),
+        (2, True, 3),
+    ]
+    assert all(d["started"] == 0.0 for d in described)
