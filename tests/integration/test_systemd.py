@@ -107,6 +107,8 @@ def test_unit_hardening() -> None:
         "ReadWritePaths": "/var/lib/communigate",
         "PrivateTmp": "yes",
         "ProtectHome": "yes",
+        # A stop signals the server alone; it stops its worker processes.
+        "KillMode": "mixed",
     }
     for key, value in expected.items():
         assert settings.get(key) == [value], key
