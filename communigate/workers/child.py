@@ -12,9 +12,10 @@ logged-in session and its end; it takes the failures other processes
 counted, and ``kick`` requests.  Its log events go to standard output as
 JSON lines, which the server logs.
 
-It ends when the server closes the channel (the server is gone) or on
-SIGTERM; SIGINT, which a terminal sends the whole process group, is left
-to the server, which stops its workers itself.
+It ends when the server says ``stop`` or closes the channel (the server
+is gone).  SIGINT and SIGTERM, which a terminal or a supervisor may send
+the whole process group, are left to the server, which stops its workers
+itself (a SIGKILL still ends one at once; the server starts it again).
 """
 
 from __future__ import annotations
@@ -184,6 +185,8 @@ class Worker:
         elif op == "web-session-end":
             if self.web is not None and isinstance(message.get("id"), str):
                 self.web.closed(message["id"])
+        elif op == "stop":
+            self.lost()
         elif op == "kick":
             domain, name, reason = (message.get(key) for key in ("domain", "name", "reason"))
             if isinstance(domain, str) and isinstance(name, str):
@@ -311,7 +314,7 @@ def _braces(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Build the worker and run it until the server is gone or SIGTERM."""
+    """Build the worker and run it until the server says stop or is gone."""
     # A terminal's ^C reaches the whole group; the server stops us itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from twisted.internet import reactor
@@ -360,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
         return top.stopService()
 
     reactor.addSystemEventTrigger("before", "shutdown", stop)
+    # Signals meant for the whole group (a terminal's ^C, a supervisor's
+    # SIGTERM to every process) are left to the server, which then says
+    # "stop" here; Twisted installs its SIGTERM handler as it starts.
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, signal.SIG_IGN)
     # As in the server: what start-up built stays out of the collector's way.
     reactor.callWhenRunning(gc.freeze)
     top.startService()

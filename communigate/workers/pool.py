@@ -280,7 +280,7 @@ class WorkerPool(Service):
         self._signal(worker, "KILL")
 
     def stopService(self) -> Deferred[Any]:
-        """Ask every worker to finish its sessions' work and end; kill the
+        """Tell every worker to finish its sessions' work and end; kill the
         ones still running after :data:`STOP_GRACE` seconds."""
         super().stopService()
         for call in self._restarts.values():
@@ -293,7 +293,10 @@ class WorkerPool(Service):
             self.waiting.popleft()[2].loseConnection()
         workers = list(self.workers.values())
         for worker in workers:
-            self._signal(worker, "TERM")
+            # Told over its channel: a worker ignores the signals a whole
+            # process group may get.
+            if worker.channel is None or not worker.channel.send({"op": "stop"}):
+                self._signal(worker, "KILL")
 
         def kill_all() -> None:
             for worker in workers:

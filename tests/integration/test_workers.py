@@ -462,3 +462,20 @@ def test_status_lists_the_workers(served: Served) -> None:
         assert "workers   2" in admin(served.base, "status")
     finally:
         client.logout()
+
+
+def test_workers_leave_group_signals_to_the_server(served: Served) -> None:
+    """SIGTERM and SIGINT sent to a worker (as a supervisor or a terminal
+    sends them to the whole process group) do not end it: the server stops
+    its workers itself."""
+    client = imap_login(served, "bob")
+    pid = serving_pid(client.sock, served.workers())
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        time.sleep(1)
+        assert client.noop()[0] == "OK"
+        assert pid in served.workers()
+    finally:
+        client.logout()

@@ -518,3 +518,10 @@ def test_forwarded_login_cuts_long_texts() -> None:
     assert len(message["event"]["login"]) == MAX_TEXT
     assert len(encode(message)) < MAX_PACKET
     assert LoginEvent(**message["event"]).result == "wrong-password"
+
+
+def test_stop_message_stops_the_worker() -> None:
+    """The server's stop message stops the worker's reactor."""
+    setup = Setup()
+    setup.worker.received({"op": "stop"}, [])
+    assert setup.reactor.stopped == 1

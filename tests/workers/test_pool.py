@@ -515,18 +515,20 @@ def test_channel_lost_kills_live_worker(setup: Setup) -> None:
     assert transports[1].signals == []
 
 
-def test_stop_terms_and_fires_when_all_ended(setup: Setup) -> None:
-    """stopService TERMs each worker and fires when all ended, no KILL."""
+def test_stop_tells_each_worker_and_fires_when_all_ended(setup: Setup) -> None:
+    """stopService says stop on each worker's channel (no signal: workers
+    ignore those a process group gets) and fires when all ended, no KILL."""
     setup.start()
     transports = [s["transport"] for s in setup.reactor.spawned]
     done = setup.pool.stopService()
-    assert [t.signals for t in transports] == [["TERM"], ["TERM"]]
+    assert setup.channel(1).messages()[-1] == {"op": "stop"}
+    assert setup.channel(2).messages()[-1] == {"op": "stop"}
     setup.worker(1).processEnded(Failure(ProcessDone(0)))
     assert not done.called
     setup.worker(2).processEnded(Failure(ProcessDone(0)))
     assert done.called
     setup.reactor.advance(STOP_GRACE + 1)
-    assert [t.signals for t in transports] == [["TERM"], ["TERM"]]
+    assert [t.signals for t in transports] == [[], []]
 
 
 def test_stop_kills_after_grace(setup: Setup) -> None:
@@ -536,13 +538,22 @@ def test_stop_kills_after_grace(setup: Setup) -> None:
     done = setup.pool.stopService()
     setup.worker(1).processEnded(Failure(ProcessDone(0)))
     setup.reactor.advance(STOP_GRACE - 0.01)
-    assert transports[1].signals == ["TERM"]
+    assert transports[1].signals == []
     setup.reactor.advance(0.01)
-    assert transports[0].signals == ["TERM"]
-    assert transports[1].signals == ["TERM", "KILL"]
+    assert transports[0].signals == []
+    assert transports[1].signals == ["KILL"]
     assert not done.called
     setup.worker(2).processEnded(Failure(ProcessTerminated(signal=9)))
     assert done.called
+
+
+def test_stop_kills_a_worker_it_cannot_tell(setup: Setup) -> None:
+    """A worker whose channel is closed is killed at stop, not waited for."""
+    setup.start()
+    setup.worker(1).channel = None
+    setup.pool.stopService()
+    assert setup.reactor.spawned[0]["transport"].signals == ["KILL"]
+    assert setup.reactor.spawned[1]["transport"].signals == []
 
 
 def test_stop_closes_waiting_connections(setup: Setup) -> None:
@@ -834,7 +845,7 @@ def test_channel_closing_at_stop_is_no_error(setup: Setup) -> None:
     setup.pool.stopService()
     with capturedLogs() as events:
         setup.pool.channel_lost(setup.worker(1))
-    assert setup.reactor.spawned[0]["transport"].signals == ["TERM"]
+    assert setup.reactor.spawned[0]["transport"].signals == []
     assert not events
 
 
