@@ -46,17 +46,20 @@ class CachedFile(Generic[T]):
         now = self._clock()
         if now - self._checked < self._recheck:
             return self._value
-        self._checked = now
         try:
             status = os.stat(self.path)
         except FileNotFoundError:
             self._identity = None
             self._value = self._missing
+            self._checked = now
             return self._value
         identity = (status.st_ino, status.st_size, status.st_mtime_ns)
         if identity != self._identity:
             self._value = self._parse(self.path.read_bytes())
             self._identity = identity
+        # Only now: a reader in another thread that comes while this one
+        # reads must not take the value from before as checked.
+        self._checked = now
         return self._value
 
     def exists(self) -> bool:
