@@ -34,12 +34,19 @@ MAX_WORKERS = 64
 
 def worker_count(value: str) -> int:
     """``--workers``: a number from 0 to :data:`MAX_WORKERS`, or ``auto``
-    (one per core this process may use); ValueError otherwise."""
+    (one per core this process may use, none on a single core, where a
+    worker would only share the one core with the server); ValueError
+    otherwise."""
+    refused = f"--workers must be auto or a number from 0 to {MAX_WORKERS}"
     if str(value).strip().lower() == "auto":
-        return usable_cores()
-    count = int(value)
+        cores = usable_cores()
+        return min(cores, MAX_WORKERS) if cores > 1 else 0
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(refused) from None
     if not 0 <= count <= MAX_WORKERS:
-        raise ValueError(f"--workers must be auto or 0 to {MAX_WORKERS}")
+        raise ValueError(refused)
     return count
 
 

@@ -167,7 +167,13 @@ def status_lines(answer: Mapping[str, Any]) -> list[str]:
         for worker in workers:
             if not isinstance(worker, dict):
                 continue
-            state = "serving" if worker.get("ready") else "starting"
+            state = (
+                "serving"
+                if worker.get("ready")
+                else "ending"
+                if worker.get("ending")
+                else "starting"
+            )
             lines.append(
                 f"  {worker.get('number')}  pid {worker.get('pid')}  {state}"
                 f"  {worker.get('connections')} connections, {worker.get('sessions')} logged in"

@@ -1,7 +1,7 @@
 """A worker process: serves the IMAP and POP3 connections the server hands it.
 
 The server (:class:`~communigate.workers.pool.WorkerPool`) starts it as
-``python -m communigate.workers.child OPTIONS`` (the options of
+``python -m communigate.workers OPTIONS`` (:mod:`communigate.workers.__main__`) (the options of
 ``twistd communigate`` its login core needs) with its end of the channel on
 descriptor 3.  It builds the same login core and mail factories as the
 server (:mod:`communigate.serving`), says ``ready``, and then serves every
@@ -143,6 +143,7 @@ class Worker:
         self.channel: Channel | None = None
         #: Copies of the server's web sessions (SESSIONID).
         self.web: SessionCopies | None = None
+        self.stopping = False
 
     def send(self, message: Message) -> None:
         """Tell the server."""
@@ -224,9 +225,11 @@ class Worker:
                 self.closed(ident)
 
     def lost(self) -> None:
-        """The server is gone: stop."""
-        if self.reactor.running:
-            self.reactor.stop()
+        """The server is gone, or says stop: stop (once)."""
+        if self.stopping or not self.reactor.running:
+            return
+        self.stopping = True
+        self.reactor.stop()
 
 
 def _number(value: Any) -> TypeGuard[float]:
@@ -315,8 +318,6 @@ def _braces(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Build the worker and run it until the server says stop or is gone."""
-    # A terminal's ^C reaches the whole group; the server stops us itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from twisted.internet import reactor
 
     from communigate.options import Options, open_directory

@@ -77,8 +77,8 @@ MAX_QUEUED = 256
 MAX_TIMES = 128
 MAX_KEY = 1024
 PACKET_BUDGET = 48 * 1024
-#: The module a worker process runs.
-CHILD_MODULE = "communigate.workers.child"
+#: The module a worker process runs (``python -m``).
+CHILD_MODULE = "communigate.workers"
 #: The descriptor a worker finds its channel on.
 CHANNEL_FD = 3
 
@@ -509,6 +509,8 @@ class WorkerPool(Service):
                 "number": worker.number,
                 "pid": getattr(worker.transport, "pid", None),
                 "ready": worker.ready,
+                # Said ready once, takes no more: its channel broke.
+                "ending": worker.said_ready and not worker.ready,
                 "connections": len(worker.connections),
                 "sessions": len(worker.sessions),
                 "started": worker.started,

@@ -6,9 +6,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +29,7 @@ from communigate.cred.credentials import ConnectionInfo
 from communigate.observe.events import IActivityObserver, LockoutEvent, LoginEvent, LogoutEvent
 from communigate.portal.policy import LoginThrottle
 from communigate.protocols.http.sessions import SessionCopies
-from communigate.workers.channel import MAX_PACKET, encode
+from communigate.workers.channel import MAX_PACKET, decode, encode, socket_pair
 from communigate.workers.child import (
     MAX_LOG_LINE,
     MAX_TEXT,
@@ -35,6 +40,7 @@ from communigate.workers.child import (
     _ReportingFactory,
     json_lines,
 )
+from communigate.workers.pool import CHANNEL_FD, CHILD_MODULE
 from tests.workers.helpers import closed, entry
 
 
@@ -525,3 +531,46 @@ def test_stop_message_stops_the_worker() -> None:
     setup = Setup()
     setup.worker.received({"op": "stop"}, [])
     assert setup.reactor.stopped == 1
+
+
+def test_stop_twice_stops_the_reactor_once() -> None:
+    """A stop message and then the server's channel closing stop the
+    reactor once (a second stop would raise ReactorNotRunning)."""
+    setup = Setup()
+    setup.worker.received({"op": "stop"}, [])
+    setup.worker.lost()
+    assert setup.reactor.stopped == 1
+
+
+def test_a_starting_worker_leaves_group_signals_to_the_server(tmp_path: Path) -> None:
+    """SIGTERM and SIGINT sent to a worker process still starting up (as a
+    supervisor or terminal sends them to the whole group) do not end it;
+    the server closing its channel does."""
+    base = tmp_path / "base"
+    subprocess.run(
+        [sys.executable, "-m", "communigate.cli.main", "--base", str(base), "init",
+         "--main-domain", "company.com", "--postmaster-password", "pm"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    ours, theirs = socket_pair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", CHILD_MODULE, f"--base={base}"],
+        close_fds=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.dup2(theirs.fileno(), CHANNEL_FD),
+    )
+    theirs.close()
+    try:
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
+        ours.settimeout(30)
+        assert decode(ours.recv(MAX_PACKET)) == {"op": "ready"}
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert process.poll() is None
+    finally:
+        ours.close()
+        process.wait(timeout=30)
+    assert process.returncode == 0, process.stderr.read() if process.stderr else b""

@@ -962,4 +962,6 @@ def test_describe_says_what_status_shows(setup: Setup) -> None:
         (1, False, 0),
         (2, True, 3),
     ]
+    setup.pool.channel_lost(setup.worker(2))
+    assert [d["ending"] for d in setup.pool.describe()] == [False, True]
     assert all(d["started"] == 0.0 for d in described)
