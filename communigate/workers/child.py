@@ -53,7 +53,7 @@ from communigate.observe.traffic import CountingFactory
 from communigate.portal.policy import LoginThrottle
 from communigate.protocols.http.sessions import SessionCopies
 from communigate.workers.channel import Channel, Message
-from communigate.workers.pool import CHANNEL_FD
+from communigate.workers.pool import CHANNEL_FD, throttle_fields
 
 _DONE = Failure(CONNECTION_DONE)
 #: Characters of a text field of a login event sent to the server.
@@ -137,13 +137,20 @@ class Worker:
         registry: Any,
     ) -> None:
         self.reactor = reactor
-        self.factories = {name: _ReportingFactory(f, self) for name, f in factories.items()}
-        self.throttle = throttle
-        self.registry = registry
+        self.serve(factories, throttle, registry)
         self.channel: Channel | None = None
         #: Copies of the server's web sessions (SESSIONID).
         self.web: SessionCopies | None = None
         self.stopping = False
+
+    def serve(self, factories: dict[str, Any], throttle: LoginThrottle, registry: Any) -> None:
+        """Serve handed connections with ``factories`` (by listener name),
+        count failures in ``throttle`` (shared with the server) and end
+        sessions in ``registry`` when asked."""
+        self.factories = {name: _ReportingFactory(f, self) for name, f in factories.items()}
+        self.throttle = throttle
+        self.throttle.share = self.share
+        self.registry = registry
 
     def send(self, message: Message) -> None:
         """Tell the server."""
@@ -167,12 +174,7 @@ class Worker:
         for descriptor in descriptors:
             os.close(descriptor)
         if op == "throttle":
-            kind, account, address = (message.get(name) for name in ("kind", "account", "address"))
-            self.throttle.take(
-                str(kind),
-                account if isinstance(account, str) else None,
-                address if isinstance(address, str) else None,
-            )
+            self.throttle.take(*throttle_fields(message))
         elif op == "throttle-windows":
             for item in message.get("windows") or ():
                 if isinstance(item, list) and len(item) == 3:
@@ -351,10 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         factories[name] = (
             TLSMemoryBIOFactory(core.tls, False, counted) if name.endswith("s") else counted
         )
-    worker.factories = {name: _ReportingFactory(f, worker) for name, f in factories.items()}
-    worker.throttle = core.checker.throttle
-    worker.throttle.share = worker.share
-    worker.registry = core.realm.sessions
+    worker.serve(factories, core.checker.throttle, core.realm.sessions)
     for factory in worker.factories.values():
         factory.doStart()
 

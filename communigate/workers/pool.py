@@ -400,7 +400,7 @@ class WorkerPool(Service):
             accepted.finish()
 
     def _throttle(self, worker: WorkerProcess, message: Message) -> None:
-        kind, account, address = _throttle_fields(message)
+        kind, account, address = throttle_fields(message)
         self.throttle.take(kind, account, address)
         self._tell_workers(kind, account, address, but=worker)
 
@@ -621,7 +621,10 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
-def _throttle_fields(message: Message) -> tuple[str, str | None, str | None]:
+def throttle_fields(message: Message) -> tuple[str, str | None, str | None]:
+    """The kind, account and address of a ``throttle`` message (each
+    None, or an empty kind, when it is not text)."""
+
     def text(name: str) -> str | None:
         value = message.get(name)
         return value if isinstance(value, str) else None
