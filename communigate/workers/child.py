@@ -366,12 +366,19 @@ def main(argv: list[str] | None = None) -> None:
     # Signals meant for the whole group (a terminal's ^C, a supervisor's
     # SIGTERM to every process) are left to the server, which then says
     # "stop" here; Twisted installs its SIGTERM handler as it starts.
-    reactor.callWhenRunning(signal.signal, signal.SIGTERM, signal.SIG_IGN)
+
+    def running() -> None:
+        # Twisted has installed its SIGTERM handler by now: put the server's
+        # rule back before saying ready (a stop sent after "ready" must find
+        # SIGTERM ignored).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        channel.start()
+        channel.send({"op": "ready"})
+
+    reactor.callWhenRunning(running)
     # As in the server: what start-up built stays out of the collector's way.
     reactor.callWhenRunning(gc.freeze)
     top.startService()
-    channel.start()
-    channel.send({"op": "ready"})
     reactor.run()
 
 
