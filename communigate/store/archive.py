@@ -4,7 +4,11 @@ The archive is ``<account folder>/archive.log``, append-only, one message
 a line::
 
     <id> TAB <seconds since the epoch> TAB <the other party's JID> TAB
-    <length of the stanza> TAB <base64 stanza> LF
+    <length of the stanza> TAB <the stanza> LF
+
+The stanza is written as it is when it is one line (it starts with ``<``
+and holds no CR or LF: nearly every chat), else in base64, which never
+starts with ``<`` (archives written before the raw form hold base64 only).
 
 Messages are appended through a :class:`~communigate.store.writes.FileWrites`
 (in the server, in its thread pool, one append at a time, the messages
@@ -52,33 +56,40 @@ class Record(NamedTuple):
     stanza: bytes
 
 
+def _raw(stanza: bytes) -> bool:
+    """Whether ``stanza`` is stored as it is (else in base64)."""
+    return stanza[:1] == b"<" and b"\n" not in stanza and b"\r" not in stanza
+
+
 def format_record(record: Record) -> bytes:
     """The line of ``record`` in the file."""
-    data = base64.b64encode(record.stanza).decode("ascii")
-    fields = (record.id, f"{record.stamp:.6f}", record.with_jid, str(len(record.stanza)), data)
-    return ("\t".join(fields) + "\n").encode()
+    id_, stamp, with_jid, stanza = record
+    data = stanza if _raw(stanza) else base64.b64encode(stanza)
+    return f"{id_}\t{stamp:.6f}\t{with_jid}\t{len(stanza)}\t".encode() + data + b"\n"
 
 
 def _line_length(record: Record) -> int:
-    """``len(format_record(record))`` without encoding the stanza."""
+    """``len(format_record(record))`` without formatting the line."""
     id_, stamp, with_jid, stanza = record
     # Every stamp from 2001 to 2255 is ten digits, a point and six.
     stamp_length = 17 if 1e9 <= stamp < 9e9 else len(f"{stamp:.6f}")
     jid_length = len(with_jid) if with_jid.isascii() else len(with_jid.encode())
     size = len(stanza)
-    return len(id_) + stamp_length + jid_length + 5 + len(str(size)) + 4 * ((size + 2) // 3)
+    data = size if _raw(stanza) else 4 * ((size + 2) // 3)
+    return len(id_) + stamp_length + jid_length + 5 + len(str(size)) + data
 
 
 def parse_record(line: bytes) -> Record | None:
     """The record of one line (without its end), None for a broken one."""
-    parts = line.split(b"\t")
+    parts = line.split(b"\t", 4)
     if len(parts) != 5:
         return None
     try:
         stamp = float(parts[1])
         if not 0 <= stamp < 1e11:  # a hand-edited line: no usable time
             return None
-        stanza = base64.b64decode(parts[4], validate=True)
+        data = parts[4]
+        stanza = data if data[:1] == b"<" else base64.b64decode(data, validate=True)
         if len(stanza) != int(parts[3]):
             return None
         return Record(parts[0].decode("ascii"), stamp, parts[2].decode("utf-8"), stanza)

@@ -182,6 +182,26 @@ def test_jids_are_hashable_and_equal_after_preparation() -> None:
     assert parse("a@example.com/R") != parse("a@example.com/r")
 
 
+def test_text_hash_and_equality_kept_with_the_jid() -> None:
+    """A JID's text and hash, made once, are those of its parts: JIDs
+    made apart and differing in any one part are told apart."""
+    full = JID("juliet", "example.com", "balcony")
+    assert str(full) == str(full) == "juliet@example.com/balcony"
+    assert hash(full) == hash(full) == hash(JID("juliet", "example.com", "balcony"))
+    for other in (
+        JID("romeo", "example.com", "balcony"),
+        JID("juliet", "example.org", "balcony"),
+        JID("juliet", "example.com", "garden"),
+        JID("juliet", "example.com"),
+        JID(None, "example.com", "balcony"),
+    ):
+        assert other != full and full != other
+        assert str(other) != str(full)
+    assert (full == "juliet@example.com/balcony") is False
+    assert str(JID(None, "example.com")) == "example.com"
+    assert str(JID(None, "example.com", "r")) == "example.com/r"
+
+
 def test_make_prepares_each_part() -> None:
     """make() prepares parts given separately, as from a login."""
     assert make("Juliet", "Example.com", "Balcony") == JID("juliet", "example.com", "Balcony")

@@ -85,8 +85,42 @@ def test_line_length_is_that_of_the_formatted_line() -> None:
     for size in range(0, 7):
         for stamp in (1700000000.5, 999999999.25, 12345678901.0, 9999999999.9999996):
             for jid in ("bob@example.com/é", "bob@example.com"):
-                record = Record("id1", stamp, jid, b"x" * size)
-                assert _line_length(record) == len(format_record(record))
+                for stanza in (b"x" * size, b"<" + b"x" * size, b"<m>\n" + b"x" * size):
+                    record = Record("id1", stamp, jid, stanza)
+                    assert _line_length(record) == len(format_record(record))
+
+
+def test_one_line_stanzas_are_stored_as_they_are(tmp_path: Path) -> None:
+    """A stanza of one line is written as it is (a tab in it included);
+    one with a line end, or one that is no element, in base64; lines of
+    both forms, and lines written before the raw form, read back."""
+    archive = archive_in(tmp_path)
+    archive.add("a@x/r", b"<message><body>tab\there</body></message>")
+    archive.add("a@x/r", b"<message><body>two\r\nlines</body></message>")
+    archive.add("a@x/r", b"no element")
+    with open(tmp_path / FILE_NAME, "ab") as file:
+        # As the first version wrote every line: the stanza in base64.
+        file.write(b"4\t1000.000000\ta@x/r\t20\tPG1lc3NhZ2U+MjwvbWVzc2FnZT4=\n")
+    lines = (tmp_path / FILE_NAME).read_bytes().split(b"\n")
+    assert lines[0] == b"1\t1000.000000\ta@x/r\t40\t<message><body>tab\there</body></message>"
+    assert lines[1].endswith(b"\tPG1lc3NhZ2U+PGJvZHk+dHdvDQpsaW5lczwvYm9keT48L21lc3NhZ2U+")
+    assert lines[2].endswith(b"\tbm8gZWxlbWVudA==")
+    assert [r.stanza for r in read_records(tmp_path / FILE_NAME)] == [
+        b"<message><body>tab\there</body></message>",
+        b"<message><body>two\r\nlines</body></message>",
+        b"no element",
+        b"<message>2</message>",
+    ]
+
+
+def test_raw_line_cut_short_is_skipped(tmp_path: Path) -> None:
+    """A raw stanza shorter than its length says (an append a crash cut
+    short) is not read; the next append starts on a new line."""
+    archive = archive_in(tmp_path)
+    with open(tmp_path / FILE_NAME, "ab") as file:
+        file.write(b"9\t1000.000000\ta@x\t20\t<message>2</mes")
+    archive.add("a@x", b"<m>1</m>")
+    assert [(r.id, r.stanza) for r in read_records(tmp_path / FILE_NAME)] == [("1", b"<m>1</m>")]
 
 
 def test_waiting_append_grows_in_place(tmp_path: Path) -> None:

@@ -63,6 +63,29 @@ class JID:
     #: The bare JID of a full one, made once (a session's JID is asked for
     #: its bare part several times per stanza it routes).
     _bare: JID | None = field(default=None, init=False, repr=False, compare=False)
+    #: Its text and hash, made once: the router writes a session's JID into
+    #: every stanza and looks sessions up by JID.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if other.__class__ is not JID:
+            return NotImplemented
+        assert isinstance(other, JID)
+        return (
+            self.domain == other.domain
+            and self.local == other.local
+            and self.resource == other.resource
+        )
+
+    def __hash__(self) -> int:
+        found = self._hash
+        if found is None:
+            found = hash((self.local, self.domain, self.resource))
+            object.__setattr__(self, "_hash", found)
+        return found
 
     @property
     def is_bare(self) -> bool:
@@ -85,8 +108,13 @@ class JID:
         return JID(self.local, self.domain, prepare_resource(resource))
 
     def __str__(self) -> str:
-        text = self.domain if self.local is None else f"{self.local}@{self.domain}"
-        return text if self.resource is None else f"{text}/{self.resource}"
+        found = self._text
+        if found is None:
+            found = self.domain if self.local is None else f"{self.local}@{self.domain}"
+            if self.resource is not None:
+                found = f"{found}/{self.resource}"
+            object.__setattr__(self, "_text", found)
+        return found
 
 
 def split(text: str) -> tuple[str | None, str, str | None]:

@@ -167,14 +167,22 @@ class MAMModule:
         self.hub = hub
 
     def archive(self, session: Any, stanza: domish.Element) -> bool:
-        """Archive a chat message on its way (never stops it)."""
-        kind = stanza.getAttribute("type", "normal")
-        to = stanza.getAttribute("to")
-        if kind not in ("chat", "normal") or not to:
+        """Archive a chat message on its way (never stops it).  The router
+        has written the prepared ``to`` and the sender's full JID into it."""
+        attributes = stanza.attributes
+        if attributes.get("type", "normal") not in ("chat", "normal"):
             return False
-        if next(iter(stanza.elements(NS_CLIENT, "body")), None) is None:
+        to = attributes.get("to")
+        if not to:
             return False
-        if any((child.uri, child.name) in NO_STORE for child in stanza.elements()):
+        body = False
+        for child in stanza.children:
+            if isinstance(child, domish.Element):
+                if child.name == "body" and child.uri == NS_CLIENT:
+                    body = True
+                elif (child.uri, child.name) in NO_STORE:
+                    return False
+        if not body:
             return False
         try:
             target = parse(to)
@@ -183,12 +191,12 @@ class MAMModule:
         if target.local is None:
             return False
         data = self.hub.serialized(stanza)
-        session.avatar.stores.archive.add(str(target), data)
+        session.avatar.stores.archive.add(to, data)
         if target.bare() == session.jid.bare():
             return False
         stores = self.hub.account_stores(target)
         if stores is not None:
-            stores.archive.add(str(session.jid), data)
+            stores.archive.add(attributes.get("from") or str(session.jid), data)
         return False
 
     def handle(self, hub: Hub, session: Any, iq: domish.Element, target: JID) -> None:
