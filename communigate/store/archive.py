@@ -61,22 +61,20 @@ def _raw(stanza: bytes) -> bool:
     return stanza[:1] == b"<" and b"\n" not in stanza and b"\r" not in stanza
 
 
+def _tail(stanza: bytes) -> bytes:
+    """The end of a stanza's line: its length and the stanza as stored."""
+    data = stanza if _raw(stanza) else base64.b64encode(stanza)
+    return b"%d\t%s\n" % (len(stanza), data)
+
+
 def format_record(record: Record) -> bytes:
     """The line of ``record`` in the file."""
     id_, stamp, with_jid, stanza = record
-    data = stanza if _raw(stanza) else base64.b64encode(stanza)
-    return f"{id_}\t{stamp:.6f}\t{with_jid}\t{len(stanza)}\t".encode() + data + b"\n"
+    return _line(id_, b"%.6f" % stamp, with_jid, _tail(stanza))
 
 
-def _line_length(record: Record) -> int:
-    """``len(format_record(record))`` without formatting the line."""
-    id_, stamp, with_jid, stanza = record
-    # Every stamp from 2001 to 2255 is ten digits, a point and six.
-    stamp_length = 17 if 1e9 <= stamp < 9e9 else len(f"{stamp:.6f}")
-    jid_length = len(with_jid) if with_jid.isascii() else len(with_jid.encode())
-    size = len(stanza)
-    data = size if _raw(stanza) else 4 * ((size + 2) // 3)
-    return len(id_) + stamp_length + jid_length + 5 + len(str(size)) + data
+def _line(id_: str, stamp: bytes, with_jid: str, tail: bytes) -> bytes:
+    return b"\t".join((id_.encode("ascii"), stamp, with_jid.encode("utf-8"), tail))
 
 
 def parse_record(line: bytes) -> Record | None:
@@ -114,14 +112,14 @@ def read_records(path: Path) -> list[Record]:
     return records
 
 
-def _append(path: Path, records: list[Record]) -> None:
-    """Append ``records`` durably (in the writer's thread); an unfinished
-    last line is ended first."""
+def _append(path: Path, lines: list[bytes]) -> None:
+    """Append formatted ``lines`` durably (in the writer's thread); an
+    unfinished last line is ended first."""
     created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         size = os.fstat(fd).st_size
-        data = b"".join(format_record(record) for record in records)
+        data = b"".join(lines)
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
         view = memoryview(data)
@@ -145,12 +143,30 @@ def _new_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
-class _Batch(list[Record]):
-    """Records appended together, the length of their lines, and what the
+class _Batch(list[bytes]):
+    """The lines of records appended together, their length, and what the
     file held when the batch began: its size and the running append."""
 
     size = 0
     before = 0
+
+
+class _Message(NamedTuple):
+    """A stanza being archived: its stamp and the parts of its lines that
+    do not depend on the archive."""
+
+    stanza: bytes
+    stamp: float
+    stamp_text: bytes
+    tail: bytes
+
+
+#: The message archived last.  The sender's and the recipient's archive
+#: take the same stanza one after the other: the second record shares the
+#: first one's stamp and formatting (one message, archived at one moment).
+_last: _Message = _Message(b"", 0.0, b"0.000000", _tail(b""))
+#: How long after the first record the second may share its stamp.
+_SAME_MOMENT = 0.5
 
 
 class Archive:
@@ -193,17 +209,27 @@ class Archive:
                 getattr(state, "size", 0) for state in self._writes.queue(self.path)
             )
         assert isinstance(batch, _Batch)
-        size = batch.before + batch.size
-        record = Record(self._new_id(), self._clock(), with_jid, bytes(stanza))
-        line = _line_length(record)
-        if size + line > self.max_bytes:
+        global _last
+        message, now = _last, self._clock()
+        if message.stanza is not stanza or not 0 <= now - message.stamp < _SAME_MOMENT:
+            stanza = bytes(stanza)
+            message = _last = _Message(stanza, now, b"%.6f" % now, _tail(stanza))
+        id_ = self._new_id()
+        line = _line(id_, message.stamp_text, with_jid, message.tail)
+        if batch.before + batch.size + len(line) > self.max_bytes:
             return None
-        batch.append(record)
-        batch.size += line
+        batch.append(line)
+        batch.size += len(line)
         if fresh:
             self._writes.replace(self.path, batch, _append)
-        return record
+        return Record(id_, message.stamp, with_jid, message.stanza)
 
     def pending(self) -> list[Record]:
         """The records being appended or waiting to be, oldest first."""
-        return [record for state in self._writes.queue(self.path) for record in state]
+        pending = []
+        for state in self._writes.queue(self.path):
+            for line in state:
+                record = parse_record(line[:-1])
+                assert record is not None
+                pending.append(record)
+        return pending

@@ -12,8 +12,8 @@ from communigate.store.archive import (
     MAX_BYTES,
     Archive,
     Record,
-    _line_length,
     format_record,
+    parse_record,
     read_records,
 )
 from communigate.store.writes import INLINE, FileWrites
@@ -80,14 +80,17 @@ def test_missing_file_reads_empty(tmp_path: Path) -> None:
     assert read_records(tmp_path / FILE_NAME) == []
 
 
-def test_line_length_is_that_of_the_formatted_line() -> None:
-    """The size an append adds is counted without formatting the line."""
+def test_lines_read_back_format_the_same() -> None:
+    """A line read back is formatted again to the same bytes, whatever the
+    stamp, the JID and the form the stanza is stored in."""
     for size in range(0, 7):
         for stamp in (1700000000.5, 999999999.25, 12345678901.0, 9999999999.9999996):
             for jid in ("bob@example.com/é", "bob@example.com"):
                 for stanza in (b"x" * size, b"<" + b"x" * size, b"<m>\n" + b"x" * size):
-                    record = Record("id1", stamp, jid, stanza)
-                    assert _line_length(record) == len(format_record(record))
+                    line = format_record(Record("id1", stamp, jid, stanza))
+                    record = parse_record(line[:-1])
+                    assert record is not None and record.stanza == stanza
+                    assert format_record(record) == line
 
 
 def test_one_line_stanzas_are_stored_as_they_are(tmp_path: Path) -> None:
@@ -137,3 +140,36 @@ def test_waiting_append_grows_in_place(tmp_path: Path) -> None:
     assert 0 < len(stored) < len(added)
     pool.run_all()
     assert os.path.getsize(tmp_path / FILE_NAME) <= 400
+
+
+def test_one_message_in_two_archives(tmp_path: Path) -> None:
+    """The sender's and the recipient's archive take the same stanza one
+    after the other (sharing the end of its line): each holds it whole,
+    and the next message is not taken for it."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sender, recipient = archive_in(tmp_path / "a"), archive_in(tmp_path / "b")
+    for text in (b"<m>one</m>", b"<m>two\n</m>"):
+        sender.add("b@x/r", text)
+        recipient.add("a@x/r", text)
+    for folder, other in (("a", "b@x/r"), ("b", "a@x/r")):
+        records = read_records(tmp_path / folder / FILE_NAME)
+        assert [(r.with_jid, r.stanza) for r in records] == [
+            (other, b"<m>one</m>"),
+            (other, b"<m>two\n</m>"),
+        ]
+
+
+def test_same_stanza_later_gets_its_own_stamp(tmp_path: Path) -> None:
+    """The recipient's record shares the sender's stamp only at the same
+    moment: the same bytes archived again later are stamped anew."""
+    now = [1000.0]
+    archive = Archive(tmp_path, INLINE, lambda: now[0])
+    stanza = b"<m>again</m>"
+    archive.add("a@x", stanza)
+    now[0] = 1000.2
+    archive.add("b@x", stanza)
+    now[0] = 2000.0
+    archive.add("c@x", stanza)
+    stamps = [r.stamp for r in read_records(tmp_path / FILE_NAME)]
+    assert stamps == [1000.0, 1000.0, 2000.0]
