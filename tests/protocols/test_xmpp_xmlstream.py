@@ -190,6 +190,21 @@ def test_serialized_stanza_escapes_and_parses_back() -> None:
     assert next(event.element.elements("urn:x", "extra"))["v"] == "'"
 
 
+@pytest.mark.parametrize("char", ["&", "<", ">", "'", '"', "x"])
+def test_each_special_character_alone_is_escaped(char: str) -> None:
+    """A value holding one special character only is escaped as well (the
+    writer looks for each before escaping), and parses back the same."""
+    stanza = domish.Element(("jabber:client", "message"))
+    stanza["id"] = f"a{char}b"
+    stanza.addElement("body", content=f"c{char}d")
+    parser = XMLStreamParser()
+    parser.feed(header())
+    (event,) = parser.feed(serialize(stanza))
+    assert isinstance(event, StanzaReceived)
+    assert event.element["id"] == f"a{char}b"
+    assert str(event.element.body) == f"c{char}d"
+
+
 def test_parsed_stanza_is_freed_without_the_cyclic_collector() -> None:
     """A parsed stanza holds no reference cycle: dropping it frees it at
     once, with nothing left for the cyclic garbage collector."""

@@ -266,7 +266,12 @@ def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> N
                 if key[0] != _XML_NS:
                     raise _Prefixed()
                 key = "xml:" + key[1]
-            parts.append(f" {key}='{_attribute(value if value.__class__ is str else str(value))}'")
+            if value.__class__ is not str:
+                value = str(value)
+            # Nearly every value needs no escape: four searches, no call.
+            if "&" in value or "<" in value or ">" in value or "'" in value:
+                value = _attribute(value)
+            parts.append(f" {key}='{value}'")
         tag = "".join(parts)
     children = element.children
     if not children:
@@ -277,7 +282,8 @@ def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> N
         if isinstance(child, domish.Element):
             _write(child, uri, out)
         else:
-            out.append(_text(str(child)))
+            text = child if child.__class__ is str else str(child)
+            out.append(_text(text) if "&" in text or "<" in text or ">" in text else text)
     out.append(f"</{name}>")
 
 
