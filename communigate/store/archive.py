@@ -70,7 +70,7 @@ def _tail(stanza: bytes) -> bytes:
 def format_record(record: Record) -> bytes:
     """The line of ``record`` in the file."""
     id_, stamp, with_jid, stanza = record
-    return _line(id_, b"%.6f" % stamp, with_jid, _tail(stanza))
+    return _line(id_, f"{stamp:.6f}".encode(), with_jid, _tail(stanza))
 
 
 def _line(id_: str, stamp: bytes, with_jid: str, tail: bytes) -> bytes:
@@ -186,9 +186,10 @@ class Archive:
         self._new_id = new_id or _new_id
         self.max_bytes = max_bytes
 
-    def add(self, with_jid: str, stanza: bytes) -> Record | None:
-        """Archive a message exchanged with ``with_jid``; None when it is
-        not archived (the archive is full, or the JID cannot be stored).
+    def add(self, with_jid: str, stanza: bytes) -> str | None:
+        """Archive a message exchanged with ``with_jid``: its archive id, or
+        None when it is not archived (the archive is full, or the JID cannot
+        be stored).
         Constant work per message however many wait to be appended: the
         waiting batch grows in place (the writer holds it already) and
         knows the length of its lines."""
@@ -213,7 +214,7 @@ class Archive:
         message, now = _last, self._clock()
         if message.stanza is not stanza or not 0 <= now - message.stamp < _SAME_MOMENT:
             stanza = bytes(stanza)
-            message = _last = _Message(stanza, now, b"%.6f" % now, _tail(stanza))
+            message = _last = _Message(stanza, now, f"{now:.6f}".encode(), _tail(stanza))
         id_ = self._new_id()
         line = _line(id_, message.stamp_text, with_jid, message.tail)
         if batch.before + batch.size + len(line) > self.max_bytes:
@@ -222,7 +223,7 @@ class Archive:
         batch.size += len(line)
         if fresh:
             self._writes.replace(self.path, batch, _append)
-        return Record(id_, message.stamp, with_jid, message.stanza)
+        return id_
 
     def pending(self) -> list[Record]:
         """The records being appended or waiting to be, oldest first."""
