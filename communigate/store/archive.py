@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import math
 import os
 import secrets
 import time
@@ -42,13 +43,15 @@ from communigate.store.writes import INLINE, FileWrites
 FILE_NAME = "archive.log"
 #: The largest archive file; past it messages are no longer archived.
 MAX_BYTES = 64 * 1024 * 1024
+#: Stamps from the epoch to before this are read (and written).
+MAX_STAMP = 1e11
 
 
 class Record(NamedTuple):
     """One archived message: its archive id (XEP-0313 §4.2: unique, opaque),
     when it was archived, the other party's JID as the stanza named it, and
-    the stanza as it was routed.  (A named tuple: one is made per message
-    and party on the reactor thread, and a tuple is the cheapest to make.)"""
+    the stanza as it was routed.  (A named tuple: one is made per line
+    read, and a tuple is the cheapest to make.)"""
 
     id: str
     stamp: float
@@ -57,8 +60,15 @@ class Record(NamedTuple):
 
 
 def _raw(stanza: bytes) -> bool:
-    """Whether ``stanza`` is stored as it is (else in base64)."""
-    return stanza[:1] == b"<" and b"\n" not in stanza and b"\r" not in stanza
+    """Whether ``stanza`` is stored as it is (else in base64): one line of
+    XML, from ``<`` to ``>``, without NUL."""
+    return (
+        stanza[:1] == b"<"
+        and stanza[-1:] == b">"
+        and b"\n" not in stanza
+        and b"\r" not in stanza
+        and b"\0" not in stanza
+    )
 
 
 def _tail(stanza: bytes) -> bytes:
@@ -84,10 +94,16 @@ def parse_record(line: bytes) -> Record | None:
         return None
     try:
         stamp = float(parts[1])
-        if not 0 <= stamp < 1e11:  # a hand-edited line: no usable time
+        if not 0 <= stamp < MAX_STAMP:  # a hand-edited line: no usable time
             return None
         data = parts[4]
-        stanza = data if data[:1] == b"<" else base64.b64decode(data, validate=True)
+        if data[:1] != b"<":
+            stanza = base64.b64decode(data, validate=True)
+        elif data[-1:] == b">" and b"\0" not in data:
+            # (A hole of zeros a crash left in a raw line is not taken.)
+            stanza = data
+        else:
+            return None
         if len(stanza) != int(parts[3]):
             return None
         return Record(parts[0].decode("ascii"), stamp, parts[2].decode("utf-8"), stanza)
@@ -164,7 +180,7 @@ class _Message(NamedTuple):
 #: The message archived last.  The sender's and the recipient's archive
 #: take the same stanza one after the other: the second record shares the
 #: first one's stamp and formatting (one message, archived at one moment).
-_last: _Message = _Message(b"", 0.0, b"0.000000", _tail(b""))
+_last: _Message = _Message(b"", math.nan, b"nan", _tail(b""))
 #: How long after the first record the second may share its stamp.
 _SAME_MOMENT = 0.5
 
@@ -189,10 +205,15 @@ class Archive:
     def add(self, with_jid: str, stanza: bytes) -> str | None:
         """Archive a message exchanged with ``with_jid``: its archive id, or
         None when it is not archived (the archive is full, or the JID cannot
-        be stored).
+        be stored, or the clock gives no usable time).
         Constant work per message however many wait to be appended: the
         waiting batch grows in place (the writer holds it already) and
-        knows the length of its lines."""
+        knows the length of its lines.
+
+        The same ``stanza`` object given again within half a second is
+        taken for the same message (the sender's and the recipient's
+        record): it gets the same stamp.  The router serializes every
+        message it routes anew."""
         if not with_jid or "\t" in with_jid or "\n" in with_jid or "\r" in with_jid:
             return None
         # The waiting append (never the running one) takes the new record.
@@ -215,6 +236,8 @@ class Archive:
         if message.stanza is not stanza or not 0 <= now - message.stamp < _SAME_MOMENT:
             stanza = bytes(stanza)
             message = _last = _Message(stanza, now, f"{now:.6f}".encode(), _tail(stanza))
+        if not 0 <= message.stamp < MAX_STAMP:
+            return None
         id_ = self._new_id()
         line = _line(id_, message.stamp_text, with_jid, message.tail)
         if batch.before + batch.size + len(line) > self.max_bytes:
@@ -231,6 +254,6 @@ class Archive:
         for state in self._writes.queue(self.path):
             for line in state:
                 record = parse_record(line[:-1])
-                assert record is not None
-                pending.append(record)
+                if record is not None:
+                    pending.append(record)
         return pending

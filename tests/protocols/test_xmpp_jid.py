@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import precis_i18n
 import pytest
 
@@ -200,6 +202,16 @@ def test_text_hash_and_equality_kept_with_the_jid() -> None:
     assert (full == "juliet@example.com/balcony") is False
     assert str(JID(None, "example.com")) == "example.com"
     assert str(JID(None, "example.com", "r")) == "example.com/r"
+
+
+def test_pickled_jid_is_hashed_afresh() -> None:
+    """A JID taken through pickle keeps its parts, not the hash or text
+    made in this process (another process hashes strings differently)."""
+    full = JID("juliet", "example.com", "balcony")
+    assert hash(full) and str(full)
+    copied = pickle.loads(pickle.dumps(full))
+    assert copied._hash is None and copied._text is None
+    assert copied == full and {full: 1}[copied] == 1
 
 
 def test_make_prepares_each_part() -> None:

@@ -173,3 +173,34 @@ def test_same_stanza_later_gets_its_own_stamp(tmp_path: Path) -> None:
     archive.add("c@x", stanza)
     stamps = [r.stamp for r in read_records(tmp_path / FILE_NAME)]
     assert stamps == [1000.0, 1000.0, 2000.0]
+
+
+def test_zero_hole_in_a_raw_line_is_skipped(tmp_path: Path) -> None:
+    """A raw line whose middle a crash left as zeros is not read (XML has
+    no NUL); a stanza holding NUL or not ending its element is written in
+    base64 and reads back whole."""
+    archive = archive_in(tmp_path)
+    archive.add("a@x", b"<m>one</m>")
+    archive.add("a@x", b"<m>a\0b</m>")
+    archive.add("a@x", b"<m>open")
+    line = b"<m>" + b"\0" * 10 + b"</m>"
+    with open(tmp_path / FILE_NAME, "ab") as file:
+        file.write(b"9\t1000.000000\ta@x\t%d\t%s\n" % (len(line), line))
+    data = (tmp_path / FILE_NAME).read_bytes()
+    assert b"a\0b" not in data and b"<m>open" not in data
+    assert [r.stanza for r in read_records(tmp_path / FILE_NAME)] == [
+        b"<m>one</m>",
+        b"<m>a\0b</m>",
+        b"<m>open",
+    ]
+
+
+def test_no_usable_time_is_not_archived(tmp_path: Path) -> None:
+    """A clock before the epoch (or past what is read back) archives
+    nothing, so what waits to be written always reads back."""
+    writes, pool = writer()
+    for stamp in (-1.0, 2e11, float("nan")):
+        archive = Archive(tmp_path, writes, lambda stamp=stamp: stamp)
+        assert archive.add("a@x", b"<m>" + str(stamp).encode() + b"</m>") is None
+        assert archive.pending() == []
+    assert pool.jobs == []

@@ -71,7 +71,7 @@ class JID:
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        if other.__class__ is not JID:
+        if other.__class__ is not self.__class__:
             return NotImplemented
         assert isinstance(other, JID)
         return (
@@ -79,6 +79,10 @@ class JID:
             and self.local == other.local
             and self.resource == other.resource
         )
+
+    def __reduce__(self) -> tuple[type[JID], tuple[str | None, str, str | None]]:
+        # The parts only: a hash is only good in the process that made it.
+        return self.__class__, (self.local, self.domain, self.resource)
 
     def __hash__(self) -> int:
         found = self._hash
