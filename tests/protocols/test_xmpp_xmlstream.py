@@ -190,7 +190,7 @@ def test_serialized_stanza_escapes_and_parses_back() -> None:
     assert next(event.element.elements("urn:x", "extra"))["v"] == "'"
 
 
-@pytest.mark.parametrize("char", ["&", "<", ">", "'", '"', "x"])
+@pytest.mark.parametrize("char", ["&", "<", ">", "'", '"', "x", "\t", "\n", "\r", "\r\n"])
 def test_each_special_character_alone_is_escaped(char: str) -> None:
     """A value holding one special character only is escaped as well (the
     writer looks for each before escaping), and parses back the same."""

@@ -237,14 +237,22 @@ def _text(text: str) -> str:
         text = text.replace("<", "&lt;")
     if ">" in text:
         text = text.replace(">", "&gt;")
+    if "\r" in text:
+        # A parser turns a CR it reads into a line end (XML 1.0 §2.11).
+        text = text.replace("\r", "&#13;")
     return text
 
 
 def _attribute(value: str) -> str:
-    """An attribute value escaped for single quotes."""
+    """An attribute value escaped for single quotes, with the white space
+    a parser would turn into spaces (XML 1.0 §3.3.3) kept."""
     value = _text(value)
     if "'" in value:
         value = value.replace("'", "&apos;")
+    if "\t" in value:
+        value = value.replace("\t", "&#9;")
+    if "\n" in value:
+        value = value.replace("\n", "&#10;")
     return value
 
 
@@ -268,8 +276,17 @@ def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> N
                 key = "xml:" + key[1]
             if value.__class__ is not str:
                 value = str(value)
-            # Nearly every value needs no escape: four searches, no call.
-            if "&" in value or "<" in value or ">" in value or "'" in value:
+            # Nearly every value needs no escape: a search per character
+            # that would, no call.
+            if (
+                "&" in value
+                or "<" in value
+                or ">" in value
+                or "'" in value
+                or "\r" in value
+                or "\n" in value
+                or "\t" in value
+            ):
                 value = _attribute(value)
             parts.append(f" {key}='{value}'")
         tag = "".join(parts)
@@ -283,7 +300,9 @@ def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> N
             _write(child, uri, out)
         else:
             text = child if child.__class__ is str else str(child)
-            out.append(_text(text) if "&" in text or "<" in text or ">" in text else text)
+            out.append(
+                _text(text) if "&" in text or "<" in text or ">" in text or "\r" in text else text
+            )
     out.append(f"</{name}>")
 
 
