@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from tests.hostile.listeners import closed_within
-from tests.integration.conftest import TWISTD, admin, free_port, stop_server, wait_for_port
+from tests.integration.conftest import (
+    admin,
+    free_port,
+    launch_server,
+    stop_server,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -60,16 +65,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     (storage / "64k.bin").write_bytes(b"6" * 65536)
     log = root / "server.log"
     port = free_port()
-    command = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logfile={log}",
-        "communigate",
-        f"--base={base}",
-        f"--http=tcp:{port}:interface=127.0.0.1",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = launch_server(base, log, f"--http=tcp:{port}:interface=127.0.0.1")
     try:
         wait_for_port("127.0.0.1", port, process, log)
         yield Web(port, process.pid, log)

@@ -150,6 +150,24 @@ def plan_server(base: Path, log: Path) -> Server:
     )
 
 
+def launch_server(
+    base: Path, log: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``twistd -n communigate`` for ``base`` as an administrator
+    would, logging to ``log``, with ``options`` (its listeners and the
+    rest); it is not waited for."""
+    command = [
+        *TWISTD,
+        "--nodaemon",
+        "--pidfile=",
+        f"--logfile={log}",
+        "communigate",
+        f"--base={base}",
+        *options,
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
+
+
 def start_server(server: Server) -> subprocess.Popen[bytes]:
     """Start ``twistd communigate`` for ``server`` as an administrator
     would; returns once every TCP listener accepts and the control socket
@@ -158,13 +176,9 @@ def start_server(server: Server) -> subprocess.Popen[bytes]:
     every worker is serving), so a suite can be run against the IMAP and
     POP3 of worker processes."""
     workers = int(os.environ.get(WORKERS_VARIABLE) or 0)
-    command = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logfile={server.log}",
-        "communigate",
-        f"--base={server.base}",
+    process = launch_server(
+        server.base,
+        server.log,
         *(f"--pop3=tcp:{server.port}:interface={address}" for address in ADDRESSES),
         f"--pop3s=tcp:{server.pop3s_port}:interface=127.0.0.1",
         *(f"--imap4=tcp:{server.imap_port}:interface={address}" for address in ADDRESSES),
@@ -177,8 +191,7 @@ def start_server(server: Server) -> subprocess.Popen[bytes]:
         f"--submission=tcp:{server.submission_port}:interface=127.0.0.1",
         f"--smtps=tcp:{server.smtps_port}:interface=127.0.0.1",
         *([f"--workers={workers}"] if workers else []),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    )
     try:
         for address in ADDRESSES:
             wait_for_port(address, server.port, process, server.log)

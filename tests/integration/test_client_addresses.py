@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TWISTD, admin, free_port, wait_for_port
+from tests.integration.conftest import admin, free_port, launch_server, wait_for_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -72,19 +72,11 @@ def remote_server(
     admin(base, "domain", "settings", "company.com", "ClearTextLogin=Always")
     admin(base, "account", "create", "info@company.com", "--password", "pw")
     pop3, imap = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            *TWISTD,
-            "--nodaemon",
-            "--pidfile=",
-            f"--logfile={root / 'server.log'}",
-            "communigate",
-            f"--base={base}",
-            f"--pop3=tcp:{pop3}:interface={HOST}",
-            f"--imap4=tcp:{imap}:interface={HOST}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+    process = launch_server(
+        base,
+        root / "server.log",
+        f"--pop3=tcp:{pop3}:interface={HOST}",
+        f"--imap4=tcp:{imap}:interface={HOST}",
     )
     try:
         wait_for_port(HOST, pop3, process, root / "server.log")

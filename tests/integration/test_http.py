@@ -21,7 +21,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import TWISTD, admin, free_port, stop_server, wait_for_port
+from tests.integration.conftest import (
+    admin,
+    free_port,
+    launch_server,
+    stop_server,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,20 +76,15 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     found = Web(
         base, root / "server.log", free_port(), free_port(), free_port(), free_port(), free_port()
     )
-    command = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logfile={found.log}",
-        "communigate",
-        f"--base={base}",
+    found.process = launch_server(
+        base,
+        found.log,
         *(f"--http=tcp:{found.http}:interface={a}" for a in ("127.0.0.1", "127.0.0.2")),
         f"--https=tcp:{found.https}:interface=127.0.0.1",
         *(f"--imap4=tcp:{found.imap}:interface={a}" for a in ("127.0.0.1", "127.0.0.2")),
         f"--pop3=tcp:{found.pop3}:interface=127.0.0.1",
         f"--pwd=tcp:{found.pwd}:interface=127.0.0.1",
-    ]
-    found.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    )
     try:
         for port in (found.http, found.https, found.imap, found.pop3, found.pwd):
             wait_for_port("127.0.0.1", port, found.process, found.log)

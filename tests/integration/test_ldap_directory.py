@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import (
-    TWISTD,
     Server,
+    launch_server,
     plan_server,
     stop_server,
     wait_for_port,
@@ -70,13 +70,9 @@ class Cluster:
 def _start(
     server: Server, slapd: LdapServer, run: Path, workers: int = 0
 ) -> subprocess.Popen[bytes]:
-    command = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logfile={server.log}",
-        "communigate",
-        f"--base={server.base}",
+    process = launch_server(
+        server.base,
+        server.log,
         *slapd.options(),
         f"--directory-stale-after={STALE_AFTER}",
         f"--pop3=tcp:{server.port}:interface=127.0.0.1",
@@ -84,10 +80,7 @@ def _start(
         f"--lmtp=tcp:{server.lmtp_port}:interface=127.0.0.1",
         f"--pwd=tcp:{server.pwd_port}:interface=127.0.0.1",
         *([f"--workers={workers}"] if workers else []),
-    ]
-    environment = {**os.environ, "COMMUNIGATE_RUN": str(run)}
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=environment
+        env={**os.environ, "COMMUNIGATE_RUN": str(run)},
     )
     try:
         for port in (server.port, server.imap_port, server.lmtp_port, server.pwd_port):

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TWISTD, admin, free_port, stop_server, wait_for_port
+from tests.integration.conftest import (
+    admin,
+    free_port,
+    launch_server,
+    stop_server,
+    wait_for_port,
+)
 
 
 @dataclass
@@ -50,20 +56,15 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     admin(base, "account", "create", "watcher@company.com", "--password", "pw-watch")
     log = root / "server.log"
     imap_port, metrics_port = free_port(), free_port()
-    command = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logfile={log}",
-        "communigate",
-        f"--base={base}",
+    process = launch_server(
+        base,
+        log,
         f"--imap4=tcp:{imap_port}:interface=127.0.0.1",
         "--log-format=json",
         "--log-rotate=10M",
         "--log-keep=3",
         f"--metrics=tcp:{metrics_port}:interface=127.0.0.1",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    )
     try:
         wait_for_port("127.0.0.1", imap_port, process, log)
         wait_for_port("127.0.0.1", metrics_port, process, log)

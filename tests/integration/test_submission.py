@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import TWISTD, admin, communigate, free_port, wait_for_port
+from tests.integration.conftest import (
+    admin,
+    communigate,
+    free_port,
+    launch_server,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,19 +50,12 @@ class Submission:
         return self.base / "Accounts" / "Settings" / "certificate.pem"
 
     def start(self) -> None:
-        command = [
-            *TWISTD,
-            "--nodaemon",
-            "--pidfile=",
-            f"--logfile={self.log}",
-            "communigate",
-            f"--base={self.base}",
+        self.process = launch_server(
+            self.base,
+            self.log,
             f"--submission=tcp:{self.submission}:interface=127.0.0.1",
             f"--smtps=tcp:{self.smtps}:interface=127.0.0.1",
             f"--imap4=tcp:{self.imap}:interface=127.0.0.1",
-        ]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         for port in (self.submission, self.smtps, self.imap):
             wait_for_port("127.0.0.1", port, self.process, self.log)

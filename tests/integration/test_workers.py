@@ -24,10 +24,10 @@ import pytest
 
 from communigate.control.location import socket_path
 from tests.integration.conftest import (
-    TWISTD,
     admin,
     children,
     free_port,
+    launch_server,
     stop_server,
     wait_for_port,
 )
@@ -108,21 +108,16 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
 def start(base: Path, log: Path) -> Served:
     """``twistd communigate --workers 2`` with IMAP, IMAPS and POP3."""
     imap, imaps, pop3, http, metrics = (free_port() for _ in range(5))
-    command = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logfile={log}",
-        "communigate",
-        f"--base={base}",
+    process = launch_server(
+        base,
+        log,
         f"--workers={WORKERS}",
         f"--imap4=tcp:{imap}:interface=127.0.0.1",
         f"--imaps=tcp:{imaps}:interface=127.0.0.1",
         f"--pop3=tcp:{pop3}:interface=127.0.0.1",
         f"--http=tcp:{http}:interface=127.0.0.1",
         f"--metrics=tcp:{metrics}:interface=127.0.0.1",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    )
     served = Served(process, base, log, imap, imaps, pop3, http, metrics)
     try:
         for port in (imap, imaps, pop3, http, metrics):

@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import TWISTD, admin, free_port, stop_server, wait_for_port
+from tests.integration.conftest import (
+    admin,
+    free_port,
+    launch_server,
+    stop_server,
+    wait_for_port,
+)
 
 slixmpp = pytest.importorskip("slixmpp")
 
@@ -76,17 +82,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XMPPServer]:
     ca.write_bytes(main_certificate.read_bytes() + certificate.read_bytes())
     log = root / "server.log"
     running = XMPPServer(base, log, free_port(), free_port(), ca)
-    command = [
-        *TWISTD,
-        "--nodaemon",
-        "--pidfile=",
-        f"--logfile={log}",
-        "communigate",
-        f"--base={base}",
+    process = launch_server(
+        base,
+        log,
         f"--xmpp=tcp:{running.xmpp}:interface=127.0.0.1",
         f"--xmpps=tcp:{running.xmpps}:interface=127.0.0.1",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    )
     try:
         wait_for_port("127.0.0.1", running.xmpp, process, log)
         wait_for_port("127.0.0.1", running.xmpps, process, log)
