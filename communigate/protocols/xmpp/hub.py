@@ -66,8 +66,8 @@ class Session(Protocol):
     avatar: Any
     #: Per-session state of the feature modules, by name.
     features: dict[str, Any]
-    #: Full JIDs it sent directed presence to (RFC 6121 §4.6).
-    directed: set[JID]
+    #: Full JIDs it sent directed presence to (RFC 6121 §4.6), None if none.
+    directed: set[JID] | None
 
     def send(self, element: domish.Element) -> None:
         """Write a stanza to the client."""

@@ -122,11 +122,11 @@ class PresenceModule:
             if other.available or other is session:
                 self.deliver(other, _copy(stanza, session.jid, other.jid))
         if unavailable:
-            for target in list(session.directed):
+            for target in list(session.directed or ()):
                 directed = self.hub.session(target)
                 if directed is not None:
                     self.deliver(directed, _copy(stanza, session.jid, target))
-            session.directed.clear()
+            session.directed = None
         elif initial:
             self.probe(session, roster)
             self.hub.fire("initial", session)
@@ -160,7 +160,10 @@ class PresenceModule:
         for other in recipients:
             self.deliver(other, _copy(stanza, session.jid, other.jid))
             if stanza.getAttribute("type") == "unavailable":
-                session.directed.discard(other.jid)
+                if session.directed is not None:
+                    session.directed.discard(other.jid)
+            elif session.directed is None:
+                session.directed = {other.jid}
             else:
                 session.directed.add(other.jid)
 
