@@ -13,6 +13,7 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 
 from zope.interface import implementer
 
@@ -81,11 +82,11 @@ class LiveSessions:
         returned callable removes it (once)."""
         key = next(self._keys)
         self._entries[key] = entry
+        # (A partial rather than a closure: one stays with every session.)
+        return partial(self._forget, key)
 
-        def forget() -> None:
-            self._entries.pop(key, None)
-
-        return forget
+    def _forget(self, key: int) -> None:
+        self._entries.pop(key, None)
 
     def __iter__(self) -> Iterator[SessionEntry]:
         return iter(list(self._entries.values()))

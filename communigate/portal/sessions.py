@@ -13,6 +13,7 @@ store refuses), so nothing brings a deleted account back.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from twisted.logger import Logger
 
@@ -50,15 +51,15 @@ class SessionRegistry:
         """Register ``avatar``; the returned logout removes it."""
         key = (domain, name)
         self.live.setdefault(key, set()).add(avatar)
+        # (A partial rather than a closure: one stays with every session.)
+        return partial(self._forget, key, avatar)
 
-        def logout() -> None:
-            avatars = self.live.get(key)
-            if avatars is not None:
-                avatars.discard(avatar)
-                if not avatars:
-                    del self.live[key]
-
-        return logout
+    def _forget(self, key: tuple[str, str], avatar: LiveSession) -> None:
+        avatars = self.live.get(key)
+        if avatars is not None:
+            avatars.discard(avatar)
+            if not avatars:
+                del self.live[key]
 
     def sweep(self) -> int:
         """End the sessions of accounts that no longer exist; how many."""

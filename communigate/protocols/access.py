@@ -53,6 +53,40 @@ def salt_key(base: Path) -> bytes:
         return key
 
 
+class _Logout:
+    """The logout a protocol is given: the realm's logout, the session's
+    entry forgotten and its end reported, once.  (An object rather than a
+    closure: one stays with every open session.)"""
+
+    __slots__ = ("_done", "_forget", "_logout", "_mind", "_service", "_started")
+
+    def __init__(
+        self,
+        service: LoginService,
+        logout: Callable[[], None],
+        forget: Callable[[], None] | None,
+        mind: SessionMind,
+        started: float | None,
+    ) -> None:
+        self._service = service
+        self._logout = logout
+        self._forget = forget
+        self._mind = mind
+        self._started = started
+        self._done = False
+
+    def __call__(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._logout()
+        finally:
+            if self._forget is not None:
+                self._forget()
+            self._service._ended(self._mind, self._started)
+
+
 class LoginService:
     """The portal and its policy, as protocol servers use them."""
 
@@ -211,28 +245,20 @@ class LoginService:
             if self.sessions is not None
             else None
         )
-        done: list[bool] = []
+        return interface, avatar, _Logout(self, logout, forget, mind, started)
 
-        def report_logout() -> None:
-            if done:
-                return
-            done.append(True)
-            try:
-                logout()
-            finally:
-                if forget is not None:
-                    forget()
-                now = self._now()
-                transport = self._transports.get(connection.session or "")
-                self.observer.logout(
-                    LogoutEvent(
-                        session=connection.session,
-                        protocol=connection.protocol,
-                        account=mind.account,
-                        duration=now - started if now is not None and started is not None else None,
-                        bytes_in=getattr(transport, "bytes_in", None),
-                        bytes_out=getattr(transport, "bytes_out", None),
-                    )
-                )
-
-        return interface, avatar, report_logout
+    def _ended(self, mind: SessionMind, started: float | None) -> None:
+        """Tell the observer a session of ``mind`` ended."""
+        connection = mind.connection
+        now = self._now()
+        transport = self._transports.get(connection.session or "")
+        self.observer.logout(
+            LogoutEvent(
+                session=connection.session,
+                protocol=connection.protocol,
+                account=mind.account,
+                duration=now - started if now is not None and started is not None else None,
+                bytes_in=getattr(transport, "bytes_in", None),
+                bytes_out=getattr(transport, "bytes_out", None),
+            )
+        )
