@@ -6,17 +6,18 @@ a line::
     <id> TAB <seconds since the epoch> TAB <the other party's JID> TAB
     <length of the stanza> TAB <the stanza> LF
 
-The stanza is written as it is when it is one line (it starts with ``<``
-and holds no CR or LF: nearly every chat), else in base64, which never
-starts with ``<`` (archives written before the raw form hold base64 only).
+The stanza is written as it is when it is one line of XML (from ``<`` to
+``>``, without CR, LF or NUL: nearly every chat), else in base64, which
+never starts with ``<`` (archives written before the raw form hold base64
+only; those versions skip raw lines, so a downgrade hides them).
 
 Messages are appended through a :class:`~communigate.store.writes.FileWrites`
 (in the server, in its thread pool, one append at a time, the messages
 that arrive meanwhile going in the next one); a message still waiting to
 be written is in :meth:`Archive.pending`.  An append that a crash cut
 short leaves a line without its end, or whose stanza is shorter than
-its length says: reading skips it, and the next append starts a new
-line.  The archive is bounded (:data:`MAX_BYTES`): past it nothing more
+its length says (or a raw one that no longer ends with ``>``, or holds a
+hole of zeros): reading skips it, and the next append starts a new line.  The archive is bounded (:data:`MAX_BYTES`): past it nothing more
 is archived until an administrator removes the file (a rotation is not
 done here).
 
