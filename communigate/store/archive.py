@@ -17,9 +17,10 @@ that arrive meanwhile going in the next one); a message still waiting to
 be written is in :meth:`Archive.pending`.  An append that a crash cut
 short leaves a line without its end, or whose stanza is shorter than
 its length says (or a raw one that no longer ends with ``>``, or holds a
-hole of zeros): reading skips it, and the next append starts a new line.  The archive is bounded (:data:`MAX_BYTES`): past it nothing more
-is archived until an administrator removes the file (a rotation is not
-done here).
+hole of zeros): reading skips it, and the next append starts a new line.
+The archive is bounded (:data:`MAX_BYTES`): past it nothing more is
+archived until an administrator removes the file (a rotation is not done
+here).
 
 Reading the whole file (:func:`read_records`) is for the writer's thread
 pool, not the reactor.
