@@ -4,10 +4,12 @@ stream errors, the limits and time-outs."""
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from communigate.portal.xmppsession import IXMPPAccount, XMPPAccount
+from communigate.protocols.xmpp import server as server_module
 from communigate.protocols.xmpp.server import MAX_FAILURES
 from communigate.store.files import FileDirectory
 from tests.protocols.xmpp_client import Stream, header, make_factory, plain
@@ -170,6 +172,33 @@ def test_oversized_stanza_is_policy_violation(directory: FileDirectory) -> None:
     assert b"<policy-violation" in reply
     assert client.transport.disconnecting
     assert b"<stream:features>" in Stream(factory).send(header())
+
+
+def test_stanzas_piling_up_during_a_login_check_end_the_stream(
+    directory: FileDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading goes on while a login is checked; a client that piles up
+    more than MAX_PENDING stanzas meanwhile gets policy-violation (nothing
+    of it is handled), and the factory serves the next client."""
+    monkeypatch.setattr(server_module, "MAX_PENDING", 5)
+    factory = make_factory(directory, Clock())
+    client = Stream(factory)
+    client.send(header())
+    client.server.busy = True  # as while a password check runs in the pool
+    sasl = b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-NONE'/>"
+    assert client.send(sasl * 5) == b""
+    reply = client.send(sasl)
+    assert b"<policy-violation" in reply and b"invalid-mechanism" not in reply
+    assert client.transport.disconnecting
+    assert b"<stream:features>" in Stream(factory).send(header())
+
+
+def test_idle_session_keeps_no_event_queue(directory: FileDirectory) -> None:
+    """Between stanzas a bound session holds no queue of events."""
+    client = stream(directory).online("pc")
+    assert client.server.pending == ()
+    client.send(b"<presence/>" * 3)
+    assert client.server.pending == ()
 
 
 def test_restricted_xml(directory: FileDirectory) -> None:

@@ -205,6 +205,30 @@ def test_each_special_character_alone_is_escaped(char: str) -> None:
     assert str(event.element.body) == f"c{char}d"
 
 
+def test_attribute_in_another_namespace_is_written_with_a_prefix() -> None:
+    """An attribute in a namespace other than ``xml:`` is written with a
+    prefix declared on its element, escaped like any other, and parses
+    back to the same value; the element's other attributes too."""
+    special = "a\tb\nc\rd & <e> 'f'"
+    stanza = domish.Element(("jabber:client", "message"))
+    stanza["id"] = special
+    stanza[("urn:x", "one")] = special
+    stanza[("urn:x", "two")] = "2"
+    stanza[("urn:y", "three")] = "3"
+    stanza[("http://www.w3.org/XML/1998/namespace", "lang")] = "en"
+    stanza.addElement("body", content=special)
+    data = serialize(stanza)
+    assert data.count(b"xmlns:a0='urn:x'") == 1 and b"xmlns:a1='urn:y'" in data
+    parser = XMLStreamParser()
+    parser.feed(header())
+    (event,) = parser.feed(data)
+    assert isinstance(event, StanzaReceived)
+    parsed = event.element
+    assert parsed["id"] == special and parsed[("urn:x", "one")] == special
+    assert (parsed[("urn:x", "two")], parsed[("urn:y", "three")]) == ("2", "3")
+    assert str(parsed.body) == special
+
+
 def test_parsed_stanza_is_freed_without_the_cyclic_collector() -> None:
     """A parsed stanza holds no reference cycle: dropping it frees it at
     once, with nothing left for the cyclic garbage collector."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -85,16 +86,20 @@ MAX_UNREAD = 4 * 1024 * 1024
 #: counts: a burst written in one go (offline messages, an archive page)
 #: fills it for a moment even for a client that reads.
 UNREAD_GRACE = 30.0
+#: Parsed stanzas a client may have waiting while the server checks its
+#: login (reading goes on meanwhile): past them, ``policy-violation``.
+MAX_PENDING = 10_000
 
 
 class _Clear:
-    """Something with ``clear()`` for :func:`switch_to_tls`."""
+    """Something with ``clear()`` for :func:`switch_to_tls`: drops the
+    events a server has pending."""
 
-    def __init__(self, pending: list[Event]) -> None:
-        self.pending = pending
+    def __init__(self, server: XMPPServer) -> None:
+        self.server = server
 
     def clear(self) -> None:
-        self.pending.clear()
+        self.server.pending = ()
 
 
 @implementer(IPushProducer)
@@ -183,10 +188,9 @@ class XMPPServer(Protocol):
         self.failures = 0
         #: The SASL mechanisms offered on this stream (RFC 6120 §6.4.1).
         self.mechanisms: list[str] = []
-        # A list, not a deque: an idle session keeps 56 bytes, not 760
-        # (a read brings a few events; a flood of small stanzas is bounded
-        # by what one read holds).
-        self.pending: list[Event] = []
+        #: Events parsed and not yet handled: a deque while there are some,
+        #: an empty tuple otherwise (an idle session keeps no 760-byte deque).
+        self.pending: deque[Event] | tuple[()] = ()
         #: Whether :meth:`run` is handling events now.
         self.running = False
         self.busy = False
@@ -248,11 +252,22 @@ class XMPPServer(Protocol):
         if self.parser is None or self.state is State.CLOSED:
             return
         try:
-            self.pending.extend(self.parser.feed(data))
+            events = self.parser.feed(data)
         except StreamViolation as violation:
             self.fail(violation.condition, violation.text)
             return
+        if events:
+            if isinstance(self.pending, deque):
+                self.pending.extend(events)
+            else:
+                self.pending = deque(events)
+            if len(self.pending) > MAX_PENDING:
+                self.pending = ()
+                self.fail("policy-violation", "too many stanzas waiting")
+                return
         self.run()
+        if not self.pending:
+            self.pending = ()
         if self.state is State.SESSION and self.parser is not None:
             # A bound session spends most of its life idle between stanzas.
             self.parser.release()
@@ -268,7 +283,8 @@ class XMPPServer(Protocol):
             while (
                 self.pending and not self.busy and not self.holds and self.state is not State.CLOSED
             ):
-                self.event(self.pending.pop(0))
+                assert isinstance(self.pending, deque)
+                self.event(self.pending.popleft())
         finally:
             self.running = False
 
@@ -301,7 +317,7 @@ class XMPPServer(Protocol):
                     peer=self.connection.remote_host if self.connection else None,
                     unread=gate.unread,
                 )
-                self.pending.clear()
+                self.pending = ()
                 self.state = State.CLOSED
                 self.transport.abortConnection()  # type: ignore[attr-defined]
                 return
@@ -331,7 +347,7 @@ class XMPPServer(Protocol):
 
     def close(self) -> None:
         """Stop reading and close the connection."""
-        self.pending.clear()
+        self.pending = ()
         self.state = State.CLOSED
         if self.transport is not None:
             self.transport.loseConnection()
@@ -497,9 +513,7 @@ class XMPPServer(Protocol):
             self.close()
             return
         self.write(stream.PROCEED)
-        switch_to_tls(
-            self.transport, PreferredDomain(self.factory.tls, self.domain), _Clear(self.pending)
-        )
+        switch_to_tls(self.transport, PreferredDomain(self.factory.tls, self.domain), _Clear(self))
         assert self.parser is not None
         self.parser.reset()
         self.secure = True
@@ -582,7 +596,7 @@ class XMPPServer(Protocol):
         self.write(stream.sasl_success(exchange.additional if exchange else None))
         assert self.parser is not None
         self.parser.reset()
-        self.pending.clear()
+        self.pending = ()
         self.state = State.HEADER
 
     def refused(self, error: BaseException) -> None:

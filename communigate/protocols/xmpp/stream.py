@@ -256,10 +256,6 @@ def _attribute(value: str) -> str:
     return value
 
 
-class _Prefixed(Exception):
-    """An attribute in a namespace other than ``xml:``: domish serializes."""
-
-
 def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> None:
     """Append ``element`` (default namespaces only) to ``out``: its start
     tag as one string, each text child, each child element, its end tag."""
@@ -269,11 +265,22 @@ def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> N
     attributes = element.attributes
     if attributes:
         parts = [tag]
+        prefixes: dict[str, str] | None = None
         for key, value in attributes.items():
             if key.__class__ is tuple:
-                if key[0] != _XML_NS:
-                    raise _Prefixed()
-                key = "xml:" + key[1]
+                namespace, local = key
+                if namespace == _XML_NS:
+                    key = "xml:" + local
+                else:
+                    # An attribute in another namespace: a prefix declared
+                    # on this element (its own scope).
+                    if prefixes is None:
+                        prefixes = {}
+                    prefix = prefixes.get(namespace)
+                    if prefix is None:
+                        prefix = prefixes[namespace] = f"a{len(prefixes)}"
+                        parts.append(f" xmlns:{prefix}='{_attribute(namespace)}'")
+                    key = f"{prefix}:{local}"
             if value.__class__ is not str:
                 value = str(value)
             # Nearly every value needs no escape: a search per character
@@ -309,11 +316,8 @@ def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> N
 def serialize(element: domish.Element) -> bytes:
     """A stanza as the server writes it (in the ``jabber:client`` default
     namespace of the stream).  Elements are written with default namespace
-    declarations only, which is all this server builds or parses; domish's
-    general serializer takes what needs prefixes."""
+    declarations; an attribute in a namespace other than ``xml:`` with a
+    prefix declared on its element."""
     out: list[str] = []
-    try:
-        _write(element, NS_CLIENT, out)
-    except _Prefixed:
-        return element.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+    _write(element, NS_CLIENT, out)
     return "".join(out).encode("utf-8")
