@@ -101,10 +101,10 @@ def parse_record(line: bytes) -> Record | None:
         data = parts[4]
         if data[:1] != b"<":
             stanza = base64.b64decode(data, validate=True)
-        elif data[-1:] == b">" and b"\0" not in data:
-            # (A hole of zeros a crash left in a raw line is not taken.)
+        elif _raw(data):
             stanza = data
         else:
+            # Not what was written raw: a hole of zeros a crash left, say.
             return None
         if len(stanza) != int(parts[3]):
             return None

@@ -257,8 +257,9 @@ def _attribute(value: str) -> str:
 
 
 def _write(element: domish.Element, parent_uri: str | None, out: list[str]) -> None:
-    """Append ``element`` (default namespaces only) to ``out``: its start
-    tag as one string, each text child, each child element, its end tag."""
+    """Append ``element`` (elements in default namespaces, attributes in
+    others prefixed) to ``out``: its start tag as one string, each text
+    child, each child element, its end tag."""
     name = element.name
     uri = element.uri
     tag = "<" + name if uri == parent_uri else f"<{name} xmlns='{_attribute(uri or '')}'"
