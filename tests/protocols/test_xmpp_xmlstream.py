@@ -246,3 +246,17 @@ def test_parsed_stanza_is_freed_without_the_cyclic_collector() -> None:
     finally:
         if enabled:
             gc.enable()
+
+
+def test_element_names_kept_split_are_bounded() -> None:
+    """Names are split once and kept, but a client sending ever new names
+    makes the parser keep no more than a fixed few; each still parses."""
+    parser = XMLStreamParser()
+    parser.feed(header())
+    for index in range(300):
+        stanza = f"<message><x{index} xmlns='urn:n{index}'>t</x{index}></message>".encode()
+        (event,) = parser.feed(stanza)
+        assert isinstance(event, StanzaReceived)
+        (child,) = event.element.elements()
+        assert (child.uri, child.name, str(child)) == (f"urn:n{index}", f"x{index}", "t")
+    assert len(parser._names) <= 64

@@ -290,13 +290,13 @@ class XMPPServer(Protocol):
 
     def event(self, event: Event) -> None:
         """One parser event."""
-        if isinstance(event, StreamOpened):
+        if type(event) is StanzaReceived:  # nearly every event
+            self.stanza(event.element)
+        elif isinstance(event, StreamOpened):
             self.opened(event)
         elif isinstance(event, StreamClosed):
             self.write(stream.CLOSE)
             self.close()
-        elif isinstance(event, StanzaReceived):
-            self.stanza(event.element)
 
     def write(self, data: bytes) -> None:
         """Bytes to the client; one that has left :data:`MAX_UNREAD` bytes

@@ -59,7 +59,7 @@ class StreamViolation(Exception):
         self.text = text
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StreamOpened:
     """The client's stream header: its attributes (qualified by namespace
     where they have one, ``xml:lang`` as ``lang``)."""
@@ -69,14 +69,16 @@ class StreamOpened:
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StanzaReceived:
-    """One complete first-level element."""
+    """One complete first-level element.  (Not frozen, like the other
+    events: one is made per stanza, and a frozen dataclass sets each field
+    through ``object.__setattr__``, six times the cost.)"""
 
     element: domish.Element
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StreamClosed:
     """The client sent ``</stream:stream>``."""
 
@@ -101,12 +103,18 @@ def _split(name: str) -> tuple[str, str]:
     return uri, local
 
 
+#: Element names a parser keeps split (the same few come in every stanza).
+_NAMES_KEPT = 64
+
+
 class XMLStreamParser:
     """Incremental parser of one client's stream (restartable)."""
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self._events: list[Event] = []
+        #: Expat's element names already split, at most :data:`_NAMES_KEPT`.
+        self._names: dict[str, tuple[str, str]] = {}
         self._parser: expat.XMLParserType | None = None
         self._stack: list[domish.Element] = []
         self._depth = 0
@@ -211,7 +219,12 @@ class XMLStreamParser:
     def _start(self, name: str, attributes: dict[str, str]) -> None:
         if len(attributes) > self.limits.max_attributes:
             raise StreamViolation("policy-violation", "too many attributes")
-        uri, local = _split(name)
+        qname = self._names.get(name)
+        if qname is None:
+            qname = _split(name)
+            if len(self._names) < _NAMES_KEPT:
+                self._names[name] = qname
+        uri, local = qname
         if self._depth == 0:
             if self._replaying:
                 self._depth = 1
@@ -229,13 +242,14 @@ class XMLStreamParser:
         if self._depth == 1:
             assert self._parser is not None
             self._stanza_start = self._parser.CurrentByteIndex
-            self._header_ends(self._stanza_start)
+            if self._header is None:
+                self._header_ends(self._stanza_start)
         if " " not in "".join(attributes):
             # No attribute in a namespace (nearly every stanza): expat's
             # fresh dictionary is the element's as it is.
-            element = domish.Element((uri, local), uri, attributes)
+            element = domish.Element(qname, uri, attributes)
         else:
-            element = domish.Element((uri, local), uri)
+            element = domish.Element(qname, uri)
             for key, value in attributes.items():
                 key_uri, key_local = _split(key)
                 if key_uri == "":
@@ -263,7 +277,13 @@ class XMLStreamParser:
 
     def _text(self, data: str) -> None:
         if self._depth >= 2 and self._stack:
-            self._stack[-1].addContent(data)
+            # domish's addContent, without its checks: expat gives text,
+            # possibly in several pieces that join.
+            children = self._stack[-1].children
+            if children and children[-1].__class__ is str:
+                children[-1] += data
+            else:
+                children.append(data)
         elif data.strip():
             raise StreamViolation("not-well-formed", "text between stanzas")
         else:
