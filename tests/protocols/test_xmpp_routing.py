@@ -158,3 +158,28 @@ def test_unknown_iq_is_service_unavailable(factory: XMPPFactory) -> None:
     alice = Stream(factory).online("a")
     reply = alice.send(b"<iq type='get' id='u'><query xmlns='urn:example:none'/></iq>")
     assert b"service-unavailable" in reply
+
+
+def test_target_account_is_looked_up_once_per_message(
+    factory: XMPPFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocking, archiving and offline storage of one message to an account
+    with no session look its stores up once, and the message is stored."""
+    contacts = factory.hub.contacts
+    looked: list[tuple[str, str]] = []
+    original = contacts.stores
+
+    def stores(domain: str, name: str) -> object:
+        looked.append((domain, name))
+        return original(domain, name)
+
+    monkeypatch.setattr(contacts, "stores", stores)
+    alice = Stream(factory).online("a")
+    alice.send(chat("j.smith@client1.com", "kept"))
+    assert looked == [("client1.com", "j.smith")]
+    assert b"error" not in alice.take()
+    later = Stream(factory)
+    later.login(*J1)
+    later.bind("pc")
+    later.take()
+    assert b"<body>kept</body>" in later.send(b"<presence/>")

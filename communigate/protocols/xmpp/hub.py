@@ -81,6 +81,10 @@ class Session(Protocol):
         """Another session bound the same full JID: end with ``conflict``."""
 
 
+#: Not looked up yet (None is an answer: no account).
+_UNKNOWN: Any = object()
+
+
 def _message_type(stanza: domish.Element) -> str:
     value = stanza.getAttribute("type", "normal")
     return value if value in ("chat", "error", "groupchat", "headline", "normal") else "normal"
@@ -103,9 +107,13 @@ class Hub:
         #: The server is stopping: every session is about to end, so none
         #: is told of the others' going, and none sleeps to be resumed.
         self.stopping = False
-        #: The message being routed, and its bytes once serialized
+        #: The message being routed, its prepared target (None without a
+        #: ``to``), the stores of the target's account once looked up
+        #: (:meth:`target_stores`), and its bytes once serialized
         #: (:meth:`serialized`).
         self._routing: domish.Element | None = None
+        self._target: JID | None = None
+        self._stores: Any = _UNKNOWN
         self._wire: bytes | None = None
 
     # -- the bus -----------------------------------------------------------
@@ -238,16 +246,40 @@ class Hub:
         if stanza.name == "presence":
             self.fire("presence", session, stanza)
         elif stanza.name == "message":
-            outer = self._routing, self._wire
-            self._routing, self._wire = stanza, None
+            outer = self._routing, self._target, self._stores, self._wire
+            self._routing, self._target, self._stores, self._wire = stanza, target, _UNKNOWN, None
             try:
                 if self.fire("message-out", session, stanza):
                     return
                 self.deliver_message(stanza, target or session.jid.bare(), session)
             finally:
-                self._routing, self._wire = outer
+                self._routing, self._target, self._stores, self._wire = outer
         elif stanza.name == "iq":
             self.route_iq(session, stanza, target)
+
+    def target(self, stanza: domish.Element) -> JID | None:
+        """The prepared JID a message is addressed to, None if it names
+        none (or an invalid one): for the message being routed the
+        router's own, with no second parse."""
+        if stanza is self._routing:
+            return self._target
+        to = stanza.getAttribute("to")
+        if not to:
+            return None
+        try:
+            return parse(to)
+        except InvalidJID:
+            return None
+
+    def target_stores(self, stanza: domish.Element, target: JID) -> Any:
+        """:meth:`account_stores` of a message's ``target`` (from
+        :meth:`target`), looked up once for the message being routed
+        however many modules (and the offline store) ask."""
+        if stanza is not self._routing or target is not self._target:
+            return self.account_stores(target)
+        if self._stores is _UNKNOWN:
+            self._stores = self.account_stores(target)
+        return self._stores
 
     def serialized(self, stanza: domish.Element) -> bytes:
         """:func:`~communigate.protocols.xmpp.stream.serialize`; the message
@@ -342,7 +374,7 @@ class Hub:
             return
         if kind == "headline":
             return
-        stores = self.account_stores(target)
+        stores = self.target_stores(stanza, target)
         if not self.fire("offline", stores, stanza, sender) and sender is not None:
             self.bounce(sender, stanza, "cancel", "service-unavailable")
 

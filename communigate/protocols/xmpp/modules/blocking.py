@@ -109,8 +109,10 @@ class BlockingModule:
             del reply.attributes["to"]
             session.send(reply)
             return True
-        target = parse(to)
-        stores = self.hub.account_stores(target) if target.local is not None else None
+        target = self.hub.target(stanza)
+        if target is None or target.local is None:
+            return False
+        stores = self.hub.target_stores(stanza, target)
         if stores is not None and stores.blocklist.blocks(block_candidates(str(session.jid))):
             self.hub.bounce(session, stanza, "cancel", "service-unavailable")
             return True

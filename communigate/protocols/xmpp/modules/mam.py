@@ -184,17 +184,14 @@ class MAMModule:
                     return False
         if not body:
             return False
-        try:
-            target = parse(to)
-        except InvalidJID:
-            return False
-        if target.local is None:
+        target = self.hub.target(stanza)
+        if target is None or target.local is None:
             return False
         data = self.hub.serialized(stanza)
         session.avatar.stores.archive.add(to, data)
         if target.bare() == session.jid.bare():
             return False
-        stores = self.hub.account_stores(target)
+        stores = self.hub.target_stores(stanza, target)
         if stores is not None:
             stores.archive.add(attributes.get("from") or str(session.jid), data)
         return False
