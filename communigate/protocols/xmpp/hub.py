@@ -86,7 +86,7 @@ _UNKNOWN: Any = object()
 
 
 def _message_type(stanza: domish.Element) -> str:
-    value = stanza.getAttribute("type", "normal")
+    value = stanza.attributes.get("type", "normal")
     return value if value in ("chat", "error", "groupchat", "headline", "normal") else "normal"
 
 
@@ -230,11 +230,16 @@ class Hub:
 
     def route(self, session: Session, stanza: domish.Element) -> None:
         """A stanza from a bound client (see the module documentation)."""
-        stanza["from"] = str(session.jid)
+        # The attributes dictionary itself, not domish's item access: a
+        # plain name needs none of its namespace handling, and routing is
+        # the path of every stanza.
+        attributes = stanza.attributes
+        attributes["from"] = str(session.jid)
         target: JID | None = None
-        if stanza.hasAttribute("to"):
+        to = attributes.get("to")
+        if to is not None:
             try:
-                parsed = parse(stanza["to"])
+                parsed = parse(to)
             except InvalidJID:
                 self.bounce(session, stanza, "modify", "jid-malformed")
                 return
@@ -242,7 +247,7 @@ class Hub:
             if target is None:
                 self.bounce(session, stanza, "cancel", "remote-server-not-found")
                 return
-            stanza["to"] = str(target)
+            attributes["to"] = str(target)
         if stanza.name == "presence":
             self.fire("presence", session, stanza)
         elif stanza.name == "message":
@@ -263,7 +268,7 @@ class Hub:
         router's own, with no second parse."""
         if stanza is self._routing:
             return self._target
-        to = stanza.getAttribute("to")
+        to = stanza.attributes.get("to")
         if not to:
             return None
         try:

@@ -100,7 +100,7 @@ class BlockingModule:
 
     def message_out(self, session: Any, stanza: domish.Element) -> bool:
         """Refuse a message to a blocked JID, or to a user blocking the sender."""
-        to = stanza.getAttribute("to")
+        to = stanza.attributes.get("to")
         if not to:
             return False
         if session.avatar.stores.blocklist.blocks(block_candidates(to)):
@@ -120,7 +120,7 @@ class BlockingModule:
 
     def presence_in(self, session: Any, stanza: domish.Element) -> bool:
         """Drop presence from a JID the recipient blocks."""
-        sender = stanza.getAttribute("from")
+        sender = stanza.attributes.get("from")
         return bool(sender) and session.avatar.stores.blocklist.blocks(block_candidates(sender))
 
 

@@ -27,7 +27,7 @@ NS_HINTS = "urn:xmpp:hints"
 
 def eligible(stanza: domish.Element) -> bool:
     """Whether a message is copied (XEP-0280 §6, §7)."""
-    kind = stanza.getAttribute("type", "normal")
+    kind = stanza.attributes.get("type", "normal")
     if kind not in ("chat", "normal"):
         return False
     if kind == "normal" and not any(child.name == "body" for child in stanza.elements()):
@@ -86,7 +86,7 @@ class CarbonsModule:
 
     def received(self, session: Any, stanza: domish.Element) -> bool:
         """A message delivered to a full JID: ``<received/>`` copies."""
-        to = stanza.getAttribute("to", "")
+        to = stanza.attributes.get("to", "")
         if "/" in to and self.others(session) and eligible(stanza) and parse(to) == session.jid:
             _copies(self.hub, session.jid.bare(), session, stanza, "received")
         return False
