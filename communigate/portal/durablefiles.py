@@ -70,11 +70,16 @@ class DurableFiles:
         #: write started (for tests and figures).
         self.writes = 0
         self.coalesced = 0
+        #: Counts every change of what is pending (a state queued, replaced,
+        #: started or finished): a store that looked at :meth:`latest` or
+        #: :meth:`waiting` may keep the answer while this stays the same.
+        self.changes = 0
 
     def replace(self, path: Path, state: Any, write: WriteFunction) -> Ticket:
         """Schedule ``write(path, state)`` (run in the pool); the ticket
         resolves once this state or a newer one is on disk."""
         ticket = Ticket()
+        self.changes += 1
         waiting = self._waiting.get(path)
         if waiting is not None:
             waiting.state, waiting.write = state, write
@@ -142,6 +147,7 @@ class DurableFiles:
         pool stopped: it would drop the job)."""
         self._running[job.path] = job
         self.writes += 1
+        self.changes += 1
         if self.pool is None or getattr(self.pool, "joined", False):
             try:
                 job.write(job.path, job.state)
@@ -157,6 +163,7 @@ class DurableFiles:
         """A job ended: start the state waiting for the file, then tell the
         tickets (which may schedule more)."""
         del self._running[job.path]
+        self.changes += 1
         failure = result if isinstance(result, Failure) else None
         if failure is not None and not failure.check(WriteRefused):
             error = failure.value

@@ -205,6 +205,10 @@ class Archive:
         self._clock = clock
         self._new_id = new_id or _new_id
         self.max_bytes = max_bytes
+        #: The writer's waiting state of the file, as of its count of
+        #: changes (looked up again only once that moved).
+        self._waiting: object = None
+        self._changes = -1
 
     def add(self, with_jid: str, stanza: bytes) -> str | None:
         """Archive a message exchanged with ``with_jid``: its archive id, or
@@ -221,7 +225,10 @@ class Archive:
         if not with_jid or "\t" in with_jid or "\n" in with_jid or "\r" in with_jid:
             return None
         # The waiting append (never the running one) takes the new record.
-        batch = self._writes.waiting(self.path)
+        writes = self._writes
+        if writes.changes != self._changes:
+            self._waiting, self._changes = writes.waiting(self.path), writes.changes
+        batch = self._waiting
         fresh = not isinstance(batch, _Batch)
         if fresh:
             # The file's size is looked at once per append, not per message

@@ -64,10 +64,18 @@ class BlockList:
         self._writes = writes
         self._ticket = done_ticket()
         self._pending = False
+        #: The writer's pending state of the file, as of its count of
+        #: changes (looked up again only once that moved: every message
+        #: asks two block lists).
+        self._latest: object = None
+        self._changes = -1
 
     def _items(self) -> tuple[str, ...]:
         """The newest list: one waiting to be written, else the file's."""
-        waiting = self._writes.latest(self.path)
+        writes = self._writes
+        if writes.changes != self._changes:
+            self._latest, self._changes = writes.latest(self.path), writes.changes
+        waiting = self._latest
         if waiting is not None:
             self._pending = True
             return cast(tuple[str, ...], waiting)

@@ -101,6 +101,11 @@ def done_ticket() -> Ticket:
 class FileWrites(Protocol):
     """Where a store sends the new states of its files."""
 
+    #: Changes with every change of what is pending (a state queued,
+    #: replaced, started or finished): what :meth:`latest` and
+    #: :meth:`waiting` answered holds while it stays the same.
+    changes: int
+
     def replace(self, path: Path, state: Any, write: WriteFunction) -> Ticket:
         """Schedule ``write(path, state)``: ``state`` becomes the file's."""
 
@@ -131,6 +136,9 @@ class FileWrites(Protocol):
 
 class InlineWrites:
     """Writes at once on the calling thread; ``OSError`` is raised."""
+
+    #: Nothing is ever pending.
+    changes = 0
 
     def replace(self, path: Path, state: Any, write: WriteFunction) -> Ticket:
         """Write now."""

@@ -230,3 +230,28 @@ def test_service_stop_waits_for_the_writes(tmp_path: Path) -> None:
     assert stopped == []
     pool.run()
     assert stopped == [None]
+
+
+def test_changes_count_every_change_of_what_is_pending(tmp_path: Path) -> None:
+    """A state queued, replaced, started or finished moves ``changes``: an
+    answer of latest or waiting kept with it is never stale."""
+    pool = HeldPool()
+    writer = DurableFiles(SyncReactor(), pool)
+    path = tmp_path / "f"
+    seen = [writer.changes]
+
+    def moved() -> bool:
+        seen.append(writer.changes)
+        return seen[-1] > seen[-2]
+
+    writer.replace(path, b"1", save)
+    assert moved() and writer.waiting(path) is None
+    writer.replace(path, b"2", save)
+    assert moved() and writer.waiting(path) == b"2"
+    writer.replace(path, b"3", save)
+    assert moved() and writer.waiting(path) == b"3"
+    pool.run()
+    assert moved() and writer.waiting(path) is None and writer.latest(path) == b"3"
+    pool.run()
+    assert moved() and writer.latest(path) is None
+    assert not moved()

@@ -204,3 +204,40 @@ def test_no_usable_time_is_not_archived(tmp_path: Path) -> None:
         assert archive.add("a@x", b"<m>" + str(stamp).encode() + b"</m>") is None
         assert archive.pending() == []
     assert pool.jobs == []
+
+
+def test_started_batch_takes_no_more_records(tmp_path: Path) -> None:
+    """Once the batch that waited starts (its thread may be joining its
+    lines), a new record goes into a new waiting batch, never into it."""
+    writes, pool = writer()
+    archive = archive_in(tmp_path, writes=writes)
+    path = tmp_path / FILE_NAME
+    archive.add("a@x", b"<m>1</m>")  # written at once
+    archive.add("a@x", b"<m>2</m>")  # waits
+    pool.run()  # the first ends, the second starts
+    (running,) = writes.queue(path)
+    archive.add("a@x", b"<m>3</m>")
+    assert writes.queue(path)[0] is running and len(running) == 1
+    assert len(writes.queue(path)[1]) == 1
+    pool.run_all()
+    assert [r.id for r in read_records(path)] == ["1", "2", "3"]
+
+
+def test_a_second_archive_object_sees_what_the_first_queued(tmp_path: Path) -> None:
+    """Two objects on one file (stores opened again while a write is
+    pending) append to one waiting batch: each record once, in order."""
+    writes, pool = writer()
+    first = archive_in(tmp_path, writes=writes)
+    second = Archive(tmp_path, writes, lambda: 1000.0, lambda: "b", MAX_BYTES)
+    first.add("a@x", b"<m>1</m>")
+    first.add("a@x", b"<m>2</m>")
+    second.add("a@x", b"<m>3</m>")
+    first.add("a@x", b"<m>4</m>")
+    assert len(writes.queue(tmp_path / FILE_NAME)) == 2
+    pool.run_all()
+    assert [r.stanza for r in read_records(tmp_path / FILE_NAME)] == [
+        b"<m>1</m>",
+        b"<m>2</m>",
+        b"<m>3</m>",
+        b"<m>4</m>",
+    ]
