@@ -259,18 +259,24 @@ class Options(usage.Options):
             raise usage.UsageError("--log-keep must be at least 1")
 
     def log_observer(self) -> ILogObserver | None:
-        """The log observer these options ask for, None for twistd's own
-        (no log option given, or not run by twistd)."""
+        """The log observer these options ask for; None for twistd's own:
+        not run by twistd, or no log option given with ``--syslog`` or
+        with a daemon's ``--logfile=-`` (which twistd refuses)."""
         parent = getattr(self, "parent", None)
+        if parent is None:
+            return None
         custom = self["log-format"] != "text" or self["log-rotate"] or self["log-keep"]
-        if parent is None or not custom:
+        logfile = parent.get("logfile")
+        nodaemon = bool(parent.get("nodaemon"))
+        if not custom and (parent.get("syslog") or (logfile == "-" and not nodaemon)):
             return None
         return log_observer(
-            parent.get("logfile"),
-            bool(parent.get("nodaemon")),
+            logfile,
+            nodaemon,
             self["log-format"],
             self.rotate,
             self["log-keep"],
+            rotate_on_signal=True,
         )
 
 

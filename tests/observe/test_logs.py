@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.service import Application
@@ -151,10 +153,52 @@ def test_server_tree_gives_twistd_the_observer(tmp_path: Path) -> None:
     application = Application("test")
     ServerTree(observer).setServiceParent(application)
     assert application.getComponent(ILogObserver) is observer
+
+
+def test_no_log_option_still_gives_the_text_observer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without log options the server still writes twistd's text lines to
+    twistd's file through its own observer, SIGUSR1 rotating it as twistd
+    does; --syslog, and a daemon asked to log to standard output, stay
+    twistd's own."""
+    monkeypatch.setattr(signal, "signal", _KeptSignals(monkeypatch).set)
     plain = Options()
     plain.parseOptions([])
-    plain.parent = {"logfile": "x.log", "nodaemon": True}  # type: ignore[assignment]
-    assert plain.log_observer() is None
+    path = tmp_path / "x.log"
+    plain.parent = {"logfile": str(path), "nodaemon": False}  # type: ignore[assignment]
+    observer = plain.log_observer()
+    assert observer is not None
+    Logger(observer=observer).info("first {n}", n=1)
+    assert path.read_text().endswith(" [tests.observe.test_logs#info] first 1\n")
+    from twisted.internet import reactor
+
+    monkeypatch.setattr(reactor, "callFromThread", lambda f, *a: f(*a))
+    handler = signal.getsignal(signal.SIGUSR1)
+    assert callable(handler)
+    handler(signal.SIGUSR1, None)
+    Logger(observer=observer).info("second")
+    assert "first 1" in (tmp_path / "x.log.1").read_text()
+    assert "first" not in path.read_text() and "second" in path.read_text()
+    for parent in ({"syslog": True, "nodaemon": True}, {"logfile": "-", "nodaemon": False}):
+        twistd_own = Options()
+        twistd_own.parseOptions([])
+        twistd_own.parent = parent  # type: ignore[assignment]
+        assert twistd_own.log_observer() is None
+
+
+class _KeptSignals:
+    """signal.signal for one test: handlers kept here (none set at first),
+    the process's own untouched; getsignal answers from them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.handlers: dict[int, Any] = {}
+        monkeypatch.setattr(signal, "getsignal", lambda n: self.handlers.get(n, signal.SIG_DFL))
+
+    def set(self, number: int, handler: Any) -> Any:
+        previous = self.handlers.get(number)
+        self.handlers[number] = handler
+        return previous
 
 
 def test_text_lines_are_twisteds() -> None:
