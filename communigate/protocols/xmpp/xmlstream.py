@@ -27,6 +27,7 @@ builds a new one and replays the client's header into it first.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from xml.parsers import expat
 
@@ -97,14 +98,13 @@ _RESTRICTED = (
 )
 
 
+@functools.lru_cache(maxsize=256)
 def _split(name: str) -> tuple[str, str]:
-    """Expat's ``uri local`` (namespace separator: space) as a pair."""
+    """Expat's ``uri local`` (namespace separator: space) as a pair: kept
+    for the process (the same few names come in every stanza of every
+    stream; one table for all, not one per session)."""
     uri, _, local = name.rpartition(" ")
     return uri, local
-
-
-#: Element names a parser keeps split (the same few come in every stanza).
-_NAMES_KEPT = 64
 
 
 class XMLStreamParser:
@@ -113,8 +113,6 @@ class XMLStreamParser:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self._events: list[Event] = []
-        #: Expat's element names already split, at most :data:`_NAMES_KEPT`.
-        self._names: dict[str, tuple[str, str]] = {}
         self._parser: expat.XMLParserType | None = None
         self._stack: list[domish.Element] = []
         self._depth = 0
@@ -219,11 +217,7 @@ class XMLStreamParser:
     def _start(self, name: str, attributes: dict[str, str]) -> None:
         if len(attributes) > self.limits.max_attributes:
             raise StreamViolation("policy-violation", "too many attributes")
-        qname = self._names.get(name)
-        if qname is None:
-            qname = _split(name)
-            if len(self._names) < _NAMES_KEPT:
-                self._names[name] = qname
+        qname = _split(name)
         uri, local = qname
         if self._depth == 0:
             if self._replaying:
