@@ -425,7 +425,10 @@ class XMPPServer(Protocol):
             self.fail("host-unknown", "the domain changed during negotiation")
             return
         self.domain = domain
-        self.connection = replace(self.connection, server_name=domain)
+        if self.connection.server_name != domain:
+            # Only when it changes: after SASL the login's own record (kept
+            # in the session table) stays the one this stream holds.
+            self.connection = replace(self.connection, server_name=domain)
         # §4.7.1: the response names the domain as the client asked for it
         # (a domain alias stays an alias here; the JIDs use the domain).
         self.write(stream.header(check.domain or domain, self.new_id()))
