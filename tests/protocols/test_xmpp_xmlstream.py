@@ -17,7 +17,7 @@ from communigate.protocols.xmpp.xmlstream import (
     StreamOpened,
     StreamViolation,
     XMLStreamParser,
-    _split,
+    _split_kept,
 )
 from tests.protocols.xmpp_client import header
 
@@ -261,4 +261,12 @@ def test_element_names_kept_split_are_bounded() -> None:
         assert isinstance(event, StanzaReceived)
         (child,) = event.element.elements()
         assert (child.uri, child.name, str(child)) == (f"urn:n{index}", f"x{index}", "t")
-    assert _split.cache_info().currsize <= 256
+    assert _split_kept.cache_info().currsize <= 256
+    # A long name is split without going through the cache at all.
+    long_name = "n" * 5000
+    before = _split_kept.cache_info()
+    (event,) = parser.feed(f"<message><{long_name} xmlns='urn:x'/></message>".encode())
+    assert isinstance(event, StanzaReceived)
+    assert next(event.element.elements()).name == long_name
+    after = _split_kept.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)

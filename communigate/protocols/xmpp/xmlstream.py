@@ -98,13 +98,17 @@ _RESTRICTED = (
 )
 
 
-@functools.lru_cache(maxsize=256)
 def _split(name: str) -> tuple[str, str]:
-    """Expat's ``uri local`` (namespace separator: space) as a pair: kept
-    for the process (the same few names come in every stanza of every
-    stream; one table for all, not one per session)."""
+    """Expat's ``uri local`` (namespace separator: space) as a pair."""
     uri, _, local = name.rpartition(" ")
     return uri, local
+
+
+#: :func:`_split` of element names, kept for the process: the same few come
+#: in every stanza of every stream (one table for all, not one per session).
+_split_kept = functools.lru_cache(maxsize=256)(_split)
+#: The longest name kept: a client's made-up long names cost it a split.
+_KEPT_NAME = 128
 
 
 class XMLStreamParser:
@@ -217,7 +221,7 @@ class XMLStreamParser:
     def _start(self, name: str, attributes: dict[str, str]) -> None:
         if len(attributes) > self.limits.max_attributes:
             raise StreamViolation("policy-violation", "too many attributes")
-        qname = _split(name)
+        qname = _split_kept(name) if len(name) <= _KEPT_NAME else _split(name)
         uri, local = qname
         if self._depth == 0:
             if self._replaying:
