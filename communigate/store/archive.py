@@ -35,6 +35,7 @@ import math
 import os
 import secrets
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -205,9 +206,10 @@ class Archive:
         self._clock = clock
         self._new_id = new_id or _new_id
         self.max_bytes = max_bytes
-        #: The writer's waiting state of the file, as of its count of
-        #: changes (looked up again only once that moved).
-        self._waiting: object = None
+        #: The writer's waiting batch of the file, as of its count of
+        #: changes (looked up again only once that moved); weakly, so a
+        #: batch written is not kept until the next message.
+        self._waiting: weakref.ref[_Batch] | None = None
         self._changes = -1
 
     def add(self, with_jid: str, stanza: bytes) -> str | None:
@@ -227,8 +229,10 @@ class Archive:
         # The waiting append (never the running one) takes the new record.
         writes = self._writes
         if writes.changes != self._changes:
-            self._waiting, self._changes = writes.waiting(self.path), writes.changes
-        batch = self._waiting
+            waiting = writes.waiting(self.path)
+            self._waiting = weakref.ref(waiting) if isinstance(waiting, _Batch) else None
+            self._changes = writes.changes
+        batch = None if self._waiting is None else self._waiting()
         fresh = not isinstance(batch, _Batch)
         if fresh:
             # The file's size is looked at once per append, not per message
