@@ -260,15 +260,15 @@ class Options(usage.Options):
 
     def log_observer(self) -> ILogObserver | None:
         """The log observer these options ask for; None for twistd's own:
-        not run by twistd, or no log option given with ``--syslog`` or
-        with a daemon's ``--logfile=-`` (which twistd refuses)."""
+        not run by twistd, ``--logger`` (which twistd prefers to any
+        observer given), ``--syslog``, or a daemon's ``--logfile=-``
+        (which twistd refuses)."""
         parent = getattr(self, "parent", None)
         if parent is None:
             return None
-        custom = self["log-format"] != "text" or self["log-rotate"] or self["log-keep"]
         logfile = parent.get("logfile")
         nodaemon = bool(parent.get("nodaemon"))
-        if not custom and (parent.get("syslog") or (logfile == "-" and not nodaemon)):
+        if parent.get("logger") or parent.get("syslog") or (logfile == "-" and not nodaemon):
             return None
         return log_observer(
             logfile,

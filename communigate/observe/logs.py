@@ -9,8 +9,9 @@ which twistd uses in place of its own text file — the documented way for an
 application to choose its log observer; an explicit ``twistd --logger``
 still wins.  It does so with no log option too (twistd's text lines, the
 same file and 1 MB rotation, ``SIGUSR1`` rotating it as twistd does), since
-its lines cost a third of Twisted's own (two a login); only ``--syslog``, and
-a daemon asked to log to standard output, are left to twistd.
+its lines cost a third of Twisted's own (two a login).  ``--logger``,
+``--syslog`` and a daemon asked to log to standard output are left to twistd
+(the plugin's log options do not apply to them).
 
 A JSON line is one flat object: ``time`` (ISO 8601, UTC), ``level``,
 ``namespace``, ``system``, ``text`` (the formatted message) and every field
@@ -228,13 +229,14 @@ def log_observer(
     """The observer for twistd's ``--logfile``/``--nodaemon`` choice of
     destination, as twistd chooses it (``-`` or no file with
     ``--nodaemon``: standard output; no file: ``twistd.log``);
-    ``rotate_on_signal``: ``SIGUSR1`` rotates the file, as twistd's own
-    does (unless the signal already has a handler)."""
+    ``rotate_on_signal``: ``SIGUSR1`` rotates a file rotated by size, as
+    twistd's own does (unless the signal already has a handler; a daily
+    file is not: its next rotation would find the day's name taken)."""
     if logfile == "-" or (nodaemon and not logfile):
         out: IO[Any] = stdout if stdout is not None else sys.stdout
     else:
         out = open_log_file(logfile or "twistd.log", rotate, keep)
-        if rotate_on_signal:
+        if rotate_on_signal and rotate != "daily":
             _rotate_on_sigusr1(out)
     factory: Callable[[IO[Any]], FileLogObserver] = (
         json_file_observer if log_format == "json" else text_file_observer

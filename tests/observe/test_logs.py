@@ -142,9 +142,12 @@ def test_options_check_log_options() -> None:
             Options().parseOptions(argv)
 
 
-def test_server_tree_gives_twistd_the_observer(tmp_path: Path) -> None:
+def test_server_tree_gives_twistd_the_observer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Under twistd (options with a parent), --log-format json makes the
     top service install a JSON observer as the application's ILogObserver."""
+    monkeypatch.setattr(signal, "signal", _KeptSignals(monkeypatch).set)
     options = Options()
     options.parseOptions(["--log-format", "json", "--log-rotate", "1M", "--log-keep", "3"])
     options.parent = {"logfile": str(tmp_path / "t.log"), "nodaemon": True}  # type: ignore[assignment]
@@ -180,11 +183,32 @@ def test_no_log_option_still_gives_the_text_observer(
     Logger(observer=observer).info("second")
     assert "first 1" in (tmp_path / "x.log.1").read_text()
     assert "first" not in path.read_text() and "second" in path.read_text()
-    for parent in ({"syslog": True, "nodaemon": True}, {"logfile": "-", "nodaemon": False}):
-        twistd_own = Options()
-        twistd_own.parseOptions([])
-        twistd_own.parent = parent  # type: ignore[assignment]
-        assert twistd_own.log_observer() is None
+    twistd_parents = (
+        {"syslog": True, "nodaemon": True},
+        {"logfile": "-", "nodaemon": False},
+        {"logger": "x.make", "logfile": str(tmp_path / "unused.log")},
+    )
+    for parent in twistd_parents:
+        for argv in ([], ["--log-format", "json"]):
+            twistd_own = Options()
+            twistd_own.parseOptions(argv)
+            twistd_own.parent = parent  # type: ignore[assignment]
+            assert twistd_own.log_observer() is None
+    assert not (tmp_path / "unused.log").exists()
+
+
+def test_daily_log_is_not_rotated_by_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log rotated daily takes no SIGUSR1 handler: a rotation in the day
+    would take the name the midnight rotation needs."""
+    kept = _KeptSignals(monkeypatch)
+    monkeypatch.setattr(signal, "signal", kept.set)
+    options = Options()
+    options.parseOptions(["--log-rotate", "daily"])
+    options.parent = {"logfile": str(tmp_path / "d.log"), "nodaemon": False}  # type: ignore[assignment]
+    assert options.log_observer() is not None
+    assert signal.SIGUSR1 not in kept.handlers
 
 
 class _KeptSignals:
