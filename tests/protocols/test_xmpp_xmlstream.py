@@ -263,10 +263,54 @@ def test_element_names_kept_split_are_bounded() -> None:
         assert (child.uri, child.name, str(child)) == (f"urn:n{index}", f"x{index}", "t")
     assert _split_kept.cache_info().currsize <= 256
     # A long name is split without going through the cache at all.
-    long_name = "n" * 5000
+    long_name = "n" * 600
     before = _split_kept.cache_info()
     (event,) = parser.feed(f"<message><{long_name} xmlns='urn:x'/></message>".encode())
     assert isinstance(event, StanzaReceived)
     assert next(event.element.elements()).name == long_name
     after = _split_kept.cache_info()
     assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+
+
+def test_names_are_bounded_in_length_and_number() -> None:
+    """expat keeps every name it has seen until the parser goes: a name
+    over the limit, or more different names than the limit, ends the
+    stream with policy-violation (the server's memory stays bounded)."""
+    limits = Limits(max_names=50, max_name=100)
+    for stanza in (
+        b"<message><" + b"n" * 101 + b"/></message>",
+        b"<message " + b"a" * 101 + b"='1'/>",
+    ):
+        parser = XMLStreamParser(limits)
+        parser.feed(header())
+        with pytest.raises(StreamViolation) as raised:
+            parser.feed(stanza)
+        assert raised.value.condition == "policy-violation"
+    parser = XMLStreamParser(limits)
+    parser.feed(header())
+    wide = b"<message " + b" ".join(b"a%d='1'" % n for n in range(30)) + b"/>"
+    assert len(parser.feed(wide)) == 1  # many short attribute names are fine
+    with pytest.raises(StreamViolation) as raised:
+        for index in range(60):
+            parser.feed(b"<message><x%d/></message>" % index)
+    assert raised.value.condition == "policy-violation"
+
+
+def test_closed_parser_lets_go_and_refuses_input() -> None:
+    """Closing (the connection is gone) undoes the parser's cycle with
+    expat, so dropping it frees both at once, with no work left for the
+    cyclic collector; any input before that is refused."""
+    parser = XMLStreamParser()
+    parser.feed(header() + b"<message><body>half")
+    parser.close()
+    with pytest.raises(StreamViolation):
+        parser.feed(b"</body></message>")
+    gone = weakref.ref(parser)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del parser
+        assert gone() is None
+    finally:
+        if enabled:
+            gc.enable()

@@ -361,6 +361,8 @@ class XMPPServer(Protocol):
         """Unbind (unavailable presence goes out), cancel, log out."""
         self.state = State.CLOSED
         self.connected = False
+        if self.parser is not None:
+            self.parser.close()
         if self.timers is not None:
             self.timers.stop()
         if self.exchange is not None:

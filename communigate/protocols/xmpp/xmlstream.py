@@ -49,6 +49,12 @@ class Limits:
     max_depth: int = 32
     #: Attributes on one element (namespace declarations included).
     max_attributes: int = 64
+    #: Different element and attribute names one parser has seen (expat
+    #: keeps each until the parser is dropped: between stanzas of a bound
+    #: session, at the end of the connection before).
+    max_names: int = 1000
+    #: Characters of one element or attribute name, its namespace included.
+    max_name: int = 1024
 
 
 class StreamViolation(Exception):
@@ -167,6 +173,15 @@ class XMLStreamParser:
         self._parser = None
         return True
 
+    def close(self) -> None:
+        """The connection is gone: drop the expat parser now (it and this
+        object refer to each other, which only the cyclic collector would
+        otherwise undo) and refuse any more input."""
+        self._parser = None
+        self._stack = []
+        self._events = []
+        self._broken = True
+
     @property
     def released(self) -> bool:
         """Whether :meth:`release` dropped the expat parser (until the next
@@ -219,8 +234,17 @@ class XMLStreamParser:
         raise StreamViolation("restricted-xml", "DTDs, comments and PIs are not allowed")
 
     def _start(self, name: str, attributes: dict[str, str]) -> None:
-        if len(attributes) > self.limits.max_attributes:
+        limits = self.limits
+        if len(attributes) > limits.max_attributes:
             raise StreamViolation("policy-violation", "too many attributes")
+        keys = "".join(attributes)
+        if len(name) > limits.max_name or (
+            len(keys) > limits.max_name and any(len(key) > limits.max_name for key in attributes)
+        ):
+            raise StreamViolation("policy-violation", "name too long")
+        assert self._parser is not None
+        if len(self._parser.intern) > limits.max_names:
+            raise StreamViolation("policy-violation", "too many different names")
         qname = _split_kept(name) if len(name) <= _KEPT_NAME else _split(name)
         uri, local = qname
         if self._depth == 0:
@@ -242,7 +266,7 @@ class XMLStreamParser:
             self._stanza_start = self._parser.CurrentByteIndex
             if self._header is None:
                 self._header_ends(self._stanza_start)
-        if " " not in "".join(attributes):
+        if " " not in keys:
             # No attribute in a namespace (nearly every stanza): expat's
             # fresh dictionary is the element's as it is.
             element = domish.Element(qname, uri, attributes)
