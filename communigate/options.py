@@ -260,11 +260,13 @@ class Options(usage.Options):
 
     def log_observer(self) -> ILogObserver | None:
         """The log observer these options ask for; None for twistd's own:
-        not run by twistd, ``--logger`` (which twistd prefers to any
+        not run by twistd (``twist`` included), ``--logger`` (which twistd prefers to any
         observer given), ``--syslog``, or a daemon's ``--logfile=-``
         (which twistd refuses)."""
         parent = getattr(self, "parent", None)
-        if parent is None:
+        if parent is None or "nodaemon" not in parent:
+            # Not twistd (``twist`` has other options and no use for an
+            # application's observer).
             return None
         logfile = parent.get("logfile")
         nodaemon = bool(parent.get("nodaemon"))

@@ -36,6 +36,7 @@ from twisted.logger import (
     FileLogObserver,
     ILogObserver,
     LogEvent,
+    Logger,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
@@ -43,6 +44,8 @@ from twisted.logger import (
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.logfile import DailyLogFile, LogFile
+
+_log = Logger()
 
 #: ``--log-format`` values.
 FORMATS = ("text", "json")
@@ -229,33 +232,40 @@ def log_observer(
     """The observer for twistd's ``--logfile``/``--nodaemon`` choice of
     destination, as twistd chooses it (``-`` or no file with
     ``--nodaemon``: standard output; no file: ``twistd.log``);
-    ``rotate_on_signal``: ``SIGUSR1`` rotates a file rotated by size, as
-    twistd's own does (unless the signal already has a handler; a daily
-    file is not: its next rotation would find the day's name taken)."""
+    ``rotate_on_signal``: ``SIGUSR1`` rotates the file, as twistd's own
+    does (unless the signal already has a handler); a file rotated daily
+    is not rotated by it (its midnight rotation would find the day's name
+    taken), the signal is only logged."""
     if logfile == "-" or (nodaemon and not logfile):
         out: IO[Any] = stdout if stdout is not None else sys.stdout
     else:
         out = open_log_file(logfile or "twistd.log", rotate, keep)
-        if rotate_on_signal and rotate != "daily":
-            _rotate_on_sigusr1(out)
+        if rotate_on_signal:
+            _rotate_on_sigusr1(out, rotate != "daily")
     factory: Callable[[IO[Any]], FileLogObserver] = (
         json_file_observer if log_format == "json" else text_file_observer
     )
     return factory(out)
 
 
-def _rotate_on_sigusr1(log_file: Any) -> None:
+def _rotate_on_sigusr1(log_file: Any, rotate: bool) -> None:
     """Make ``SIGUSR1`` rotate ``log_file`` in the reactor thread, as twistd
-    does for the log file it opens itself (a handler already set wins)."""
+    does for the log file it opens itself, or (``rotate`` false) only log
+    that it came: either way it no longer ends the server.  A handler
+    already set wins."""
     if signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL):
         return
 
-    def rotate(signum: int, frame: object) -> None:
+    def handle(signum: int, frame: object) -> None:
         from twisted.internet import reactor
 
-        reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined]
+        call = reactor.callFromThread  # type: ignore[attr-defined]
+        if rotate:
+            call(log_file.rotate)
+        else:
+            call(_log.info, "SIGUSR1: a daily log is rotated at midnight only")
 
-    signal.signal(signal.SIGUSR1, rotate)
+    signal.signal(signal.SIGUSR1, handle)
 
 
 def install_observer(application: object, observer: ILogObserver) -> bool:

@@ -15,6 +15,7 @@ from twisted.logger import ILogObserver, Logger, LogLevel, textFileLogObserver
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from communigate.observe import logs
 from communigate.observe.events import EventLog, LoginEvent
 from communigate.observe.logs import (
     KeptDailyLogFile,
@@ -186,7 +187,8 @@ def test_no_log_option_still_gives_the_text_observer(
     twistd_parents = (
         {"syslog": True, "nodaemon": True},
         {"logfile": "-", "nodaemon": False},
-        {"logger": "x.make", "logfile": str(tmp_path / "unused.log")},
+        {"logger": "x.make", "logfile": str(tmp_path / "unused.log"), "nodaemon": False},
+        {"logFile": str(tmp_path / "unused.log")},  # the ``twist`` runner's options
     )
     for parent in twistd_parents:
         for argv in ([], ["--log-format", "json"]):
@@ -200,15 +202,27 @@ def test_no_log_option_still_gives_the_text_observer(
 def test_daily_log_is_not_rotated_by_signal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A log rotated daily takes no SIGUSR1 handler: a rotation in the day
-    would take the name the midnight rotation needs."""
+    """SIGUSR1 does not rotate a log rotated daily (a rotation in the day
+    would take the name the midnight rotation needs), nor end the server:
+    it is logged."""
     kept = _KeptSignals(monkeypatch)
     monkeypatch.setattr(signal, "signal", kept.set)
     options = Options()
     options.parseOptions(["--log-rotate", "daily"])
-    options.parent = {"logfile": str(tmp_path / "d.log"), "nodaemon": False}  # type: ignore[assignment]
-    assert options.log_observer() is not None
-    assert signal.SIGUSR1 not in kept.handlers
+    path = tmp_path / "d.log"
+    options.parent = {"logfile": str(path), "nodaemon": False}  # type: ignore[assignment]
+    observer = options.log_observer()
+    assert observer is not None
+    from twisted.internet import reactor
+
+    monkeypatch.setattr(reactor, "callFromThread", lambda f, *a: f(*a))
+    published = []
+    monkeypatch.setattr(logs._log, "observer", published.append)
+    kept.handlers[signal.SIGUSR1](signal.SIGUSR1, None)
+    assert [event["log_format"] for event in published] == [
+        "SIGUSR1: a daily log is rotated at midnight only"
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["d.log"]
 
 
 class _KeptSignals:
