@@ -239,3 +239,22 @@ def test_logged_in_idle_timeout(directory: FileDirectory) -> None:
     assert not client.transport.disconnecting
     clock.advance(10 * 60)
     assert b"<connection-timeout" in client.take()
+
+
+def test_too_much_before_binding_ends_the_stream(
+    directory: FileDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until a session is bound its parser is never dropped (expat keeps
+    every name and prefix it saw): more than MAX_BEFORE_BOUND octets before
+    binding is policy-violation; a bound session is not held to it."""
+    monkeypatch.setattr(server_module, "MAX_BEFORE_BOUND", 4096)
+    factory = make_factory(directory, Clock())
+    client = Stream(factory)
+    client.send(header())
+    sasl = b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-NONE'/>"
+    replies = b"".join(client.send(sasl) for _ in range(4096 // len(sasl) + 1))
+    assert b"<policy-violation" in replies
+    assert client.transport.disconnecting
+    bound = Stream(factory).online("pc")
+    bound.send(b"<presence/>" * 1000)
+    assert not bound.transport.disconnecting

@@ -285,6 +285,7 @@ def test_names_are_bounded_in_length_and_number() -> None:
         with pytest.raises(StreamViolation) as raised:
             parser.feed(stanza)
         assert raised.value.condition == "policy-violation"
+        assert parser._parser is None  # what expat kept is let go at once
     parser = XMLStreamParser(limits)
     parser.feed(header())
     wide = b"<message " + b" ".join(b"a%d='1'" % n for n in range(30)) + b"/>"

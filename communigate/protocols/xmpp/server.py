@@ -89,6 +89,11 @@ UNREAD_GRACE = 30.0
 #: Parsed stanzas a client may have waiting while the server checks its
 #: login (reading goes on meanwhile): past them, ``policy-violation``.
 MAX_PENDING = 10_000
+#: Octets a stream may send before its session is bound (headers, STARTTLS,
+#: SASL, bind: a few KiB, a Kerberos ticket included); more is
+#: policy-violation.  Until then the parser is never dropped between
+#: stanzas, and expat keeps every name and prefix it has seen.
+MAX_BEFORE_BOUND = 256 * 1024
 
 
 class _Clear:
@@ -164,6 +169,7 @@ class XMPPServer(Protocol):
         "pending",
         "presence",
         "priority",
+        "received_before_bound",
         "running",
         "secure",
         "state",
@@ -183,6 +189,9 @@ class XMPPServer(Protocol):
         self.stream_id = ""
         self.header_sent = False
         self.parser: XMLStreamParser | None = None
+        #: Octets received before the session was bound (see
+        #: :data:`MAX_BEFORE_BOUND`).
+        self.received_before_bound = 0
         self.timers: SessionTimers | None = None
         self.exchange: SASLExchange | None = None
         self.failures = 0
@@ -251,6 +260,12 @@ class XMPPServer(Protocol):
             self.connection = self.service.connection(self.transport, "xmpp", True)
         if self.parser is None or self.state is State.CLOSED:
             return
+        if self.state is not State.SESSION:
+            self.received_before_bound += len(data)
+            if self.received_before_bound > MAX_BEFORE_BOUND:
+                self.parser.close()
+                self.fail("policy-violation", "too much data before binding")
+                return
         try:
             events = self.parser.feed(data)
         except StreamViolation as violation:

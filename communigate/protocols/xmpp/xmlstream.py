@@ -47,11 +47,14 @@ class Limits:
     max_stanza: int = 256 * 1024
     #: Nesting below the stream element (the stanza itself is depth 1).
     max_depth: int = 32
-    #: Attributes on one element (namespace declarations included).
+    #: Attributes on one element (namespace declarations not included:
+    #: expat does not report them as attributes).
     max_attributes: int = 64
     #: Different element and attribute names one parser has seen (expat
     #: keeps each until the parser is dropped: between stanzas of a bound
-    #: session, at the end of the connection before).
+    #: session, at the end of the connection before).  Namespace prefixes
+    #: and declarations are not counted here; what a stream sends before
+    #: it is bound is bounded as a whole by the server.
     max_names: int = 1000
     #: Characters of one element or attribute name, its namespace included.
     max_name: int = 1024
@@ -216,16 +219,16 @@ class XMLStreamParser:
         try:
             parser.Parse(data, False)
         except expat.ExpatError as error:
-            self._broken = True
+            self.close()
             raise StreamViolation("not-well-formed", str(error)) from None
         except StreamViolation:
-            self._broken = True
+            self.close()
             raise
         self._fed += len(data)
         # Also between stanzas and before the header: an unfinished tag
         # (``<message to='...`` that never ends) is held by expat too.
         if self._fed - self._stanza_start > self.limits.max_stanza:
-            self._broken = True
+            self.close()
             raise StreamViolation("policy-violation", "stanza too large")
         events, self._events = self._events, []
         return events

@@ -46,6 +46,8 @@ def parse_stored(data: bytes) -> domish.Element | None:
         events = parser.feed(_WRAPPER + data)
     except StreamViolation:
         return None
+    finally:
+        parser.close()
     for event in events:
         if isinstance(event, StanzaReceived):
             return event.element
