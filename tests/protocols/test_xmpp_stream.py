@@ -245,9 +245,10 @@ def test_too_much_before_binding_ends_the_stream(
     directory: FileDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Until a session is bound its parser is never dropped (expat keeps
-    every name and prefix it saw): more than MAX_BEFORE_BOUND octets before
-    binding is policy-violation; a bound session is not held to it."""
-    monkeypatch.setattr(server_module, "MAX_BEFORE_BOUND", 4096)
+    every name and prefix it saw): more than BEFORE_BOUND_STANZAS largest
+    stanzas before binding is policy-violation (here 4 KiB, of 256 KiB
+    stanzas); a bound session is not held to it."""
+    monkeypatch.setattr(server_module, "BEFORE_BOUND_STANZAS", 4096 / (256 * 1024))
     factory = make_factory(directory, Clock())
     client = Stream(factory)
     client.send(header())

@@ -89,11 +89,13 @@ UNREAD_GRACE = 30.0
 #: Parsed stanzas a client may have waiting while the server checks its
 #: login (reading goes on meanwhile): past them, ``policy-violation``.
 MAX_PENDING = 10_000
-#: Octets a stream may send before its session is bound (headers, STARTTLS,
-#: SASL, bind: a few KiB, a Kerberos ticket included); more is
-#: policy-violation.  Until then the parser is never dropped between
-#: stanzas, and expat keeps every name and prefix it has seen.
-MAX_BEFORE_BOUND = 256 * 1024
+#: What a stream may send before its session is bound, in largest stanzas
+#: (``MaxLineLength``): headers, STARTTLS, SASL and bind take a few KiB, a
+#: Kerberos ticket included, and one SASL response as large as a stanza
+#: may be is refused as a login; more is policy-violation.  Until the
+#: session is bound its parser is never dropped between stanzas, and expat
+#: keeps every name and namespace prefix it has seen.
+BEFORE_BOUND_STANZAS = 2.0
 
 
 class _Clear:
@@ -190,7 +192,7 @@ class XMPPServer(Protocol):
         self.header_sent = False
         self.parser: XMLStreamParser | None = None
         #: Octets received before the session was bound (see
-        #: :data:`MAX_BEFORE_BOUND`).
+        #: :data:`BEFORE_BOUND_STANZAS`).
         self.received_before_bound = 0
         self.timers: SessionTimers | None = None
         self.exchange: SASLExchange | None = None
@@ -262,7 +264,8 @@ class XMPPServer(Protocol):
             return
         if self.state is not State.SESSION:
             self.received_before_bound += len(data)
-            if self.received_before_bound > MAX_BEFORE_BOUND:
+            largest = self.parser.limits.max_stanza
+            if self.received_before_bound > BEFORE_BOUND_STANZAS * largest:
                 self.parser.close()
                 self.fail("policy-violation", "too much data before binding")
                 return
