@@ -152,6 +152,11 @@ class LimitsReader:
         return read_limits(self.settings(), self.protocol, self.defaults)
 
 
+#: A time-out due within this many seconds when its call runs has passed
+#: (the clock's arithmetic may leave it a hair short).
+_SLACK = 0.001
+
+
 class SessionTimers:
     """The login deadline and the idle timer of one connection.
 
@@ -160,7 +165,16 @@ class SessionTimers:
     it stops at login.  The idle timer restarts on every byte received.
     ``expired`` is called once, with ``"login time-out"`` or ``"idle
     time-out"``.  A protocol without login (LMTP) passes ``login=False``.
+
+    Both run on one scheduled call, set for whichever comes first.  Bytes
+    only note the time (:meth:`activity` runs for every read); when the
+    call comes early for the idle time-out it is set again for the rest.
+    A login leaves the call in place rather than cancelling it: a
+    cancelled call stays in the reactor's queue until its time, and every
+    logged-in session would keep one for the length of the deadline.
     """
+
+    __slots__ = ("_call", "_clock", "_deadline", "_expired", "_last", "_limits", "_login")
 
     def __init__(
         self,
@@ -173,40 +187,53 @@ class SessionTimers:
         self._limits = limits
         self._expired = expired
         self._login = login
-        self._idle: Any = None
-        self._deadline: Any = None
+        #: When the login deadline passes (None: logged in, or no login).
+        self._deadline: float | None = None
+        #: When the last bytes arrived.
+        self._last = 0.0
+        self._call: Any = None
 
     def start(self) -> None:
         """The connection is open: start both timers."""
-        self._idle = self._clock.callLater(self._limits.idle_timeout, self._fire, "idle time-out")
+        now = self._last = self._clock.seconds()
         if self._login:
-            self._deadline = self._clock.callLater(
-                self._limits.login_timeout, self._fire, "login time-out"
-            )
+            self._deadline = now + self._limits.login_timeout
+        self._call = self._clock.callLater(self._due()[0] - now, self._fire)
 
     def activity(self) -> None:
         """Bytes arrived: restart the idle timer (never the deadline)."""
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self._limits.idle_timeout)
+        self._last = self._clock.seconds()
 
     def logged_in(self) -> None:
         """The client logged in: the deadline no longer applies."""
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
         self._deadline = None
 
     @property
     def awaiting_login(self) -> bool:
         """Whether the login deadline is still running."""
-        return self._deadline is not None and self._deadline.active()
+        return self._deadline is not None and self._call is not None
 
     def stop(self) -> None:
         """The connection is gone: cancel what is still running."""
-        for call in (self._idle, self._deadline):
-            if call is not None and call.active():
-                call.cancel()
-        self._idle = self._deadline = None
+        call, self._call = self._call, None
+        self._deadline = None
+        if call is not None and call.active():
+            call.cancel()
 
-    def _fire(self, why: str) -> None:
+    def _due(self) -> tuple[float, str]:
+        """When the first time-out is due, and which one it is."""
+        idle = self._last + self._limits.idle_timeout
+        deadline = self._deadline
+        if deadline is not None and deadline <= idle:
+            return deadline, "login time-out"
+        return idle, "idle time-out"
+
+    def _fire(self) -> None:
+        self._call = None
+        when, why = self._due()
+        left = when - self._clock.seconds()
+        if left > _SLACK:
+            self._call = self._clock.callLater(left, self._fire)
+            return
         self.stop()
         self._expired(why)

@@ -109,3 +109,37 @@ def test_without_login_there_is_no_deadline() -> None:
     session.stop()
     clock.advance(1000)
     assert fired == [] and not clock.getDelayedCalls()
+
+
+class _CountingCalls(list):  # type: ignore[type-arg]
+    """A clock's list of calls that counts removals (cancellations)."""
+
+    removed = 0
+
+    def remove(self, call: object) -> None:
+        self.removed += 1
+        super().remove(call)
+
+
+def test_one_call_per_connection_and_none_cancelled_at_login() -> None:
+    """The deadline and the idle timer share one scheduled call, and a
+    login cancels nothing: a cancelled call would stay in the reactor's
+    queue until its time, for every logged-in session."""
+    clock = Clock()
+    clock.calls = calls = _CountingCalls()
+    fired: list[str] = []
+    session = SessionTimers(
+        clock, Limits(max_line=1000, login_timeout=60, idle_timeout=300), fired.append
+    )
+    session.start()
+    assert len(calls) == 1
+    clock.advance(10)
+    session.activity()
+    session.logged_in()
+    assert not session.awaiting_login
+    clock.advance(60)
+    assert len(calls) == 1 and calls.removed == 0 and fired == []
+    clock.advance(239)
+    assert fired == []
+    clock.advance(1)
+    assert fired == ["idle time-out"] and not calls
