@@ -21,6 +21,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from communigate.observe.events import new_session_id
+from communigate.protocols.tls import start_tls
 
 
 @implementer(IHandshakeListener)
@@ -59,8 +60,7 @@ class CountingProtocol(ProtocolWrapper):
     def startTLS(self, contexts: Any, normal: bool = True) -> None:
         """Start TLS below; the next bytes received complete the handshake."""
         self._starttls = True
-        below: Any = self.transport
-        below.startTLS(contexts, normal)
+        start_tls(self.transport, contexts, normal)
 
     def handshakeCompleted(self) -> None:
         """Implicit TLS: the TLS layer below finished its handshake."""

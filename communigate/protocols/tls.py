@@ -32,9 +32,11 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL, crypto
-from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IOpenSSLContextFactory, ISSLTransport
 from twisted.logger import Logger
-from zope.interface import implementer
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import directlyProvides, implementer
 
 from communigate.cred.clientcert import VerifiedCertificate, verified
 from communigate.recent import Recent
@@ -42,6 +44,26 @@ from communigate.store import trustedca
 from communigate.store.certificates import CERTIFICATE, KEY, CertificateError
 from communigate.store.directory import IDirectory
 from communigate.store.trustedca import TRUSTED_CA, TRUSTED_CRL
+
+# What Twisted's own ``startTLS`` is made of (:func:`start_tls`); without
+# it, connections are given Twisted's ``startTLS``.
+_newtls: Any
+try:
+    from twisted.internet import _newtls
+except ImportError:  # pragma: no cover - another Twisted
+    _newtls = None
+
+
+def _server_factory(contexts: IOpenSSLContextFactory) -> TLSMemoryBIOFactory:
+    """A TLS factory for the server side of connections started by
+    :func:`start_tls` (no wrapped factory, as Twisted's ``startTLS``)."""
+    wrapped: Any = None
+    return TLSMemoryBIOFactory(contexts, False, wrapped)
+
+
+#: Domains with a :class:`PreferredDomain` kept at most (all are forgotten
+#: beyond that).
+_PREFERRED_LIMIT = 1024
 
 
 @dataclass
@@ -84,6 +106,24 @@ class DomainContexts:
         self._verdicts: weakref.WeakKeyDictionary[SSL.Connection, _Verdict] = (
             weakref.WeakKeyDictionary()
         )
+        self._preferred: dict[str, PreferredDomain] = {}
+        self._tls_factory: TLSMemoryBIOFactory | None = None
+
+    def preferred(self, domain: str) -> PreferredDomain:
+        """The contexts with ``domain``'s certificate first (one object per
+        domain, so its connections share one TLS factory)."""
+        found = self._preferred.get(domain)
+        if found is None:
+            if len(self._preferred) >= _PREFERRED_LIMIT:
+                self._preferred.clear()
+            found = self._preferred[domain] = PreferredDomain(self, domain)
+        return found
+
+    def tls_factory(self) -> TLSMemoryBIOFactory:
+        """The one TLS factory of this object's STARTTLS connections."""
+        if self._tls_factory is None:
+            self._tls_factory = _server_factory(self)
+        return self._tls_factory
 
     def _folder(self, domain: str) -> Path:
         return Path(self.directory.domain_folder(domain)) / "Settings"
@@ -308,17 +348,69 @@ def switch_to_tls(transport: Any, contexts: Any, *pending: _Clearable) -> None:
     """
     for buffer in pending:
         buffer.clear()
-    transport.startTLS(contexts)
+    start_tls(transport, contexts)
+
+
+def for_domain(contexts: Any, domain: str) -> Any:
+    """TLS contexts serving ``domain``'s certificate first (as FTP HOST or
+    an XMPP stream's ``to`` chose it): :meth:`DomainContexts.preferred`;
+    any other context factory is returned as it is."""
+    return contexts.preferred(domain) if isinstance(contexts, DomainContexts) else contexts
+
+
+def start_tls(transport: Any, contexts: Any, normal: bool = True) -> None:
+    """``transport.startTLS(contexts, normal)``, the server side of a TCP
+    connection sharing one TLS factory with every connection of the same
+    ``contexts`` (:class:`DomainContexts` or :class:`PreferredDomain`).
+
+    Twisted's own ``startTLS`` makes a factory for each connection, with
+    two closures and their cells: about 1 KiB that every idle session
+    would keep.  This does the same steps with the shared factory; any
+    other transport or context factory goes to ``startTLS``."""
+    shared = getattr(contexts, "tls_factory", None)
+    if (
+        _newtls is None
+        or shared is None
+        or not isinstance(transport, _newtls.ConnectionMixin)
+        or transport.TLS
+        # The client side (never asked of a server).
+        or (transport._tlsClientDefault if normal else not transport._tlsClientDefault)
+    ):
+        # ITLSTransport's startTLS takes the context factory alone.
+        transport.startTLS(contexts) if normal else transport.startTLS(contexts, normal)
+        return
+    below: Any = transport
+    producer, streaming = below.producer, below.streamingProducer
+    if producer is not None:
+        below.unregisterProducer()
+    factory = shared()
+    tls = factory.protocol(factory, below.protocol, False)
+    below.protocol = tls
+    below.getHandle = tls.getHandle
+    below.getPeerCertificate = tls.getPeerCertificate
+    directlyProvides(below, ISSLTransport)
+    below.TLS = True
+    tls.makeConnection(_newtls._BypassTLS(FileDescriptor, below))
+    if producer is not None:
+        below.registerProducer(producer, streaming)
 
 
 @implementer(IOpenSSLContextFactory)
 class PreferredDomain:
     """The certificate of one domain (chosen before the handshake, as FTP
-    HOST does), still switching by SNI when the client sends a name."""
+    HOST does), still switching by SNI when the client sends a name.
+    :meth:`DomainContexts.preferred` gives one per domain."""
 
     def __init__(self, contexts: DomainContexts, domain: str) -> None:
         self.contexts = contexts
         self.domain = domain
+        self._tls_factory: TLSMemoryBIOFactory | None = None
+
+    def tls_factory(self) -> TLSMemoryBIOFactory:
+        """The one TLS factory of this domain's STARTTLS connections."""
+        if self._tls_factory is None:
+            self._tls_factory = _server_factory(self)
+        return self._tls_factory
 
     def getContext(self) -> SSL.Context:
         """The domain's context, else the Main Domain's."""

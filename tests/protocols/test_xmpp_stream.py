@@ -10,6 +10,7 @@ from zope.interface.verify import verifyObject
 
 from communigate.portal.xmppsession import IXMPPAccount, XMPPAccount
 from communigate.protocols.xmpp import server as server_module
+from communigate.protocols.tls import DomainContexts
 from communigate.protocols.xmpp.server import MAX_FAILURES
 from communigate.store.files import FileDirectory
 from tests.protocols.xmpp_client import Stream, header, make_factory, plain
@@ -70,7 +71,8 @@ def test_starttls_required_before_sasl(directory: FileDirectory) -> None:
     """With TLS available, STARTTLS is required and alone; <auth/> is
     refused with encryption-required; <starttls/> proceeds and drops what
     was pipelined behind it."""
-    client = stream(directory, tls=object())
+    contexts = DomainContexts(directory)
+    client = stream(directory, tls=contexts)
     features = client.send(header())
     assert b"<required/>" in features
     assert b"<mechanisms" not in features
@@ -78,7 +80,7 @@ def test_starttls_required_before_sasl(directory: FileDirectory) -> None:
     reply = client.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>")
     assert reply == b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
     assert client.transport.tls is not None
-    assert client.transport.tls.domain == "company.com"
+    assert client.transport.tls is contexts.preferred("company.com")
     assert not client.transport.disconnecting
     assert b"<stream:stream" in client.send(header())
 

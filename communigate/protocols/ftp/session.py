@@ -25,7 +25,7 @@ from communigate.protocols.ftp.data import ActiveTarget, PassivePort
 from communigate.protocols.ftp.parser import State, reply
 from communigate.protocols.limits import DEFAULTS, Limits
 from communigate.protocols.lines import LineSplitter, LineTooLong
-from communigate.protocols.tls import PreferredDomain
+from communigate.protocols.tls import for_domain
 
 if TYPE_CHECKING:
     from communigate.protocols.ftp.server import FTPFactory
@@ -93,7 +93,7 @@ class FTPSession(Protocol):
     def _contexts(self) -> Any:
         """TLS contexts: the HOST domain's certificate first, if any."""
         tls = self.factory.tls
-        return PreferredDomain(tls, self.host) if self.host and tls is not None else tls
+        return for_domain(tls, self.host) if self.host and tls is not None else tls
 
     def send(self, data: bytes) -> None:
         """Write a reply."""

@@ -56,7 +56,7 @@ from communigate.portal.xmppsession import IXMPPAccount
 from communigate.protocols.access import LoginService
 from communigate.protocols.limits import Limits, LimitsReader, SessionTimers
 from communigate.protocols.saslexchange import SASLAborted, SASLExchange, SASLMalformed
-from communigate.protocols.tls import PreferredDomain, switch_to_tls
+from communigate.protocols.tls import for_domain, switch_to_tls
 from communigate.protocols.xmpp import stream
 from communigate.protocols.xmpp.hub import Hub
 from communigate.protocols.xmpp.jid import JID, InvalidJID, make
@@ -536,7 +536,7 @@ class XMPPServer(Protocol):
             self.close()
             return
         self.write(stream.PROCEED)
-        switch_to_tls(self.transport, PreferredDomain(self.factory.tls, self.domain), _Clear(self))
+        switch_to_tls(self.transport, for_domain(self.factory.tls, self.domain), _Clear(self))
         assert self.parser is not None
         self.parser.reset()
         self.secure = True
