@@ -35,6 +35,7 @@ from OpenSSL import SSL, crypto
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IOpenSSLContextFactory, ISSLTransport
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import directlyProvides, implementer
 
@@ -367,6 +368,10 @@ def start_tls(transport: Any, contexts: Any, normal: bool = True) -> None:
     two closures and their cells: about 1 KiB that every idle session
     would keep.  This does the same steps with the shared factory; any
     other transport or context factory goes to ``startTLS``."""
+    while isinstance(transport, ProtocolWrapper) and not hasattr(type(transport), "startTLS"):
+        # A wrapper that only relays (the per-address guard): the TLS
+        # layer goes below it, where its own startTLS would have put it.
+        transport = transport.transport
     shared = getattr(contexts, "tls_factory", None)
     if (
         _newtls is None

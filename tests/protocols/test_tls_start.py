@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 from communigate.observe.traffic import CountingFactory
+from communigate.protocols.guard import GuardedFactory
 from communigate.protocols.tls import DomainContexts, switch_to_tls
 from communigate.store.files import FileDirectory
 from communigate.store.initialise import initialise
@@ -71,14 +72,17 @@ def contexts(tmp_path: Path) -> DomainContexts:
 
 @pytest.mark.parametrize("preferred", [False, True])
 def test_connections_share_one_tls_factory(contexts: DomainContexts, preferred: bool) -> None:
-    """Two STARTTLS connections through the traffic counter (as every
-    listener has) complete their handshakes on one shared TLS factory, each
-    with its own TLS connection; both leave the factory when they close."""
+    """Two STARTTLS connections through the per-address guard and the
+    traffic counter (as every listener has them) complete their handshakes
+    on one shared TLS factory, each with its own TLS connection; both leave
+    the factory when they close."""
     from twisted.internet import reactor
 
     echo = Factory.forProtocol(_Echo)
     _Echo.contexts = contexts.preferred("company.com") if preferred else contexts
-    port = reactor.listenTCP(0, CountingFactory(echo), interface="127.0.0.1")
+    # As a listener has them: the per-address guard, then the traffic counter.
+    guarded = GuardedFactory(CountingFactory(echo), "imap4", contexts.directory)
+    port = reactor.listenTCP(0, guarded, interface="127.0.0.1")
     results: list[Any] = [None, None]
     hold = threading.Event()
     shared = (contexts.preferred("company.com") if preferred else contexts).tls_factory()

@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from communigate.portal.xmppsession import IXMPPAccount, XMPPAccount
-from communigate.protocols.xmpp import server as server_module
 from communigate.protocols.tls import DomainContexts
+from communigate.protocols.xmpp import server as server_module
 from communigate.protocols.xmpp.server import MAX_FAILURES
 from communigate.store.files import FileDirectory
 from tests.protocols.xmpp_client import Stream, header, make_factory, plain
