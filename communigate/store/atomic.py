@@ -39,7 +39,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that no reader ever sees a partial file."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    write_durable(temporary, data, mode)
+    try:
+        write_durable(temporary, data, mode)
+    except FileExistsError:
+        # Left by a crash of an earlier process with the same number.
+        temporary.unlink(missing_ok=True)
+        write_durable(temporary, data, mode)
     os.replace(temporary, path)
     fsync_directory(path.parent)

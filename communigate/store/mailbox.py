@@ -221,13 +221,19 @@ class Mailbox:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.mkdir(exist_ok=True)
-        with open(self.path / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """Hold the mailbox's lock (FileNotFoundError if its folder is
+        gone: a lock never makes a deleted mailbox again)."""
+        fd = os.open(
+            os.path.join(self.path, ".lock"),
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            # Closing the descriptor releases the lock.
+            os.close(fd)
 
     def _read_uids(self, fresh: bool = False) -> tuple[int, int]:
         """UIDVALIDITY and UIDNEXT; read again only when the file was
@@ -577,7 +583,11 @@ class Mailbox:
         """Give a message exactly these flags (one rename); None if another
         session removed it."""
         wanted = frozenset(flags)
-        letters, keywords = self._letters_and_keywords(wanted)
+        try:
+            letters, keywords = self._letters_and_keywords(wanted)
+        except FileNotFoundError:
+            # A new keyword, and the mailbox deleted meanwhile.
+            return None
         stem = os.path.basename(info.path).split(":", 1)[0]
         target = f"{self.path}/cur/{stem}:2,{letters}"
         if target != info.path:

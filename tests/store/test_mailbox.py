@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from communigate.store.mailbox import Mailbox, to_crlf
@@ -27,6 +29,17 @@ def test_uids_never_reused(tmp_path: Path) -> None:
     box.remove(box.messages())
     assert box.deliver(b"two") == 2
     assert Mailbox(tmp_path / "box").uidvalidity == validity
+
+
+def test_a_new_keyword_never_makes_a_deleted_mailbox_again(tmp_path: Path) -> None:
+    """Setting a new keyword on a message whose mailbox another session
+    deleted finds the message gone, and the folder stays gone."""
+    box = Mailbox(tmp_path / "box")
+    box.deliver(b"one")
+    [info] = box.messages()
+    shutil.rmtree(box.path)
+    assert box.set_flags(info, ["$Important"]) is None
+    assert not box.path.exists()
 
 
 def test_crash_leaves_nothing_visible(tmp_path: Path) -> None:
@@ -127,3 +140,15 @@ def test_uid_and_keyword_state_seen_by_every_object_of_a_folder(tmp_path: Path) 
     assert reader.uidnext == 40 and Mailbox(reader.path).uidnext == 40
     assert writer.keywords() == ["$Work", "$Home"]
     assert writer.deliver(b"four") == 40
+
+
+def test_atomic_write_over_a_crashed_temporary(tmp_path: Path) -> None:
+    """A temporary file a crashed process of the same number left is
+    replaced, not a reason to fail."""
+    from communigate.store.atomic import write_atomic
+
+    target = tmp_path / "uids.settings"
+    (tmp_path / f".uids.settings.{os.getpid()}.tmp").write_bytes(b"half")
+    write_atomic(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert [path.name for path in tmp_path.iterdir()] == ["uids.settings"]
