@@ -153,7 +153,8 @@ class LimitsReader:
 
 
 #: A time-out due within this many seconds when its call runs has passed
-#: (the clock's arithmetic may leave it a hair short).
+#: (the clock's arithmetic may leave it a hair short): it may fire up to
+#: this much early.
 _SLACK = 0.001
 
 
@@ -202,7 +203,17 @@ class SessionTimers:
 
     def activity(self) -> None:
         """Bytes arrived: restart the idle timer (never the deadline)."""
-        self._last = self._clock.seconds()
+        now = self._clock.seconds()
+        if now < self._last and self._call is not None:
+            # The wall clock stepped back: what is scheduled is in the old
+            # reckoning, so both times move back by the step.
+            if self._deadline is not None:
+                self._deadline -= self._last - now
+            self._last = now
+            self._call.cancel()
+            self._call = self._clock.callLater(self._due()[0] - now, self._fire)
+            return
+        self._last = now
 
     def logged_in(self) -> None:
         """The client logged in: the deadline no longer applies."""

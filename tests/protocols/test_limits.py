@@ -143,3 +143,31 @@ def test_one_call_per_connection_and_none_cancelled_at_login() -> None:
     assert fired == []
     clock.advance(1)
     assert fired == ["idle time-out"] and not calls
+
+
+class _SteppingClock(Clock):
+    """A clock whose reading can step back, as the wall clock can."""
+
+    offset = 0.0
+
+    def seconds(self) -> float:
+        return super().seconds() + self.offset
+
+
+def test_a_clock_stepping_back_does_not_delay_the_idle_time_out() -> None:
+    """Bytes after the clock stepped back an hour restart the idle time
+    from their own moment, not from an hour later."""
+    clock = _SteppingClock()
+    fired: list[str] = []
+    session = SessionTimers(
+        clock, Limits(max_line=1000, login_timeout=60, idle_timeout=300), fired.append
+    )
+    session.start()
+    session.logged_in()
+    clock.advance(10)
+    clock.offset = -3600.0
+    session.activity()
+    clock.advance(299)
+    assert fired == []
+    clock.advance(1)
+    assert fired == ["idle time-out"]
