@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple, TypeVar
 
 from communigate.store import settingsformat
-from communigate.store.atomic import fsync_directory, write_atomic
+from communigate.store.atomic import fsync_directory, read_range, write_atomic
 from communigate.store.changes import BUS as CHANGES
 from communigate.store.messagecache import (
     MAX_HEADER,
@@ -250,12 +250,10 @@ class Mailbox:
             if known is not None and known[0] == _identity(status):
                 return known[1]
         try:
-            with open(path, encoding="utf-8") as handle:
-                status = os.fstat(handle.fileno())
-                text = handle.read()
+            data, status = read_range(path)
         except FileNotFoundError:
             return 0, 1
-        values = settingsformat.loads_dictionary(text)
+        values = settingsformat.loads_dictionary(data.decode("utf-8"))
         validity, next_uid = values.get("UIDValidity"), values.get("UIDNext")
         found = (
             validity if isinstance(validity, int) else 0,
@@ -298,11 +296,10 @@ class Mailbox:
             if known is not None and known[0] == _identity(status):
                 return list(known[1])
         try:
-            with open(path, encoding="utf-8") as handle:
-                status = os.fstat(handle.fileno())
-                values = settingsformat.loads_dictionary(handle.read())
+            data, status = read_range(path)
         except FileNotFoundError:
             return []
+        values = settingsformat.loads_dictionary(data.decode("utf-8"))
         known = (_identity(status), settingsformat.as_string_list(values.get("Keywords")))
         _remember(_KEYWORDS_READ, path, known)
         return list(known[1])

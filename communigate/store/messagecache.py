@@ -40,6 +40,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from communigate.store.atomic import read_range
+
 CACHE_FILE = "cache.index"
 _MAGIC = b"CGCACHE1"
 _TOMBSTONE = "-"
@@ -58,16 +60,21 @@ PENDING_RECORDS = 128
 def read_header(path: str | Path) -> bytes:
     """A message's header with its blank line, read from the start of its
     file, split as :func:`split_header` splits the whole message."""
-    with open(path, "rb") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
         data = b""
         while True:
-            chunk = handle.read(_HEADER_CHUNK)
+            chunk = os.read(fd, _HEADER_CHUNK)
             data += chunk
             if not chunk or b"\r\n\r\n" in data or data.startswith(b"\r\n"):
                 break
             if len(data) > MAX_HEADER:
-                data += handle.read()
+                while chunk:
+                    chunk = os.read(fd, 1024 * 1024)
+                    data += chunk
                 break
+    finally:
+        os.close(fd)
     return split_header(data)
 
 
@@ -186,9 +193,7 @@ class MessageCache:
         if status.st_size <= self._offset:
             return
         try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
-                data = handle.read(status.st_size - self._offset)
+            data = read_range(self.path, self._offset, status.st_size - self._offset)[0]
         except FileNotFoundError:
             return
         used, damaged = self._parse(data)
@@ -242,10 +247,11 @@ class MessageCache:
         if self._identity is None and not self.entries:
             return
         try:
-            with open(self.path, "rb") as handle:
-                first = handle.readline(128)
+            start = read_range(self.path, 0, 128)[0]
         except FileNotFoundError:
-            first = b""
+            start = b""
+        end = start.find(b"\n")
+        first = start[: end + 1] if end >= 0 else start
         if first != self._first:
             self.entries, self._identity, self._offset, self._dead = {}, None, 0, 0
             self._first = b""

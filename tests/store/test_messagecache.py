@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from communigate.store.atomic import read_range
 from communigate.store.mailbox import Mailbox
 from communigate.store.messagecache import (
     CACHE_FILE,
@@ -132,11 +133,29 @@ def test_other_uidvalidity_is_ignored(mailbox: Mailbox) -> None:
 def test_read_header_of_long_and_headerless_files(tmp_path: Path) -> None:
     """Reading the start of a file splits the header as the whole message does."""
     long = b"X: " + b"y" * 40_000 + b"\r\n\r\nbody\r\n"
+    huge = b"X: " + b"y" * 3_000_000 + b"\r\n\r\nbody\r\n"
     bare = b"no blank line\r\n"
-    for data in (long, bare, b"\r\nbody only\r\n"):
+    exact = b"X: " + b"y" * (16384 - 7) + b"\r\n\r\nbody"
+    for data in (long, huge, bare, exact, b"\r\nbody only\r\n", b""):
         path = tmp_path / "m"
         path.write_bytes(data)
         assert read_header(path) == split_header(data)
+
+
+def test_read_range(tmp_path: Path) -> None:
+    """A part of a file, the rest of it, or less at its end; with the
+    status of the file that was read."""
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    assert read_range(path, 2, 3)[0] == b"234"
+    assert read_range(path, 4)[0] == b"456789"
+    assert read_range(path, 8, 100)[0] == b"89"
+    assert read_range(path, 20, 5)[0] == b""
+    data, status = read_range(path)
+    assert data == b"0123456789" and status.st_size == 10
+    assert status.st_ino == path.stat().st_ino
+    with pytest.raises(FileNotFoundError):
+        read_range(tmp_path / "missing")
 
 
 def test_mailbox_made_again_starts_afresh(tmp_path: Path) -> None:
