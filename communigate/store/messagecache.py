@@ -69,9 +69,12 @@ def read_header(path: str | Path) -> bytes:
             if not chunk or b"\r\n\r\n" in data or data.startswith(b"\r\n"):
                 break
             if len(data) > MAX_HEADER:
+                # No end in sight: the whole file is the header.
+                rest = [data]
                 while chunk:
                     chunk = os.read(fd, 1024 * 1024)
-                    data += chunk
+                    rest.append(chunk)
+                data = b"".join(rest)
                 break
     finally:
         os.close(fd)
