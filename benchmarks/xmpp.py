@@ -225,6 +225,7 @@ async def quiet(pid: int, limit: float = QUIET_LIMIT) -> None:
         if now - spent < 0.1:
             return
         spent = now
+    step(f"the server is still busy {limit:.0f} s after the clients' ends; stopping it")
 
 
 # -- a minimal client -----------------------------------------------------------
