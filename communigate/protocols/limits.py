@@ -206,7 +206,9 @@ class SessionTimers:
         now = self._clock.seconds()
         if now < self._last and self._call is not None:
             # The wall clock stepped back: what is scheduled is in the old
-            # reckoning, so both times move back by the step.
+            # reckoning.  Both times move back by as much of the step as
+            # shows since the last bytes (the deadline may stay late by
+            # the time between them, at most its own length).
             if self._deadline is not None:
                 self._deadline -= self._last - now
             self._last = now
