@@ -55,11 +55,20 @@ except ImportError:  # pragma: no cover - another Twisted
     _newtls = None
 
 
-def _server_factory(contexts: IOpenSSLContextFactory) -> TLSMemoryBIOFactory:
-    """A TLS factory for the server side of connections started by
-    :func:`start_tls` (no wrapped factory, as Twisted's ``startTLS``)."""
-    wrapped: Any = None
-    return TLSMemoryBIOFactory(contexts, False, wrapped)
+class _SharedTLSFactory:
+    """A context factory whose STARTTLS connections share one TLS factory
+    (:func:`start_tls`)."""
+
+    _tls_factory: TLSMemoryBIOFactory | None = None
+
+    def tls_factory(self) -> TLSMemoryBIOFactory:
+        """The one TLS factory of this object's STARTTLS connections: the
+        server side, no wrapped factory (as Twisted's ``startTLS``)."""
+        if self._tls_factory is None:
+            contexts: Any = self
+            wrapped: Any = None
+            self._tls_factory = TLSMemoryBIOFactory(contexts, False, wrapped)
+        return self._tls_factory
 
 
 #: Domains with a :class:`PreferredDomain` kept at most (all are forgotten
@@ -91,7 +100,7 @@ def _identity(paths: list[Path]) -> tuple[tuple[int, int], ...]:
 
 
 @implementer(IOpenSSLContextFactory)
-class DomainContexts:
+class DomainContexts(_SharedTLSFactory):
     """SSL contexts per domain; a context factory for Twisted's TLS."""
 
     log = Logger()
@@ -108,7 +117,6 @@ class DomainContexts:
             weakref.WeakKeyDictionary()
         )
         self._preferred: dict[str, PreferredDomain] = {}
-        self._tls_factory: TLSMemoryBIOFactory | None = None
 
     def preferred(self, domain: str) -> PreferredDomain:
         """The contexts with ``domain``'s certificate first (one object per
@@ -119,12 +127,6 @@ class DomainContexts:
                 self._preferred.clear()
             found = self._preferred[domain] = PreferredDomain(self, domain)
         return found
-
-    def tls_factory(self) -> TLSMemoryBIOFactory:
-        """The one TLS factory of this object's STARTTLS connections."""
-        if self._tls_factory is None:
-            self._tls_factory = _server_factory(self)
-        return self._tls_factory
 
     def _folder(self, domain: str) -> Path:
         return Path(self.directory.domain_folder(domain)) / "Settings"
@@ -401,7 +403,7 @@ def start_tls(transport: Any, contexts: Any, normal: bool = True) -> None:
 
 
 @implementer(IOpenSSLContextFactory)
-class PreferredDomain:
+class PreferredDomain(_SharedTLSFactory):
     """The certificate of one domain (chosen before the handshake, as FTP
     HOST does), still switching by SNI when the client sends a name.
     :meth:`DomainContexts.preferred` gives one per domain."""
@@ -409,13 +411,6 @@ class PreferredDomain:
     def __init__(self, contexts: DomainContexts, domain: str) -> None:
         self.contexts = contexts
         self.domain = domain
-        self._tls_factory: TLSMemoryBIOFactory | None = None
-
-    def tls_factory(self) -> TLSMemoryBIOFactory:
-        """The one TLS factory of this domain's STARTTLS connections."""
-        if self._tls_factory is None:
-            self._tls_factory = _server_factory(self)
-        return self._tls_factory
 
     def getContext(self) -> SSL.Context:
         """The domain's context, else the Main Domain's."""
